@@ -1,0 +1,175 @@
+"""Local training and evaluation loops, the same for private and non-private runs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from client.models import get_weights
+from privacy.accounting import AccountingStep
+from privacy.dpsgd import make_private
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalOutcome:
+    """What local training produced: new weights and what to account for them."""
+
+    weights: list[np.ndarray]
+    num_examples: int
+    mean_loss: float
+    accounting: AccountingStep | None
+
+
+def batch_size_for(num_examples: int, sample_rate: float) -> int:
+    """The loader batch size whose number of batches per epoch is about ``1 / sample_rate``."""
+    batches = max(1, round(1 / sample_rate))
+    return max(1, math.ceil(num_examples / batches))
+
+
+def effective_sample_rate(num_examples: int, sample_rate: float) -> float:
+    """The Poisson sample rate DP-SGD really uses: one over the loader's number of batches."""
+    batch_size = batch_size_for(num_examples, sample_rate)
+    return 1.0 / math.ceil(num_examples / batch_size)
+
+
+def steps_per_epoch(num_examples: int, sample_rate: float) -> int:
+    return round(1 / effective_sample_rate(num_examples, sample_rate))
+
+
+def train_locally(
+    model: nn.Module,
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    learning_rate: float,
+    sample_rate: float,
+    noise_multiplier: float | None,
+    max_grad_norm: float,
+    proximal_mu: float = 0.0,
+    seed: int,
+    device: torch.device,
+) -> LocalOutcome:
+    """Train ``model`` in place for ``epochs`` and return its weights.
+
+    With a ``noise_multiplier`` the steps are DP-SGD (Poisson-sampled batches,
+    per-sample clipping to ``max_grad_norm``, Gaussian noise); with ``None``
+    they are plain SGD on shuffled batches of the same expected size. A
+    ``proximal_mu`` > 0 adds FedProx's proximal step towards the starting
+    weights after each step; it reads no data, so it costs no privacy.
+    """
+    model.to(device).train()
+    dataset = TensorDataset(
+        torch.as_tensor(features, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
+    )
+    generator = torch.Generator().manual_seed(seed)
+    loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
+        dataset,
+        batch_size=batch_size_for(len(dataset), sample_rate),
+        shuffle=noise_multiplier is None,
+        generator=generator,
+    )
+    optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
+    private = None
+    if noise_multiplier is not None:
+        private = make_private(
+            model,
+            optimizer,
+            loader,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=max_grad_norm,
+            noise_seed=seed + 1,
+        )
+        model, optimizer, loader = private.model, private.optimizer, private.data_loader
+    criterion = nn.CrossEntropyLoss()
+    losses: list[float] = []
+    with warnings.catch_warnings():
+        # Opacus's per-sample hooks fire on inputs that need no gradient; torch warns.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        _run_epochs(
+            model,
+            optimizer,
+            loader,
+            criterion,
+            losses,
+            epochs=epochs,
+            device=device,
+            anchor=anchor,
+            proximal_rate=learning_rate * proximal_mu,
+        )
+    trained = private.module if private is not None else model
+
+    return LocalOutcome(
+        weights=get_weights(trained),
+        num_examples=len(dataset),
+        mean_loss=float(np.mean(losses)) if losses else math.nan,
+        accounting=private.accounting_step() if private is not None else None,
+    )
+
+
+def _run_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader[tuple[torch.Tensor, ...]],
+    criterion: nn.Module,
+    losses: list[float],
+    *,
+    epochs: int,
+    device: torch.device,
+    anchor: list[torch.Tensor],
+    proximal_rate: float,
+) -> None:
+    for _ in range(epochs):
+        for batch_x, batch_y in loader:
+            x, y = batch_x.to(device), batch_y.to(device)
+            optimizer.zero_grad()
+            out = model(x)
+            if len(y) == 0:
+                # An empty Poisson batch still takes a (pure-noise) step: skipping it
+                # would reveal that the batch was empty.
+                loss = out.sum() * 0.0
+            else:
+                loss = criterion(out, y)
+                losses.append(float(loss.detach()))
+            loss.backward()
+            optimizer.step()
+            if anchor:
+                _proximal_step(model.parameters(), anchor, proximal_rate)
+
+
+def _proximal_step(params: Iterable[torch.Tensor], anchor: list[torch.Tensor], rate: float) -> None:
+    with torch.no_grad():
+        for param, start in zip(params, anchor, strict=True):
+            param.sub_(rate * (param - start))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    num_examples: int
+
+
+def evaluate_model(
+    model: nn.Module, features: np.ndarray, labels: np.ndarray, *, device: torch.device
+) -> Evaluation:
+    """Cross-entropy loss and accuracy of ``model`` on the given rows."""
+    model.to(device).eval()
+    with torch.no_grad():
+        x = torch.as_tensor(features, dtype=torch.float32, device=device)
+        y = torch.as_tensor(labels, dtype=torch.long, device=device)
+        logits = model(x)
+        loss = float(nn.functional.cross_entropy(logits, y))
+        accuracy = float((logits.argmax(dim=1) == y).float().mean())
+    return Evaluation(loss=loss, accuracy=accuracy, num_examples=len(labels))

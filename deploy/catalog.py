@@ -1,0 +1,128 @@
+"""Which versions the service serves: the store's production versions, polled.
+
+A promotion in the registry reaches the service within one poll interval, with
+no restart: the new version is loaded (its artifact's SHA-256 checked) beside
+the old one and swapped in atomically. A version that cannot be loaded is
+logged and audited, and the previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from client.preprocessing import PreprocessingSpec
+from deploy.errors import ServingError
+from deploy.metrics import ServiceMetrics
+from deploy.predictor import LoadedModel, ModelHolder
+from server.store import audit
+from server.store import repository as repo
+from server.store.engine import Store
+
+logger = logging.getLogger(__name__)
+
+SERVICE_ACTOR = "inference-service"
+
+
+class ModelCatalog:
+    """Keeps ``holder`` in step with the registry's production versions."""
+
+    def __init__(
+        self,
+        store: Store,
+        holder: ModelHolder,
+        metrics: ServiceMetrics,
+        *,
+        providers: list[str],
+        threads: int,
+        poll_interval_s: float,
+    ) -> None:
+        self.store = store
+        self.holder = holder
+        self.metrics = metrics
+        self.providers = providers
+        self.threads = threads
+        self.poll_interval_s = poll_interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed: set[tuple[str, int]] = set()
+
+    def refresh(self) -> None:
+        """Load what changed since the last look (one transaction, no audit per poll)."""
+        with self.store.session() as session:
+            rows = [
+                (
+                    v.name,
+                    v.version,
+                    v.artifact_path,
+                    v.artifact_sha256,
+                    v.preprocessing,
+                    v.lineage,
+                    v.stage,
+                )
+                for v in repo.serving_catalog(session=session)
+            ]
+        wanted = {name for name, *_ in rows}
+        for name, version, path, sha256, preprocessing, lineage, stage in rows:
+            current = self.holder.get(name)
+            if (current is not None and current.version == version) or (
+                name,
+                version,
+            ) in self._failed:
+                continue
+            try:
+                model = LoadedModel(
+                    name=name,
+                    version=version,
+                    path=Path(path),
+                    sha256=sha256,
+                    preprocessing=PreprocessingSpec.from_dict(preprocessing),
+                    providers=self.providers,
+                    threads=self.threads,
+                    details={"lineage": lineage, "stage": stage},
+                )
+            except (ServingError, ValueError, KeyError, OSError) as exc:
+                self._failed.add((name, version))
+                logger.error("cannot serve %s v%d: %s", name, version, exc)
+                self._audit("model.load", f"model:{name}@{version}", "error", {"error": str(exc)})
+                continue
+            self.holder.put(model)
+            self.metrics.version.labels(model=name).set(version)
+            self._audit(
+                "model.load", f"model:{name}@{version}", "success", {"providers": model.providers}
+            )
+        for name in set(self.holder.names()) - wanted:
+            logger.info("no production version of %s any more: no longer serving it", name)
+            self.holder.remove(name)
+            self.metrics.version.remove(name)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="model-catalog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_interval_s):
+            try:
+                self.refresh()
+            except Exception:  # keep serving what is loaded; say why in the log
+                logger.exception("could not refresh the served models")
+
+    def _audit(self, action: str, target: str, outcome: str, details: dict[str, object]) -> None:
+        try:
+            with self.store.session() as session:
+                audit.append(
+                    session,
+                    actor=SERVICE_ACTOR,
+                    action=action,
+                    target=target,
+                    outcome=outcome,
+                    details=details,
+                )
+        except Exception:
+            logger.exception("could not audit %s of %s", action, target)

@@ -1,0 +1,177 @@
+"""Export a run's global model to ONNX, and refuse an artifact that does not match PyTorch.
+
+The exported graph is ``ServingModule``: preprocessing, network and softmax, with a
+dynamic batch axis. Parity is checked on held-out rows (the institutions' own
+when a simulation has them) and on rows sampled from the schema (values across
+each declared range, every category, missing values): the ONNX output must be
+within ``tolerance`` of the training path (``PreprocessingSpec.transform``, the
+network, softmax) and predict the same classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from client.models import ModelSpec, build_model, set_weights
+from client.preprocessing import PreprocessingSpec
+from client.schema import CategoricalFeature, NumericFeature
+from deploy.errors import ExportError
+from deploy.serving_model import ServingModule, encode_rows, frame_to_rows
+
+logger = logging.getLogger(__name__)
+
+PARITY_TOLERANCE = 1e-5
+INPUT_NAMES = ("numeric", "categorical")
+OUTPUT_NAME = "probabilities"
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    rows: int
+    max_abs_diff: float
+    same_classes: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= PARITY_TOLERANCE and self.same_classes
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    path: Path
+    sha256: str
+    parity: ParityReport
+
+
+def serving_module(
+    weights: list[np.ndarray], model_spec: ModelSpec, spec: PreprocessingSpec
+) -> ServingModule:
+    """The global model with its preprocessing in front, in eval mode."""
+    network = build_model(model_spec)
+    set_weights(network, weights)
+    return ServingModule(spec, network).eval()
+
+
+def export_onnx(module: ServingModule, path: Path) -> None:
+    """Write ``module`` as one self-contained ONNX file with a dynamic batch axis."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = (
+        torch.zeros(2, module.num_numeric, dtype=torch.float32),
+        torch.zeros(2, module.num_categorical, dtype=torch.long),
+    )
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module,
+                example,
+                dynamo=True,
+                input_names=list(INPUT_NAMES),
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch}, {0: batch}),
+                verbose=False,
+            )
+            assert program is not None
+            program.save(str(path), external_data=False)
+    except Exception as exc:  # the exporter raises many types; all mean "no artifact"
+        raise ExportError(f"ONNX export failed: {exc}") from exc
+
+
+def sample_rows(spec: PreprocessingSpec, *, count: int, seed: int) -> pd.DataFrame:
+    """Rows drawn from the schema alone: no data needed, every edge included."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, Any] = {}
+    for feature in spec.schema.features:
+        if isinstance(feature, NumericFeature):
+            low, high = feature.range
+            values = rng.uniform(low, high, count)
+            if count >= 2:
+                values[:2] = (low, high)
+            if feature.nullable:
+                values[rng.random(count) < 0.1] = np.nan
+            columns[feature.name] = values
+        else:
+            assert isinstance(feature, CategoricalFeature)
+            values = rng.choice(list(feature.categories), count).astype(object)
+            if feature.nullable:
+                values[rng.random(count) < 0.1] = None
+            columns[feature.name] = values
+    return pd.DataFrame(columns)
+
+
+def check_parity(
+    path: Path, module: ServingModule, spec: PreprocessingSpec, frame: pd.DataFrame
+) -> ParityReport:
+    """Compare the ONNX artifact with the training path on ``frame``'s rows."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    numeric, categorical = encode_rows(frame_to_rows(frame, spec), spec)
+    (onnx_probs,) = session.run(None, {"numeric": numeric, "categorical": categorical})
+    with torch.no_grad():
+        logits = module.model(torch.as_tensor(spec.transform(frame)))
+        torch_probs = torch.softmax(logits, dim=1).numpy()
+    # A row whose top two classes are tied within the tolerance may flip either way.
+    top2 = np.sort(torch_probs, axis=1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) > 2 * PARITY_TOLERANCE
+    agree = onnx_probs.argmax(1) == torch_probs.argmax(1)
+    return ParityReport(
+        rows=len(frame),
+        max_abs_diff=float(np.abs(onnx_probs - torch_probs).max()),
+        same_classes=bool(agree[decided].all()),
+    )
+
+
+def export_model(
+    *,
+    weights: list[np.ndarray],
+    model_spec: ModelSpec,
+    preprocessing: PreprocessingSpec,
+    path: Path,
+    held_out: pd.DataFrame | None = None,
+    seed: int = 0,
+) -> ExportedModel:
+    """Export, check parity, and return the artifact's hash; raise ``ExportError`` on a mismatch.
+
+    An artifact that fails parity is deleted, so it cannot be registered by mistake.
+    """
+    module = serving_module(weights, model_spec, preprocessing)
+    export_onnx(module, path)
+    frames = [sample_rows(preprocessing, count=512, seed=seed)]
+    if held_out is not None and len(held_out):
+        frames.append(held_out[preprocessing.schema.feature_names])
+    rows = pd.concat(frames, ignore_index=True)
+    parity = check_parity(path, module, preprocessing, rows)
+    logger.info(
+        "parity on %d rows: max |Δp| %.2e, same classes %s",
+        parity.rows,
+        parity.max_abs_diff,
+        parity.same_classes,
+    )
+    if not parity.passed:
+        path.unlink(missing_ok=True)
+        raise ExportError(
+            f"the ONNX artifact does not match the PyTorch model on {parity.rows} rows "
+            f"(max |Δp| {parity.max_abs_diff:.2e}, tolerance {PARITY_TOLERANCE:g}; same classes: "
+            f"{parity.same_classes}); refusing to register it",
+            max_abs_diff=parity.max_abs_diff,
+        )
+    return ExportedModel(path=path, sha256=sha256_file(path), parity=parity)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,95 @@
+"""From a run's checkpoint to a registered model version.
+
+``export_and_register`` reads the run's checkpoint (its last round, or a given
+one), exports the global model with its preprocessing to ONNX, checks parity,
+and registers the artifact in ``staging`` with its lineage: run, round,
+institutions, ε per institution, DP and SecAgg settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from client.models import ModelSpec
+from client.preprocessing import PreprocessingSpec
+from deploy.onnx_export import ExportedModel, export_model
+from server.checkpoints import RunCheckpoint
+from server.errors import NotFoundError
+from server.store import repository as repo
+from server.store.engine import Store
+from server.store.models import Principal
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    version: int
+    round: int
+    exported: ExportedModel
+
+
+def export_and_register(
+    *,
+    store: Store,
+    actor: Principal,
+    run_id: str,
+    name: str,
+    artifact_dir: Path,
+    round: int | None = None,
+    held_out: pd.DataFrame | None = None,
+) -> Registered:
+    """Export the run's model after ``round`` (default: its last) and register it in staging."""
+    with store.session() as session:
+        row = repo.checkpoint_for_export(
+            session=session, actor=_same(session, actor), run_id=run_id, round=round
+        )
+        checkpoint = RunCheckpoint.from_bytes(row.blob)
+    preprocessing = PreprocessingSpec.from_json(checkpoint.preprocessing)
+    model_spec = ModelSpec.from_dict(checkpoint.model_spec)
+    path = artifact_dir.resolve() / f"{name}-{run_id[:8]}-round{checkpoint.round}.onnx"
+    exported = export_model(
+        weights=checkpoint.weights,
+        model_spec=model_spec,
+        preprocessing=preprocessing,
+        path=path,
+        held_out=held_out,
+        seed=checkpoint.round,
+    )
+    with store.session() as session:
+        lineage = repo.run_lineage(session=session, run_id=run_id, up_to_round=checkpoint.round)
+        lineage["parity"] = {
+            "rows": exported.parity.rows,
+            "max_abs_diff": exported.parity.max_abs_diff,
+        }
+        lineage["run_config"] = checkpoint.run_config
+        version = repo.register_model_version(
+            session=session,
+            actor=_same(session, actor),
+            name=name,
+            artifact_path=str(path),
+            artifact_sha256=exported.sha256,
+            input_schema=preprocessing.schema.model_dump(mode="json"),
+            output_labels=list(preprocessing.schema.target.labels),
+            preprocessing=preprocessing.to_dict(),
+            model_spec=model_spec.to_dict(),
+            run_id=run_id,
+            lineage=lineage,
+        )
+        number = version.version
+    logger.info("registered %s v%d from run %s round %d", name, number, run_id, checkpoint.round)
+    return Registered(name=name, version=number, round=checkpoint.round, exported=exported)
+
+
+def _same(session: Session, actor: Principal) -> Principal:
+    """The actor as a row of this session (rows are loaded per session)."""
+    row = session.get(Principal, actor.id)
+    if row is None:
+        raise NotFoundError(f"principal {actor.name!r} is gone", principal=actor.name)
+    return row

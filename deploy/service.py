@@ -1,0 +1,89 @@
+"""What one running inference service holds: store, models, keys, metrics.
+
+Built once by the app factory and kept on ``app.state.service``; routes reach
+it through the dependencies in ``deploy.deps``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from deploy.auth import Authenticator, UsageCounter
+from deploy.catalog import ModelCatalog
+from deploy.metrics import ServiceMetrics
+from deploy.predictor import ModelHolder, choose_providers
+from deploy.settings import ServeSettings
+from deploy.validation import RequestLimits
+from server.store.engine import Store, open_store
+from server.store.settings import StoreSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    settings: ServeSettings
+    store: Store
+    holder: ModelHolder
+    metrics: ServiceMetrics
+    authenticator: Authenticator
+    usage: UsageCounter
+    catalog: ModelCatalog
+    limits: RequestLimits
+    _owns_store: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _flusher: threading.Thread | None = None
+
+    @classmethod
+    def build(cls, settings: ServeSettings, *, store: Store | None = None) -> Service:
+        owns = store is None
+        store = store or open_store(StoreSettings.load(settings.database_url))
+        holder = ModelHolder()
+        metrics = ServiceMetrics()
+        return cls(
+            settings=settings,
+            store=store,
+            holder=holder,
+            metrics=metrics,
+            authenticator=Authenticator(store, ttl_s=settings.auth_cache_ttl_s),
+            usage=UsageCounter(),
+            catalog=ModelCatalog(
+                store,
+                holder,
+                metrics,
+                providers=choose_providers(settings.providers),
+                threads=settings.threads,
+                poll_interval_s=settings.poll_interval_s,
+            ),
+            limits=RequestLimits(
+                max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes
+            ),
+            _owns_store=owns,
+        )
+
+    def start(self) -> None:
+        self.catalog.refresh()
+        self.catalog.start()
+        self._flusher = threading.Thread(target=self._flush_loop, name="usage-flush", daemon=True)
+        self._flusher.start()
+
+    def stop(self) -> None:
+        self.catalog.stop()
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+        try:
+            self.usage.flush(self.store)
+        except Exception:
+            logger.exception("could not write the last prediction counts")
+        if self._owns_store:
+            self.store.dispose()
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.settings.usage_flush_interval_s):
+            try:
+                self.usage.flush(self.store)
+            except Exception:
+                logger.exception("could not write prediction counts; keeping them for later")

@@ -1,0 +1,30 @@
+"""The inference service's settings, read once in the entry point (``FEDWARDEN_`` variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    """How ``fedwarden serve`` runs.
+
+    Every field can be set as ``FEDWARDEN_<NAME>`` (``FEDWARDEN_MAX_ROWS=256``);
+    ``fedwarden serve`` flags win over the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FEDWARDEN_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///fedwarden.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_rows: int = Field(default=1024, ge=1)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    poll_interval_s: float = Field(default=2.0, gt=0)
+    auth_cache_ttl_s: float = Field(default=30.0, ge=0)
+    usage_flush_interval_s: float = Field(default=60.0, gt=0)
+    providers: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
+    threads: int = Field(default=1, ge=1)
+    drift_window_rows: int = Field(default=5000, ge=50)
+    drift_window_s: float = Field(default=3600.0, gt=0)

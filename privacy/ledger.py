@@ -1,0 +1,91 @@
+"""The privacy ledger: what each institution spent, round by round.
+
+Each entry records a round's DP-SGD parameters (steps, sample rate, noise
+multiplier, clipping norm) and the institution's cumulative ε after it, at δ.
+One entry per (institution, round): a round reported again (a retried round
+after a restart) replaces its entry instead of adding a second one, so ε is
+never counted twice, and the cumulative ε it carries is the institution's own
+account of everything it spent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerEntry:
+    """One institution's round."""
+
+    institution: str
+    round: int
+    steps: int
+    sample_rate: float
+    noise_multiplier: float
+    max_grad_norm: float
+    epsilon: float
+    delta: float
+    refused: bool = False
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if math.isinf(self.epsilon):
+            data["epsilon"] = "inf"
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LedgerEntry:
+        return cls(**{**data, "epsilon": float(data["epsilon"])})
+
+
+class PrivacyLedger:
+    """Entries by (institution, round), in the order first recorded."""
+
+    def __init__(self, entries: Iterable[LedgerEntry] = ()) -> None:
+        self._entries: dict[tuple[str, int], LedgerEntry] = {}
+        for entry in entries:
+            self.record(entry)
+
+    def record(self, entry: LedgerEntry) -> None:
+        key = (entry.institution, entry.round)
+        if key in self._entries and self._entries[key] != entry:
+            logger.warning(
+                "round %d of %s reported again: replacing its ledger entry (ε %.4g -> %.4g)",
+                entry.round,
+                entry.institution,
+                self._entries[key].epsilon,
+                entry.epsilon,
+            )
+        self._entries[key] = entry
+
+    def entries(self, institution: str | None = None) -> list[LedgerEntry]:
+        return [e for e in self._entries.values() if institution in (None, e.institution)]
+
+    def institutions(self) -> list[str]:
+        return sorted({e.institution for e in self._entries.values()})
+
+    def spent(self, institution: str) -> float:
+        """The institution's cumulative ε after its latest round (0 before any)."""
+        rounds = sorted(self.entries(institution), key=lambda e: e.round)
+        return rounds[-1].epsilon if rounds else 0.0
+
+    def write_jsonl(self, path: Path) -> None:
+        """Write every entry as one JSON line (atomically: a crash leaves the old file)."""
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        lines = [json.dumps(e.to_dict(), sort_keys=True) for e in self.entries()]
+        temporary.write_text("".join(line + "\n" for line in lines))
+        temporary.replace(path)
+
+    @classmethod
+    def read_jsonl(cls, path: Path) -> PrivacyLedger:
+        text = path.read_text()
+        return cls(LedgerEntry.from_dict(json.loads(line)) for line in text.splitlines() if line)

@@ -1,0 +1,188 @@
+"""The coordinator's settings for a run, translated from Flower's ``run_config``.
+
+``federation_settings_from_run_config`` is the one place where kebab-case
+``run_config`` keys become typed settings; everything downstream takes the
+frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from client.plan import TrainingPlan
+from privacy.config import DPConfig
+from privacy.errors import ConfigError
+from server.strategies import ROBUST_STRATEGIES, StrategySettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecAggSettings:
+    """SecAgg+ settings; ``None`` fields are derived from the number of institutions."""
+
+    num_shares: int | None = None
+    reconstruction_threshold: int | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CentralDPSettings:
+    """Institution-level DP-FedAvg on top of local DP-SGD.
+
+    Each institution's clipped update (L2 norm at most the plan's update bound)
+    is averaged with equal weights and the coordinator adds Gaussian noise of
+    standard deviation ``noise_multiplier * bound / contributors``: Flower's
+    client-side fixed-clipping wrapper. ``delta`` is the institution-level δ.
+    """
+
+    noise_multiplier: float = 1.0
+    delta: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0:
+            raise ConfigError(f"central noise multiplier must be > 0, got {self.noise_multiplier}")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"central δ must be in (0, 1), got {self.delta}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FederationSettings:
+    """Everything the coordinator needs to run one federation."""
+
+    plan: TrainingPlan = field(default_factory=TrainingPlan)
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    secagg: SecAggSettings | None = None
+    central_dp: CentralDPSettings | None = None
+    min_institutions: int = 2
+    epsilon_cap: float | None = None
+    round_timeout_s: float | None = None
+    wait_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.min_institutions < 2:
+            raise ConfigError(f"a federation needs >= 2 institutions, got {self.min_institutions}")
+        if self.epsilon_cap is not None and not self.epsilon_cap > 0:
+            raise ConfigError(f"ε cap must be > 0, got {self.epsilon_cap}")
+        if self.secagg is not None and self.strategy.name in ROBUST_STRATEGIES:
+            raise ConfigError(
+                f"strategy {self.strategy.name!r} needs each institution's update, which secure "
+                "aggregation hides from the coordinator; use fedavg, fedprox or fedadam with "
+                "secure aggregation, or turn it off (--no-secagg / secagg=false)",
+                strategy=self.strategy.name,
+            )
+        if self.central_dp is not None and self.strategy.name in ROBUST_STRATEGIES:
+            raise ConfigError(
+                f"central DP bounds each institution's share of an average; strategy "
+                f"{self.strategy.name!r} is not an average",
+                strategy=self.strategy.name,
+            )
+        if self.central_dp is not None and not self.plan.uniform_weights:
+            raise ConfigError("central DP needs equally weighted institutions (uniform weights)")
+
+
+def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSettings:
+    """Translate Flower's ``run_config`` (kebab-case keys) into ``FederationSettings``.
+
+    Unknown keys are ignored (Flower adds its own); malformed values raise
+    ``ConfigError`` naming the key.
+    """
+    get = _Reader(run_config)
+    dp = DPConfig(
+        enabled=get.flag("dp", True),
+        noise_multiplier=get.optional_number("noise-multiplier"),
+        target_epsilon=get.optional_number("target-epsilon"),
+        max_grad_norm=get.number("max-grad-norm", 1.0),
+        target_delta=get.number("target-delta", 1e-5),
+        accountant=get.text("accountant", "prv"),
+    )
+    plan = TrainingPlan(
+        model=get.text("model", "logreg"),
+        hidden=get.integer("hidden", 32),
+        num_rounds=get.integer("num-server-rounds", 5),
+        local_epochs=get.integer("local-epochs", 1),
+        learning_rate=get.number("learning-rate", 1.0),
+        sample_rate=get.number("sample-rate", 0.2),
+        seed=get.integer("seed", 0),
+        update_clip_norm=get.optional_number("update-clip-norm"),
+        uniform_weights=get.flag("uniform-weights", False) or get.flag("central-dp", False),
+        dp=dp,
+    )
+    strategy = StrategySettings(
+        name=get.text("strategy", "fedavg"),
+        proximal_mu=get.number("proximal-mu", 0.1),
+        server_learning_rate=get.number("server-learning-rate", 0.1),
+        trim_beta=get.number("trim-beta", 0.2),
+        byzantine=get.integer("byzantine", 0),
+        fraction_fit=get.number("fraction-fit", 1.0),
+    )
+    central = None
+    if get.flag("central-dp", False):
+        central = CentralDPSettings(
+            noise_multiplier=get.number("central-noise-multiplier", 1.0),
+            delta=get.number("central-delta", 1e-3),
+        )
+    secagg = None
+    if get.flag("secagg", True):
+        secagg = SecAggSettings(
+            num_shares=get.optional_integer("secagg-num-shares"),
+            reconstruction_threshold=get.optional_integer("secagg-threshold"),
+            timeout_s=get.optional_number("secagg-timeout"),
+        )
+    return FederationSettings(
+        plan=plan,
+        strategy=strategy,
+        secagg=secagg,
+        central_dp=central,
+        min_institutions=get.integer("min-institutions", 2),
+        epsilon_cap=get.optional_number("epsilon-cap"),
+        round_timeout_s=get.optional_number("round-timeout"),
+        wait_timeout_s=get.number("wait-timeout", 300.0),
+    )
+
+
+class _Reader:
+    """Typed reads of run_config values; an absent or empty optional value is None."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    def _convert(self, key: str, default: Any, kind: type) -> Any:
+        value = self.config.get(key, default)
+        try:
+            converted = kind(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"run config {key!r} must be {kind.__name__}, got {value!r}") from exc
+        if kind is float and math.isnan(converted):
+            raise ConfigError(f"run config {key!r} is NaN")
+        return converted
+
+    def text(self, key: str, default: str) -> str:
+        return str(self._convert(key, default, str))
+
+    def integer(self, key: str, default: int) -> int:
+        return int(self._convert(key, default, int))
+
+    def number(self, key: str, default: float) -> float:
+        return float(self._convert(key, default, float))
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.config.get(key, default)
+        if isinstance(value, str):
+            if value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ConfigError(f"run config {key!r} must be true or false, got {value!r}")
+        return bool(value)
+
+    def optional_number(self, key: str) -> float | None:
+        if key not in self.config or self.config[key] in ("", None):
+            return None
+        return self.number(key, 0.0)
+
+    def optional_integer(self, key: str) -> int | None:
+        if key not in self.config or self.config[key] in ("", None):
+            return None
+        return self.integer(key, 0)

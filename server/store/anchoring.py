@@ -1,0 +1,160 @@
+"""Signed receipts for the audit log's head, so an outside party can hold the coordinator to it.
+
+``checkpoint`` signs ``"<seq>|<head hash>"`` with the coordinator's Ed25519
+key and returns a ``Receipt``. Whoever keeps the receipt (a regulator, each
+member institution) can later check, with ``verify_receipt`` and
+``audit.verify_chain(anchor=...)``, that the log still holds that event with
+that hash: a log rewritten from scratch or cut short no longer does. The
+private key lives in a PEM file readable by its owner only, and is never
+printed or logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy.orm import Session
+
+from privacy.errors import ConfigError
+from server.errors import AuditChainError
+from server.store import audit
+from server.store.models import utcnow
+
+ALGORITHM = "ed25519"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Receipt:
+    """A signed statement that the audit log's event ``seq`` has hash ``head_hash``."""
+
+    seq: int
+    head_hash: str
+    signature: str
+    public_key: str
+    time: str
+    algorithm: str = ALGORITHM
+
+    @property
+    def message(self) -> bytes:
+        """The signed bytes: ``"<seq>|<head_hash>"``."""
+        return f"{self.seq}|{self.head_hash}".encode()
+
+    def to_json(self) -> str:
+        """The receipt as one JSON object."""
+        return json.dumps(asdict(self), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Receipt:
+        """Parse a receipt; raise ``ConfigError`` if it is not one."""
+        try:
+            data = json.loads(text)
+            return cls(
+                seq=int(data["seq"]),
+                head_hash=str(data["head_hash"]),
+                signature=str(data["signature"]),
+                public_key=str(data["public_key"]),
+                time=str(data["time"]),
+                algorithm=str(data.get("algorithm", ALGORITHM)),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"not an audit receipt: {exc}") from None
+
+
+def generate_signing_key(path: Path) -> str:
+    """Write a new Ed25519 private key to ``path`` (PEM, mode 0600); return its public key (hex).
+
+    Raises
+    ------
+    ConfigError
+        ``path`` exists already (a key is never overwritten) or cannot be written.
+    """
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists already; a signing key is never overwritten") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write the signing key to {path}: {exc.strerror}") from None
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(pem)
+    return public_key_hex(key.public_key())
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """Read the coordinator's Ed25519 private key from a PEM file.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, readable by others than its owner, or not an
+        unencrypted Ed25519 private key.
+    """
+    try:
+        mode = path.stat().st_mode
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the signing key {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"the signing key {path} is readable by others; chmod 600 it")
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
+    return key
+
+
+def public_key_hex(key: Ed25519PublicKey) -> str:
+    """The raw 32-byte public key, hex-encoded."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return raw.hex()
+
+
+def checkpoint(session: Session, private_key: Ed25519PrivateKey) -> Receipt:
+    """Sign the audit log's current head; an empty log signs ``seq`` 0 and the genesis hash."""
+    seq, head_hash = audit.head(session)
+    unsigned = Receipt(
+        seq=seq,
+        head_hash=head_hash,
+        signature="",
+        public_key=public_key_hex(private_key.public_key()),
+        time=audit.format_time(utcnow()),
+    )
+    signature = base64.b64encode(private_key.sign(unsigned.message)).decode("ascii")
+    return Receipt(**{**asdict(unsigned), "signature": signature})
+
+
+def verify_receipt(receipt: Receipt, *, public_key: str | None = None) -> None:
+    """Check a receipt's signature, and that it was made with ``public_key`` if one is given.
+
+    Raises
+    ------
+    AuditChainError
+        The signature is invalid, or made with another key than expected.
+    """
+    if public_key is not None and public_key.lower() != receipt.public_key.lower():
+        raise AuditChainError(
+            "the receipt was signed with another key than the coordinator's",
+            seq=receipt.seq,
+        )
+    try:
+        signer = Ed25519PublicKey.from_public_bytes(bytes.fromhex(receipt.public_key))
+        signer.verify(base64.b64decode(receipt.signature, validate=True), receipt.message)
+    except (InvalidSignature, ValueError):
+        raise AuditChainError(
+            f"the receipt for event {receipt.seq} has an invalid signature", seq=receipt.seq
+        ) from None

@@ -1,0 +1,156 @@
+"""``fedwarden admin``: institutions, principals, roles and API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from server.store.commands.common import ApiKey, DatabaseUrl, authenticated, console, opened
+
+admin_app = typer.Typer(
+    help="Manage institutions, principals, roles and keys.", no_args_is_help=True
+)
+
+Role = Annotated[str, typer.Argument(help="admin, operator, institution, auditor or consumer.")]
+
+
+@admin_app.command("init")
+def init_command(
+    database_url: DatabaseUrl = None,
+    name: Annotated[str, typer.Option(help="The first admin's name.")] = "admin",
+) -> None:
+    """Create the store if needed and its first admin; print the admin's API key once."""
+    from server.store.governance import bootstrap_admin
+
+    with opened(database_url) as store:
+        with store.session() as session:
+            admin, token = bootstrap_admin(session=session, name=name)
+            admin_name = admin.name
+        url = store.url
+    console.print(f"created admin {admin_name!r} in the store {url}")
+    console.print("its API key, shown only this once (keep it secret, e.g. in FEDWARDEN_API_KEY):")
+    typer.echo(token)
+
+
+@admin_app.command("create-institution")
+def create_institution_command(
+    name: Annotated[str, typer.Argument(help="The institution's name.")],
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Add an institution to the federation (needs institution:manage)."""
+    from server.store.governance import create_institution
+
+    with authenticated(database_url, api_key) as (session, actor):
+        create_institution(session=session, actor=actor, name=name)
+    console.print(f"created institution {name!r}")
+
+
+@admin_app.command("create-principal")
+def create_principal_command(
+    *,
+    name: Annotated[str, typer.Argument(help="The principal's name.")],
+    role: Annotated[str, typer.Option(help="Its first role.")],
+    institution: Annotated[
+        str | None, typer.Option(help="Its institution (none: the coordinator's).")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="person or service.")] = "person",
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Create a person or service account with a role (needs principal:manage)."""
+    from server.store.governance import create_principal
+
+    with authenticated(database_url, api_key) as (session, actor):
+        create_principal(
+            session=session, actor=actor, name=name, role=role, kind=kind, institution=institution
+        )
+    console.print(f"created {kind} {name!r} with role {role!r}")
+
+
+@admin_app.command("grant")
+def grant_command(
+    principal: Annotated[str, typer.Argument(help="Who gets the role.")],
+    role: Role,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Grant a role to a principal (needs principal:manage)."""
+    from server.store.governance import grant_role
+
+    with authenticated(database_url, api_key) as (session, actor):
+        grant_role(session=session, actor=actor, principal=principal, role=role)
+    console.print(f"granted {role!r} to {principal!r}")
+
+
+@admin_app.command("revoke")
+def revoke_command(
+    principal: Annotated[str, typer.Argument(help="Who loses the role.")],
+    role: Role,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Take a role from a principal (needs principal:manage)."""
+    from server.store.governance import revoke_role
+
+    with authenticated(database_url, api_key) as (session, actor):
+        revoke_role(session=session, actor=actor, principal=principal, role=role)
+    console.print(f"revoked {role!r} from {principal!r}")
+
+
+@admin_app.command("issue-key")
+def issue_key_command(
+    principal: Annotated[str, typer.Argument(help="Whose key.")],
+    expires_days: Annotated[
+        float | None, typer.Option(help="Lifetime in days (default: until revoked).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Issue an API key for a principal and print it once (needs key:manage)."""
+    from server.store.governance import issue_key
+
+    with authenticated(database_url, api_key) as (session, actor):
+        token, row = issue_key(
+            session=session, actor=actor, principal=principal, expires_days=expires_days
+        )
+        prefix, expires = row.prefix, row.expires_at
+    until = f"until {expires:%Y-%m-%d %H:%M} UTC" if expires is not None else "until revoked"
+    console.print(f"issued key {prefix} for {principal!r}, valid {until}; shown only this once:")
+    typer.echo(token)
+
+
+@admin_app.command("revoke-key")
+def revoke_key_command(
+    prefix: Annotated[str, typer.Argument(help="The key's prefix (the part after fw_).")],
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Revoke an API key; it stops working at once (needs key:manage)."""
+    from server.store.governance import revoke_key
+
+    with authenticated(database_url, api_key) as (session, actor):
+        revoke_key(session=session, actor=actor, prefix=prefix)
+    console.print(f"revoked key {prefix}")
+
+
+@admin_app.command("list")
+def list_command(database_url: DatabaseUrl = None, api_key: ApiKey = None) -> None:
+    """List institutions and principals with their roles and keys (needs principal:read)."""
+    from server.store.governance import directory
+
+    with authenticated(database_url, api_key) as (session, actor):
+        listing = directory(session=session, actor=actor)
+    console.print(f"institutions: {', '.join(listing.institutions) or '(none)'}")
+    table = Table("principal", "kind", "institution", "roles", "active keys")
+    for item in listing.principals:
+        table.add_row(
+            item.name,
+            item.kind,
+            item.institution or "(coordinator)",
+            ", ".join(item.roles) or "-",
+            ", ".join(item.active_keys) or "-",
+        )
+    console.print(table)

@@ -1,0 +1,158 @@
+"""One round's message flow: in the clear, or through Flower's SecAgg+.
+
+Both take ``(grid, LegacyContext)`` like Flower's own workflows and leave the new
+global weights in the context's state. The plain ones mirror Flower's
+``default_fit_workflow`` / ``default_evaluate_workflow`` and add what a
+consortium needs: a reply timeout, and failures that name the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import cast
+
+import flwr.compat.common.recorddict_compat as compat
+from flwr.app import Message
+from flwr.app.message_type import MessageType
+from flwr.common import Code, EvaluateRes, FitRes
+from flwr.server import LegacyContext
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.serverapp.grid import Grid
+
+from privacy.secagg import SecAggParameters
+from server.federated_strategy import NodeFailedError
+
+logger = logging.getLogger(__name__)
+
+Workflow = Callable[[Grid, LegacyContext], None]
+
+
+def current_round(context: LegacyContext) -> int:
+    return cast(int, context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+
+
+def _exchange(
+    grid: Grid,
+    messages: list[Message],
+    timeout_s: float | None,
+) -> tuple[list[Message], list[NodeFailedError]]:
+    """Send ``messages``; return the replies and a failure for each node that gave none."""
+    replies = list(grid.send_and_receive(messages, timeout=timeout_s))
+    answered = {m.metadata.src_node_id for m in replies}
+    failures = [
+        NodeFailedError(m.metadata.dst_node_id, f"no reply within {timeout_s:g} s")
+        for m in messages
+        if m.metadata.dst_node_id not in answered and timeout_s is not None
+    ]
+    ok = []
+    for reply in replies:
+        if reply.has_error():
+            reason = reply.error.reason or f"error code {reply.error.code}"
+            failures.append(NodeFailedError(reply.metadata.src_node_id, reason))
+        else:
+            ok.append(reply)
+    return ok, failures
+
+
+def plain_fit_workflow(*, timeout_s: float | None) -> Workflow:
+    """Train one round with updates in the clear (``--no-secagg``)."""
+
+    def workflow(grid: Grid, context: LegacyContext) -> None:
+        server_round = current_round(context)
+        parameters = compat.arrayrecord_to_parameters(
+            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+        )
+        instructions = context.strategy.configure_fit(
+            server_round=server_round, parameters=parameters, client_manager=context.client_manager
+        )
+        if not instructions:
+            logger.info("round %d: no institution selected for training", server_round)
+            return
+        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+        messages = [
+            Message(
+                content=compat.fitins_to_recorddict(ins, True),
+                dst_node_id=proxy.node_id,
+                message_type=MessageType.TRAIN,
+                group_id=str(server_round),
+            )
+            for proxy, ins in instructions
+        ]
+        replies, node_failures = _exchange(grid, messages, timeout_s)
+        results: list[tuple[ClientProxy, FitRes]] = []
+        failures: list[tuple[ClientProxy, FitRes] | BaseException] = list(node_failures)
+        for reply in replies:
+            fitres = compat.recorddict_to_fitres(reply.content, keep_input=False)
+            proxy = proxies[reply.metadata.src_node_id]
+            if fitres.status.code == Code.OK:
+                results.append((proxy, fitres))
+            else:
+                failures.append(NodeFailedError(proxy.node_id, fitres.status.message))
+        aggregated, metrics = context.strategy.aggregate_fit(server_round, results, failures)
+        if aggregated is not None:
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                aggregated, True
+            )
+            context.history.add_metrics_distributed_fit(server_round=server_round, metrics=metrics)
+
+    return workflow
+
+
+def secure_fit_workflow(parameters: SecAggParameters) -> Workflow:
+    """Train one round through Flower's ``SecAggPlusWorkflow`` with ``parameters``."""
+    secagg = SecAggPlusWorkflow(**parameters.workflow_arguments())  # type: ignore[arg-type]
+
+    def workflow(grid: Grid, context: LegacyContext) -> None:
+        try:
+            secagg(grid, context)
+        except ZeroDivisionError:
+            # Every participant sent weight 0 (all refused): there is no sum to unmask.
+            logger.warning(
+                "round %d: no institution contributed to the secure sum", current_round(context)
+            )
+
+    return workflow
+
+
+def evaluate_workflow(*, timeout_s: float | None) -> Workflow:
+    """Federated evaluation of the current global weights on each institution's test rows."""
+
+    def workflow(grid: Grid, context: LegacyContext) -> None:
+        server_round = current_round(context)
+        parameters = compat.arrayrecord_to_parameters(
+            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+        )
+        instructions = context.strategy.configure_evaluate(
+            server_round=server_round, parameters=parameters, client_manager=context.client_manager
+        )
+        if not instructions:
+            return
+        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+        messages = [
+            Message(
+                content=compat.evaluateins_to_recorddict(ins, True),
+                dst_node_id=proxy.node_id,
+                message_type=MessageType.EVALUATE,
+                group_id=str(server_round),
+            )
+            for proxy, ins in instructions
+        ]
+        replies, node_failures = _exchange(grid, messages, timeout_s)
+        results: list[tuple[ClientProxy, EvaluateRes]] = []
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException] = list(node_failures)
+        for reply in replies:
+            evalres = compat.recorddict_to_evaluateres(reply.content)
+            proxy = proxies[reply.metadata.src_node_id]
+            if evalres.status.code == Code.OK:
+                results.append((proxy, evalres))
+            else:
+                failures.append(NodeFailedError(proxy.node_id, evalres.status.message))
+        loss, metrics = context.strategy.aggregate_evaluate(server_round, results, failures)
+        if loss is not None:
+            context.history.add_loss_distributed(server_round=server_round, loss=loss)
+            context.history.add_metrics_distributed(server_round=server_round, metrics=metrics)
+
+    return workflow

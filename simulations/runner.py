@@ -1,0 +1,200 @@
+"""Run a federation on Flower's simulation engine (Ray), in this process.
+
+``simulate`` checks every setting before Ray starts, runs the ServerApp and one
+ClientApp per simulated institution, and trains the pooled baseline beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from client.app import create_client_app
+from client.datasets import get_dataset
+from client.training import effective_sample_rate, steps_per_epoch
+from privacy.accounting import AccountingStep, compute_epsilon
+from privacy.errors import ConfigError, PrivacyError
+from server.app import create_server_app
+from server.config import FederationSettings, federation_settings_from_run_config
+from server.errors import FederationError
+from server.records import RunObserver, RunResult
+from simulations.baseline import BaselineResult, pooled_baseline
+from simulations.scenario import Scenario, load_simulated_institution
+
+logger = logging.getLogger(__name__)
+
+
+class BudgetSpentError(PrivacyError):
+    """Too few institutions could afford even one round of the requested run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendSettings:
+    """Where the simulated institutions run: a local Ray instance or an existing cluster."""
+
+    ray_address: str | None = None
+    num_cpus_per_institution: float = 1.0
+    num_gpus_per_institution: float | None = None
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class SimulationOutcome:
+    scenario: Scenario
+    settings: FederationSettings
+    result: RunResult
+    baseline: BaselineResult | None
+    wall_time_s: float
+    run_config: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(
+    scenario: Scenario, run_config: Mapping[str, Any]
+) -> tuple[dict[str, Any], FederationSettings]:
+    """The run config the ServerApp will see, and its settings.
+
+    Raises on a bad setting, and on a run no institution could train a single
+    round of (an explicit noise multiplier whose first round already costs more
+    than every budget), before anything starts.
+    """
+    merged = {**run_config, "min-institutions": scenario.num_institutions}
+    merged.setdefault("seed", scenario.seed)
+    settings = federation_settings_from_run_config(merged)
+    schema = get_dataset(scenario.dataset).schema
+    if settings.plan.model == "cnn" and schema.image_shape is None:
+        raise ConfigError(
+            f"model 'cnn' needs images; dataset {scenario.dataset!r} is a table (use logreg or mlp)"
+        )
+    _check_budgets(scenario, settings)
+    return merged, settings
+
+
+def _check_budgets(scenario: Scenario, settings: FederationSettings) -> None:
+    plan = settings.plan
+    if not plan.dp.enabled or plan.dp.noise_multiplier is None:
+        return  # derived noise fits each budget by construction
+    costs = {}
+    for data in scenario.all_institutions():
+        n = len(data.train)
+        step = AccountingStep(
+            noise_multiplier=plan.dp.noise_multiplier,
+            sample_rate=effective_sample_rate(n, plan.sample_rate),
+            steps=plan.local_epochs * steps_per_epoch(n, plan.sample_rate),
+        )
+        budget = scenario.budgets.get(data.name, scenario.budget.epsilon)
+        epsilon = compute_epsilon(
+            [step], delta=scenario.budget.delta, accountant=plan.dp.accountant
+        )
+        if epsilon > budget:
+            costs[data.name] = (epsilon, budget)
+    if len(costs) > scenario.num_institutions - 2:
+        worst = min(costs.items(), key=lambda item: item[1][0])
+        raise BudgetSpentError(
+            f"with noise multiplier {plan.dp.noise_multiplier:g}, one round already costs more "
+            f"than the budget of {len(costs)} of {scenario.num_institutions} institutions "
+            f"(e.g. {worst[0]}: ε {worst[1][0]:.3g} > {worst[1][1]:g}); raise the noise or the "
+            "budget",
+            institutions=sorted(costs),
+        )
+    for name, (epsilon, budget) in costs.items():
+        logger.warning(
+            "%s cannot afford one round (ε %.3g > %g) and will refuse", name, epsilon, budget
+        )
+
+
+def simulate(
+    scenario: Scenario,
+    run_config: Mapping[str, Any],
+    *,
+    observers: Sequence[RunObserver] = (),
+    backend: BackendSettings | None = None,
+    baseline: bool = True,
+) -> SimulationOutcome:
+    """Run ``scenario`` with the federation settings in ``run_config`` (kebab-case keys)."""
+    from flwr.simulation import run_simulation
+
+    backend = backend or BackendSettings()
+    merged, settings = prepare(scenario, run_config)
+    began = time.perf_counter()
+    results: list[RunResult] = []
+    server_app = create_server_app(
+        run_config=merged, observers=lambda _s, _c: list(observers), results=results
+    )
+    client_app = create_client_app(
+        data_loader=load_simulated_institution, node_config=scenario.node_config
+    )
+    with _quiet_flower(backend.verbose):
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=scenario.num_institutions,
+            backend_config=_backend_config(backend, scenario.num_institutions),
+            verbose_logging=backend.verbose,
+        )
+    if not results:
+        raise FederationError("the simulation ended without a result; see the log above")
+    reference = None
+    if baseline:
+        reference = pooled_baseline(
+            scenario.all_institutions(),
+            model=settings.plan.model,
+            hidden=settings.plan.hidden,
+            seed=scenario.seed,
+        )
+    return SimulationOutcome(
+        scenario=scenario,
+        settings=settings,
+        result=results[0],
+        baseline=reference,
+        wall_time_s=time.perf_counter() - began,
+        run_config=merged,
+    )
+
+
+def _backend_config(backend: BackendSettings, institutions: int) -> dict[str, Any]:
+    gpus = backend.num_gpus_per_institution
+    if gpus is None:
+        gpus = 1.0 / min(institutions, 4) if torch.cuda.is_available() else 0.0
+    init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": backend.verbose}
+    if backend.ray_address:
+        init_args["address"] = backend.ray_address
+    else:
+        init_args["num_cpus"] = os.cpu_count() or 1
+        if torch.cuda.is_available():
+            init_args["num_gpus"] = torch.cuda.device_count()
+    return {
+        "client_resources": {"num_cpus": backend.num_cpus_per_institution, "num_gpus": gpus},
+        "init_args": init_args,
+    }
+
+
+class _DropDeprecation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "deprecated" not in record.getMessage().lower()
+
+
+@contextmanager
+def _quiet_flower(verbose: bool) -> Iterator[None]:
+    """Keep Flower's own per-stage log lines out of the user's terminal unless asked."""
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    dropper = _DropDeprecation()
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not verbose:
+        flwr_logger.setLevel(logging.WARNING)
+        for handler in flwr_logger.handlers:
+            handler.addFilter(dropper)
+    try:
+        yield
+    finally:
+        flwr_logger.setLevel(level)
+        for handler in flwr_logger.handlers:
+            handler.removeFilter(dropper)

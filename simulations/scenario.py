@@ -1,0 +1,150 @@
+"""A simulation scenario: which data, how many institutions, how it is split, their budgets.
+
+``Scenario`` is what ``fedwarden simulate`` builds from its flags; it yields the
+node config and the rows of each simulated institution, the same way a real
+institution's node config and file would.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from client.data import InstitutionData, holdout_split
+from client.datasets import get_dataset
+from client.node import DEFAULT_BUDGET_DELTA, DEFAULT_BUDGET_EPSILON
+from privacy.config import PrivacyBudget
+from privacy.errors import ConfigError
+from simulations.partitioners import get_partitioner
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """The data side of a simulation.
+
+    Parameters
+    ----------
+    dataset : str
+        An embedded dataset's name.
+    institutions : int | None
+        How many institutions; ``None`` means the dataset's natural split, or 5
+        for a pooled dataset. A natural split may be cut to its first institutions.
+    partition : str
+        ``iid`` or ``dirichlet`` (pooled datasets only).
+    alpha : float
+        Dirichlet concentration: smaller is more skewed.
+    seed : int
+        Fixes the split of rows, the held-out test rows and everything downstream.
+    budget : PrivacyBudget
+        Every institution's (ε, δ) unless ``budgets`` names it.
+    budgets : dict[str, float]
+        Per-institution ε budgets by institution name.
+    """
+
+    dataset: str = "heart-disease"
+    institutions: int | None = None
+    partition: str = "iid"
+    alpha: float = 0.5
+    seed: int = 0
+    budget: PrivacyBudget = field(
+        default_factory=lambda: PrivacyBudget(
+            epsilon=DEFAULT_BUDGET_EPSILON, delta=DEFAULT_BUDGET_DELTA
+        )
+    )
+    budgets: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        source = get_dataset(self.dataset)  # raises on an unknown name
+        get_partitioner(self.partition, alpha=self.alpha)  # idem, and checks alpha
+        natural = source.institutions()
+        if natural is not None:
+            if self.partition != "iid" or self.institutions not in (
+                None,
+                *range(2, len(natural) + 1),
+            ):
+                raise ConfigError(
+                    f"dataset {self.dataset!r} comes split into {len(natural)} real institutions "
+                    f"({', '.join(sorted(natural))}); choose 2 to {len(natural)} of them and "
+                    "no partitioner",
+                    dataset=self.dataset,
+                )
+        elif self.institutions is not None and self.institutions < 2:
+            raise ConfigError(f"a federation needs >= 2 institutions, got {self.institutions}")
+        names = self.institution_names()
+        unknown = sorted(set(self.budgets) - set(names))
+        if unknown:
+            raise ConfigError(f"budgets name unknown institutions: {', '.join(unknown)}")
+
+    @property
+    def num_institutions(self) -> int:
+        natural = get_dataset(self.dataset).institutions()
+        if natural is not None:
+            return self.institutions or len(natural)
+        return self.institutions or 5
+
+    def institution_names(self) -> list[str]:
+        natural = get_dataset(self.dataset).institutions()
+        if natural is not None:
+            return sorted(natural)[: self.num_institutions]
+        # Checks that the rows can feed this many institutions.
+        _pooled_parts(self.dataset, self.partition, self.alpha, self.num_institutions, self.seed)
+        return [f"inst-{i:02d}" for i in range(self.num_institutions)]
+
+    def node_config(self, flower_node_config: Mapping[str, Any]) -> dict[str, Any]:
+        """Complete Flower's simulated node config (``partition-id``) into an institution's."""
+        index = int(flower_node_config["partition-id"])
+        name = self.institution_names()[index]
+        return {
+            **flower_node_config,
+            "institution": name,
+            "dataset": self.dataset,
+            "partition": self.partition,
+            "alpha": self.alpha,
+            "num-institutions": self.num_institutions,
+            "seed": self.seed,
+            "budget-epsilon": self.budgets.get(name, self.budget.epsilon),
+            "budget-delta": self.budget.delta,
+        }
+
+    def load(self, node_config: Mapping[str, Any]) -> InstitutionData:
+        """The rows of the institution ``node_config`` describes (see ``node_config``)."""
+        return load_simulated_institution(node_config)
+
+    def all_institutions(self) -> list[InstitutionData]:
+        return [
+            self.load(self.node_config({"partition-id": i})) for i in range(self.num_institutions)
+        ]
+
+
+def load_simulated_institution(node_config: Mapping[str, Any]) -> InstitutionData:
+    """Rows of a simulated institution from a node config completed by ``Scenario``."""
+    dataset = get_dataset(str(node_config["dataset"]))
+    index = int(node_config["partition-id"])
+    seed = int(node_config["seed"])
+    natural = dataset.institutions()
+    if natural is not None:
+        name = sorted(natural)[index]
+        return holdout_split(name, natural[name], dataset.schema, seed=seed)
+    parts = _pooled_parts(
+        dataset.name,
+        str(node_config["partition"]),
+        float(node_config["alpha"]),
+        int(node_config["num-institutions"]),
+        seed,
+    )
+    rows = dataset.load().iloc[parts[index]].reset_index(drop=True)
+    return holdout_split(str(node_config["institution"]), rows, dataset.schema, seed=seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _pooled_parts(
+    dataset: str, partition: str, alpha: float, institutions: int, seed: int
+) -> list[np.ndarray]:
+    source = get_dataset(dataset)
+    labels = source.load()[source.schema.target.name].to_numpy()
+    partitioner = get_partitioner(partition, alpha=alpha)
+    return partitioner.partition(labels, num_institutions=institutions, seed=seed)

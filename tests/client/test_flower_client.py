@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from flwr.app import RecordDict
+from opacus.accountants import PRVAccountant
+
+from client.data import holdout_split
+from client.errors import DataError
+from client.flower_client import InstitutionClient
+from client.history import FileHistory, StateHistory
+from client.node import NodeSettings
+from client.plan import TASK_INIT, TASK_KEY, TASK_SUMMARY, TrainingPlan
+from client.preprocessing import PreprocessingSpec
+from client.report import FitReport
+from client.schema import validate_frame
+from privacy.accounting import AccountingStep
+from privacy.config import DPConfig, PrivacyBudget
+
+
+@pytest.fixture
+def institution(small_schema, rows_factory):
+    def build(schema=small_schema, name: str = "A", seed: int = 0):
+        rows = validate_frame(rows_factory(240, seed=seed), schema)
+        return holdout_split(name, rows, schema, seed=0)
+
+    return build
+
+
+def client_for(data, *, budget: float = 100.0, history=None) -> InstitutionClient:
+    return InstitutionClient(
+        data=data,
+        settings=NodeSettings(budget=PrivacyBudget(epsilon=budget, delta=1e-5)),
+        history=history if history is not None else StateHistory(RecordDict()),
+    )
+
+
+def round_config(data, plan: TrainingPlan, server_round: int) -> dict:
+    spec = PreprocessingSpec.fit(data.train, data.schema)
+    return {
+        **plan.to_config(),
+        "fw.preprocessing": spec.to_json(),
+        TASK_KEY: "train",
+        "fw.round": server_round,
+    }
+
+
+def initial(client: InstitutionClient, config: dict) -> list[np.ndarray]:
+    return client.get_parameters({**config, TASK_KEY: TASK_INIT})
+
+
+PLAN = TrainingPlan(num_rounds=3, dp=DPConfig(noise_multiplier=1.2, accountant="prv"))
+
+
+def test_epsilon_accumulates_across_rounds_like_an_accountant_over_the_same_steps(institution):
+    data = institution()
+    client = client_for(data)
+    reference = PRVAccountant()
+    weights = initial(client, round_config(data, PLAN, 0))
+    reported = []
+
+    for server_round in (1, 2, 3):
+        delta, _, metrics = client.fit(weights, round_config(data, PLAN, server_round))
+        report = FitReport.from_metrics(metrics)
+        for _ in range(report.steps):
+            reference.step(noise_multiplier=report.noise_multiplier, sample_rate=report.sample_rate)
+        reported.append(report.epsilon)
+        assert report.epsilon == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-3)
+        weights = [w + d for w, d in zip(weights, delta, strict=True)]
+
+    assert reported[0] < reported[1] < reported[2]
+
+
+def test_a_round_past_the_budget_is_refused_without_training(institution):
+    data = institution()
+    history = StateHistory(RecordDict())
+    client = client_for(data, budget=1.0, history=history)
+    plan = TrainingPlan(num_rounds=10, dp=DPConfig(noise_multiplier=4.0))
+    weights = initial(client, round_config(data, plan, 0))
+
+    reports = []
+    for server_round in range(1, 11):
+        delta, examples, metrics = client.fit(weights, round_config(data, plan, server_round))
+        report = FitReport.from_metrics(metrics)
+        reports.append(report)
+        if report.refused:
+            break
+
+    refused = reports[-1]
+    assert refused.refused and examples == 0
+    assert all(not np.any(d) for d in delta)
+    assert "refuses to train" in refused.reason and "past its budget of 1" in refused.reason
+    trained = [r for r in reports if not r.refused]
+    assert trained and max(r.epsilon for r in trained) <= 1.0
+    assert refused.epsilon == pytest.approx(trained[-1].epsilon)
+    assert refused.epsilon_next > 1.0
+    # the last trained round already announced that no further round fits
+    assert trained[-1].epsilon_next > 1.0
+    assert len(history.load()) == len(trained)
+
+
+def test_derived_noise_spends_the_budget_over_the_planned_rounds(institution):
+    data = institution()
+    client = client_for(data, budget=1.0)
+    plan = TrainingPlan(num_rounds=3)  # no noise given: derived from the budget
+    weights = initial(client, round_config(data, plan, 0))
+
+    reports = [
+        FitReport.from_metrics(client.fit(weights, round_config(data, plan, r))[2])
+        for r in (1, 2, 3)
+    ]
+
+    assert not any(r.refused for r in reports)
+    assert reports[-1].epsilon <= 1.0 + 1e-6
+    assert reports[-1].epsilon > 0.95
+    assert reports[-1].epsilon_next > 1.0
+
+
+def test_updates_are_deltas_bounded_by_the_plan(institution):
+    data = institution()
+    client = client_for(data)
+    plan = TrainingPlan(num_rounds=3, update_clip_norm=0.05, dp=DPConfig(noise_multiplier=1.0))
+    weights = initial(client, round_config(data, plan, 0))
+
+    delta, examples, metrics = client.fit(weights, round_config(data, plan, 1))
+
+    report = FitReport.from_metrics(metrics)
+    norm = math.sqrt(sum(float((d**2).sum()) for d in delta))
+    assert examples == len(data.train)
+    assert norm == pytest.approx(0.05) and report.update_clipped and report.update_norm > 0.05
+
+
+def test_no_dp_reports_infinite_epsilon(institution):
+    data = institution()
+    client = client_for(data)
+    plan = TrainingPlan(dp=DPConfig(enabled=False))
+    weights = initial(client, round_config(data, plan, 0))
+
+    report = FitReport.from_metrics(client.fit(weights, round_config(data, plan, 1))[2])
+
+    assert not report.dp and math.isinf(report.epsilon) and report.steps == 0
+
+
+def test_a_different_schema_is_refused(institution, small_schema):
+    data = institution()
+    client = client_for(data)
+    other = small_schema.model_copy(update={"name": "other"})
+    spec = PreprocessingSpec.fit(data.train, other)
+    config = {
+        **PLAN.to_config(),
+        "fw.preprocessing": spec.to_json(),
+        TASK_KEY: "train",
+        "fw.round": 1,
+    }
+    weights = initial(client, round_config(data, PLAN, 0))
+
+    _, examples, metrics = client.fit(weights, config)
+
+    assert examples == 0 and "schema differs" in FitReport.from_metrics(metrics).reason
+
+
+def test_summary_census_and_evaluation(institution, small_schema):
+    data = institution()
+    client = client_for(data)
+
+    summary, rows, _ = client.fit([], {TASK_KEY: TASK_SUMMARY})
+    census = client.get_properties({})
+    config = round_config(data, PLAN, 1)
+    loss, test_rows, metrics = client.evaluate(
+        initial(client, config), {**config, TASK_KEY: "evaluate"}
+    )
+
+    assert rows == len(data.train) and summary[0].min() >= 0
+    assert (
+        census["fw.num-train"] == len(data.train)
+        and census["fw.schema-fingerprint"] == small_schema.fingerprint()
+    )
+    assert test_rows == len(data.test) and 0 <= metrics["fw.accuracy"] <= 1 and loss > 0
+
+
+def test_initial_weights_depend_only_on_the_seed(institution):
+    a, b = institution(name="A"), institution(name="B", seed=4)
+    config = round_config(a, PLAN, 0)
+
+    first = initial(client_for(a), config)
+    second = initial(client_for(b), config)
+
+    for x, y in zip(first, second, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_file_history_survives_a_new_client_and_refuses_when_corrupt(tmp_path, small_schema):
+    path = tmp_path / "ledger.jsonl"
+    history = FileHistory(path)
+    history.append(AccountingStep(noise_multiplier=1.0, sample_rate=0.2, steps=5))
+
+    assert FileHistory(path).load() == [
+        AccountingStep(noise_multiplier=1.0, sample_rate=0.2, steps=5)
+    ]
+    path.write_text(path.read_text() + "{not json\n")
+    with pytest.raises(DataError, match="corrupt at line 2"):
+        FileHistory(path).load()

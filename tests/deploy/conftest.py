@@ -1,0 +1,182 @@
+"""A governance store holding a trained, registered heart-disease model, and services over it.
+
+Built without Ray: a pooled model is trained in-process, recorded as a run's
+checkpoint through the real ``StoreRecorder``, then exported and registered
+through the real registry. Version 1 is in production, version 2 in staging.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from client.models import build_model, get_weights
+from client.plan import TrainingPlan
+from client.preprocessing import PreprocessingSpec
+from client.report import FitReport
+from client.training import train_locally
+from deploy.api import create_app
+from deploy.registration import export_and_register
+from deploy.settings import ServeSettings
+from server.checkpoints import RunCheckpoint
+from server.records import Institution, RoundRecord, RunResult, RunStart
+from server.store import repository as repo
+from server.store.engine import Store, open_store
+from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.recorder import StoreRecorder
+from simulations.scenario import Scenario
+
+
+@dataclass
+class ModelStore:
+    url: str
+    store: Store
+    keys: dict[str, str]
+    spec: PreprocessingSpec
+    test_rows: pd.DataFrame
+    weights: dict[int, list]
+    model_spec: dict
+    artifacts: Path
+
+
+def _trained(spec: PreprocessingSpec, train: pd.DataFrame, *, seed: int, epochs: int) -> tuple[list, dict]:
+    model_spec = TrainingPlan(model="logreg").model_spec(spec)
+    network = build_model(model_spec, seed=seed)
+    train_locally(network, spec.transform(train), spec.labels(train), epochs=epochs, learning_rate=0.05,
+                  sample_rate=0.1, noise_multiplier=None, max_grad_norm=1.0, seed=seed,
+                  device=torch.device("cpu"))
+    return get_weights(network), model_spec.to_dict()
+
+
+@pytest.fixture(scope="module")
+def model_store(tmp_path_factory) -> Iterator[ModelStore]:
+    folder = tmp_path_factory.mktemp("registry")
+    url = f"sqlite:///{folder / 'store.db'}"
+    store = open_store(url)
+    keys: dict[str, str] = {}
+    with store.session() as session:
+        admin, keys["admin"] = bootstrap_admin(session=session)
+        for name, role in (("ops", "operator"), ("app", "consumer"), ("eve", "auditor")):
+            create_principal(session=session, actor=admin, name=name, role=role)
+            keys[name], _ = issue_key(session=session, actor=admin, principal=name)
+    data = Scenario().all_institutions()
+    train = pd.concat([d.train for d in data], ignore_index=True)
+    test = pd.concat([d.test for d in data], ignore_index=True)
+    spec = PreprocessingSpec.fit(train, data[0].schema)
+    weights = {}
+    recorder = StoreRecorder(store, run_name="registry-fixture")
+    recorder.on_run_start(RunStart(
+        institutions=[Institution(node_id=i, name=d.name, num_train=len(d.train), num_test=len(d.test),
+                                  budget_epsilon=1.0, budget_delta=1e-5, require_secagg=False)
+                      for i, d in enumerate(data)],
+        settings={"strategy": "fedavg"}, secure=True,
+    ))
+    for server_round, epochs in ((1, 2), (2, 60)):
+        weights[server_round], model_spec = _trained(spec, train, seed=server_round, epochs=epochs)
+        checkpoint = RunCheckpoint(round=server_round, weights=weights[server_round], preprocessing=spec.to_json(),
+                                   model_spec=model_spec, run_config={"num-server-rounds": 2})
+        recorder.on_round_end(RoundRecord(round=server_round, loss=0.5, accuracy=0.8, accuracy_by_institution={},
+                                          epsilon={d.name: 0.5 * server_round for d in data},
+                                          participants=[d.name for d in data], checkpoint=checkpoint,
+                                          reports=[FitReport(institution=d.name, round=server_round,
+                                                             num_examples=len(d.train), epsilon=0.5 * server_round,
+                                                             epsilon_budget=1.0, delta=1e-5, noise_multiplier=4.0,
+                                                             sample_rate=0.2, steps=5, max_grad_norm=1.0)
+                                                   for d in data]))
+    recorder.on_run_end(RunResult(weights=weights[2], model_spec=model_spec, preprocessing=spec.to_json(),
+                                  rounds=[], stopped_reason="completed every round"))
+    with store.session() as session:
+        ops = repo.authenticate(session, keys["ops"])
+    artifacts = folder / "artifacts"
+    for server_round in (1, 2):
+        export_and_register(store=store, actor=ops, run_id=recorder.run_id, name="heart",
+                            artifact_dir=artifacts, round=server_round, held_out=test)
+    with store.session() as session:
+        repo.promote_model_version(session=session, actor=repo.authenticate(session, keys["ops"]),
+                                   name="heart", version=1)
+    yield ModelStore(url=url, store=store, keys=keys, spec=spec, test_rows=test, weights=weights,
+                     model_spec=model_spec, artifacts=artifacts)
+    store.dispose()
+
+
+def settings_for(url: str, **changes: object) -> ServeSettings:
+    return ServeSettings(database_url=url, poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(model_store: ModelStore) -> Iterator[TestClient]:
+    app = create_app(settings_for(model_store.url, max_rows=64, max_body_bytes=64 * 1024))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class LiveService:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def live_service(url: str, log: Path, *extra: str) -> Iterator[LiveService]:
+    """``fedwarden serve`` as a real uvicorn process on 127.0.0.1, until it is ready."""
+    port = free_port()
+    env = {**os.environ, "FEDWARDEN_POLL_INTERVAL_S": "0.3"}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simulations.cli", "serve", "--database-url", url,
+             "--port", str(port), "--poll-interval", "0.3", "--log-level", "warning", *extra],
+            stdout=sink, stderr=subprocess.STDOUT, env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"fedwarden serve exited: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fedwarden serve never got ready: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield LiveService(url=base, process=process, log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def live(model_store: ModelStore, tmp_path_factory) -> Iterator[LiveService]:
+    with live_service(model_store.url, tmp_path_factory.mktemp("serve") / "serve.log") as service:
+        yield service
+
+
+@pytest.fixture
+def serve():  # type: ignore[no-untyped-def]
+    """``live_service`` for tests that start a server on a store of their own."""
+    return live_service

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from privacy.accounting import (
+    AccountingStep,
+    compute_epsilon,
+    get_accountant,
+    merge_history,
+    noise_multiplier_for,
+)
+from privacy.errors import AccountingError, UnknownNameError
+
+
+def step(sigma: float, q: float, steps: int) -> AccountingStep:
+    return AccountingStep(noise_multiplier=sigma, sample_rate=q, steps=steps)
+
+
+def test_merging_keeps_order_and_sums_equal_neighbours():
+    history = [
+        step(1.0, 0.1, 5),
+        step(1.0, 0.1, 7),
+        step(2.0, 0.1, 3),
+        step(1.0, 0.1, 0),
+        step(1.0, 0.1, 1),
+    ]
+
+    assert merge_history(history) == [step(1.0, 0.1, 12), step(2.0, 0.1, 3), step(1.0, 0.1, 1)]
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_epsilon_grows_with_steps_and_falls_with_noise(accountant):
+    base = compute_epsilon([step(1.5, 0.05, 100)], delta=1e-5, accountant=accountant)
+    longer = compute_epsilon([step(1.5, 0.05, 200)], delta=1e-5, accountant=accountant)
+    noisier = compute_epsilon([step(3.0, 0.05, 100)], delta=1e-5, accountant=accountant)
+
+    assert 0 < noisier < base < longer
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_split_history_composes_to_the_same_epsilon(accountant):
+    whole = compute_epsilon([step(1.2, 0.1, 30)], delta=1e-5, accountant=accountant)
+    pieces = compute_epsilon([step(1.2, 0.1, 10)] * 3, delta=1e-5, accountant=accountant)
+    assert pieces == pytest.approx(whole, rel=1e-9)
+
+
+def test_prv_is_tighter_than_rdp():
+    history = [step(1.0, 0.01, 1000)]
+    assert compute_epsilon(history, delta=1e-5, accountant="prv") < compute_epsilon(
+        history, delta=1e-5, accountant="rdp"
+    )
+
+
+def test_no_noise_means_no_privacy_and_no_steps_means_none_spent():
+    assert compute_epsilon([step(0.0, 0.1, 1)], delta=1e-5) == math.inf
+    assert compute_epsilon([], delta=1e-5) == 0.0
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_derived_noise_meets_its_target(accountant):
+    sigma = noise_multiplier_for(
+        target_epsilon=2.0, target_delta=1e-5, sample_rate=0.05, steps=300, accountant=accountant
+    )
+
+    spent = compute_epsilon([step(sigma, 0.05, 300)], delta=1e-5, accountant=accountant)
+    assert spent <= 2.0
+    assert spent > 2.0 * 0.98  # not much more noise than needed
+
+
+def test_bad_inputs_raise_typed_errors():
+    with pytest.raises(UnknownNameError, match="unknown accountant 'gdp'"):
+        get_accountant("gdp")
+    with pytest.raises(AccountingError, match="sample rate"):
+        compute_epsilon([step(1.0, 1.5, 10)], delta=1e-5)
+    with pytest.raises(AccountingError, match="δ must be in"):
+        compute_epsilon([step(1.0, 0.1, 10)], delta=1.0)
+    with pytest.raises(AccountingError, match="steps must be > 0"):
+        noise_multiplier_for(target_epsilon=1.0, target_delta=1e-5, sample_rate=0.1, steps=0)
