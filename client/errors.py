@@ -5,6 +5,7 @@
     FedwardenError (privacy.errors)
      └── DataError                    the institution's data cannot be used (exit 4)
           └── SchemaError             a file or schema does not match    (exit 4)
+     └── JoinError                    the node cannot join the federation (exit 10)
 """
 
 from __future__ import annotations
@@ -32,3 +33,10 @@ class SchemaError(DataError):
         super().__init__(f"{where}{problem}", column=column, **context)
         self.column = column
         self.problem = problem
+
+
+class JoinError(FedwardenError):
+    """The node cannot join: the coordinator's certificate does not verify with the CA,
+    or the coordinator refuses the node's key, or the SuperNode stopped."""
+
+    exit_code: ClassVar[int] = 10

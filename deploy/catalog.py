@@ -60,11 +60,12 @@ class ModelCatalog:
                     v.preprocessing,
                     v.lineage,
                     v.stage,
+                    v.profile,
                 )
                 for v in repo.serving_catalog(session=session)
             ]
         wanted = {name for name, *_ in rows}
-        for name, version, path, sha256, preprocessing, lineage, stage in rows:
+        for name, version, path, sha256, preprocessing, lineage, stage, profile in rows:
             current = self.holder.get(name)
             if (current is not None and current.version == version) or (
                 name,
@@ -80,7 +81,7 @@ class ModelCatalog:
                     preprocessing=PreprocessingSpec.from_dict(preprocessing),
                     providers=self.providers,
                     threads=self.threads,
-                    details={"lineage": lineage, "stage": stage},
+                    details={"lineage": lineage, "stage": stage, "profile": profile},
                 )
             except (ServingError, ValueError, KeyError, OSError) as exc:
                 self._failed.add((name, version))

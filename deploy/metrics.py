@@ -53,6 +53,24 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.drift_score = Gauge(
+            "fedwarden_drift_score",
+            "Drift score of a feature (or model output) by detector, at the last check.",
+            ["model", "feature", "detector"],
+            registry=self.registry,
+        )
+        self.drift_status = Gauge(
+            "fedwarden_drift_status",
+            "Drift status at the last check: 0 ok, 1 warning, 2 drift.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.drift_window_rows = Gauge(
+            "fedwarden_drift_window_rows",
+            "Rows in the drift window at the last check.",
+            ["model"],
+            registry=self.registry,
+        )
         self.version = Gauge(
             "fedwarden_model_version_served",
             "The model version being served.",

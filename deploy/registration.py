@@ -3,7 +3,10 @@
 ``export_and_register`` reads the run's checkpoint (its last round, or a given
 one), exports the global model with its preprocessing to ONNX, checks parity,
 and registers the artifact in ``staging`` with its lineage: run, round,
-institutions, ε per institution, DP and SecAgg settings.
+institutions, ε per institution, DP and SecAgg settings, and the run's
+reference profile (what drift is measured against). The profile's prediction
+blocks describe the model it was computed with, the run's last; a version
+exported from an earlier round keeps only its feature blocks.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sqlalchemy.orm import Session
 
+from client.errors import DataError
 from client.models import ModelSpec
 from client.preprocessing import PreprocessingSpec
+from client.profile import ReferenceProfile
 from deploy.onnx_export import ExportedModel, export_model
 from server.checkpoints import RunCheckpoint
 from server.errors import NotFoundError
@@ -69,6 +75,9 @@ def export_and_register(
             "max_abs_diff": exported.parity.max_abs_diff,
         }
         lineage["run_config"] = checkpoint.run_config
+        profile = _profile_for(
+            repo.run_profile(session=session, run_id=run_id), round=checkpoint.round
+        )
         version = repo.register_model_version(
             session=session,
             actor=_same(session, actor),
@@ -81,10 +90,25 @@ def export_and_register(
             model_spec=model_spec.to_dict(),
             run_id=run_id,
             lineage=lineage,
+            profile=profile,
         )
         number = version.version
     logger.info("registered %s v%d from run %s round %d", name, number, run_id, checkpoint.round)
     return Registered(name=name, version=number, round=checkpoint.round, exported=exported)
+
+
+def _profile_for(stored: dict[str, Any] | None, *, round: int) -> dict[str, Any] | None:
+    """The run's profile as it fits the model after ``round`` (``None``: no usable profile)."""
+    if stored is None:
+        return None
+    try:
+        profile = ReferenceProfile.from_dict(stored)
+    except DataError as exc:
+        logger.warning("the run's reference profile cannot be read, registering none: %s", exc)
+        return None
+    if profile.round is not None and profile.round != round:
+        profile = profile.without_predictions()
+    return profile.to_dict()
 
 
 def _same(session: Session, actor: Principal) -> Principal:

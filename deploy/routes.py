@@ -1,4 +1,4 @@
-"""The inference API's routes: predictions, model details, health."""
+"""The inference API's routes: predictions, model details, drift, health."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from deploy.deps import CurrentIdentity, ServiceDep
 from deploy.errors import InvalidRequestError
 from deploy.schemas import (
+    DriftReport,
     ErrorResponse,
     Health,
     ModelDetails,
@@ -20,7 +21,7 @@ from deploy.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from server.errors import NotFoundError
+from server.errors import ConflictError, NotFoundError
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -28,6 +29,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "missing, unknown, wrong, revoked or expired API key"),
         (403, "the key's principal lacks the permission"),
         (404, "no such model in production"),
+        (409, "the served version has no reference profile to measure drift against"),
         (413, "too many rows, or a body over the size limit"),
         (422, "a row is malformed: the message names the row and the feature"),
         (503, "the store or the model is not available"),
@@ -62,6 +64,9 @@ async def predict(
     service.metrics.inference.labels(model=name).observe(time.perf_counter() - checked)
     service.metrics.batch_size.labels(model=name).observe(len(request.rows))
     service.usage.count(identity, rows=len(request.rows))
+    service.drift.record(
+        model, numeric=encoded[0], categorical=encoded[1], probabilities=prediction.probabilities
+    )
     labels = model.labels
     return JSONResponse(
         {
@@ -112,6 +117,31 @@ def model_details(name: str, identity: CurrentIdentity, service: ServiceDep) -> 
         lineage=dict(model.details.get("lineage", {})),
         providers=list(model.providers),
     )
+
+
+@models_router.get("/{name}/drift", response_model=DriftReport)
+def drift(name: str, identity: CurrentIdentity, service: ServiceDep) -> DriftReport:
+    """How far the served rows have moved from the training data (needs `model:read`).
+
+    Scores the window of recently served rows against the version's reference
+    profile: per feature and detector a score, a p-value where the detector has
+    one, and a status; overall the worst. Runs in a worker thread: a change of
+    status is written to the store and audited, once per change.
+    """
+    service.authenticator.require(identity, "model:read", target=f"model:{name}")
+    model = service.holder.get(name)
+    if model is None:
+        raise NotFoundError(f"model {name!r} has no production version being served", model=name)
+    if not service.settings.drift_monitoring:
+        raise ConflictError("drift monitoring is off in this service", model=name)
+    monitor = service.drift.monitor(model)
+    if monitor is None:
+        raise ConflictError(
+            f"{name} v{model.version} has no reference profile to measure drift against",
+            model=name,
+            version=model.version,
+        )
+    return DriftReport.model_validate(service.drift.evaluate(monitor).to_dict())
 
 
 @health_router.get("/healthz", response_model=Health)

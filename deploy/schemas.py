@@ -77,6 +77,24 @@ class ModelDetails(BaseModel):
     providers: list[str]
 
 
+class DriftFeature(BaseModel):
+    name: str = Field(description="A feature, `prediction`, or `probability:<class>`.")
+    kind: str = Field(description="numeric, categorical, prediction or probability.")
+    detector: str = Field(description="psi, ks, chi2 or js.")
+    score: float
+    p_value: float | None = Field(description="For ks and chi2; before the correction.")
+    status: str = Field(description="ok, warning or drift.")
+
+
+class DriftReport(BaseModel):
+    model: str
+    version: int
+    status: str = Field(description="The worst status of any feature: ok, warning or drift.")
+    window_rows: int = Field(description="Rows in the window (the last rows served, in its span).")
+    window_span_s: float = Field(description="Seconds between the window's oldest row and now.")
+    features: list[DriftFeature]
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from deploy.auth import Authenticator, UsageCounter
 from deploy.catalog import ModelCatalog
+from deploy.drift import DriftPlan, DriftThresholds
 from deploy.metrics import ServiceMetrics
+from deploy.monitor import DriftMonitors
 from deploy.predictor import ModelHolder, choose_providers
 from deploy.settings import ServeSettings
 from deploy.validation import RequestLimits
@@ -32,9 +34,11 @@ class Service:
     usage: UsageCounter
     catalog: ModelCatalog
     limits: RequestLimits
+    drift: DriftMonitors
     _owns_store: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _flusher: threading.Thread | None = None
+    _drift_checker: threading.Thread | None = None
 
     @classmethod
     def build(cls, settings: ServeSettings, *, store: Store | None = None) -> Service:
@@ -60,6 +64,14 @@ class Service:
             limits=RequestLimits(
                 max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes
             ),
+            drift=DriftMonitors(
+                store,
+                metrics,
+                plan=drift_plan(settings),
+                window_rows=settings.drift_window_rows,
+                window_s=settings.drift_window_s,
+                enabled=settings.drift_monitoring,
+            ),
             _owns_store=owns,
         )
 
@@ -68,12 +80,18 @@ class Service:
         self.catalog.start()
         self._flusher = threading.Thread(target=self._flush_loop, name="usage-flush", daemon=True)
         self._flusher.start()
+        if self.settings.drift_monitoring:
+            self._drift_checker = threading.Thread(
+                target=self._drift_loop, name="drift-check", daemon=True
+            )
+            self._drift_checker.start()
 
     def stop(self) -> None:
         self.catalog.stop()
         self._stop.set()
-        if self._flusher is not None:
-            self._flusher.join(timeout=5)
+        for thread in (self._flusher, self._drift_checker):
+            if thread is not None:
+                thread.join(timeout=5)
         try:
             self.usage.flush(self.store)
         except Exception:
@@ -87,3 +105,29 @@ class Service:
                 self.usage.flush(self.store)
             except Exception:
                 logger.exception("could not write prediction counts; keeping them for later")
+
+    def _drift_loop(self) -> None:
+        while not self._stop.wait(self.settings.drift_check_interval_s):
+            served = {}
+            for name in self.holder.names():
+                model = self.holder.get(name)
+                if model is not None:
+                    served[name] = model.version
+            self.drift.evaluate_all(served)
+
+
+def drift_plan(settings: ServeSettings) -> DriftPlan:
+    """The detectors and thresholds named by the settings (an unknown name: ``ConfigError``)."""
+    thresholds = DriftThresholds(
+        psi_warning=settings.drift_psi_warning,
+        psi_alert=settings.drift_psi_alert,
+        p_value=settings.drift_p_value,
+        warning_p_value=max(settings.drift_p_value, 0.05),
+        min_rows=settings.drift_min_rows,
+    )
+    return DriftPlan(
+        numeric=settings.drift_numeric_detectors,
+        categorical=settings.drift_categorical_detectors,
+        prediction=settings.drift_prediction_detectors,
+        thresholds=thresholds,
+    )

@@ -28,3 +28,12 @@ class ServeSettings(BaseSettings):
     threads: int = Field(default=1, ge=1)
     drift_window_rows: int = Field(default=5000, ge=50)
     drift_window_s: float = Field(default=3600.0, gt=0)
+    drift_monitoring: bool = True
+    drift_check_interval_s: float = Field(default=30.0, gt=0)
+    drift_numeric_detectors: tuple[str, ...] = ("psi", "ks")
+    drift_categorical_detectors: tuple[str, ...] = ("chi2",)
+    drift_prediction_detectors: tuple[str, ...] = ("js",)
+    drift_psi_warning: float = Field(default=0.1, gt=0)
+    drift_psi_alert: float = Field(default=0.25, gt=0)
+    drift_p_value: float = Field(default=0.01, gt=0, lt=1)
+    drift_min_rows: int = Field(default=100, ge=1)

@@ -179,3 +179,16 @@ def fingerprint(line: str) -> str:
     body = check_node_public_key(line).split()[1]
     digest = hashlib.sha256(base64.b64decode(body)).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def openssh_from_pem(pem: bytes) -> str:
+    """The OpenSSH line of a PEM (SubjectPublicKeyInfo) public key, as Flower logs them."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"not a PEM public key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConfigError("a node key is an elliptic-curve key")
+    return key.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()

@@ -164,8 +164,13 @@ def _backend_config(backend: BackendSettings, institutions: int) -> dict[str, An
         gpus = 1.0 / min(institutions, 4) if torch.cuda.is_available() else 0.0
     init_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": backend.verbose}
     if backend.ray_address:
+        # An existing cluster ("HOST:PORT" of its head, "auto", or "ray://HOST:PORT"):
+        # Flower's Ray backend hands init_args to ray.init, which then brings no resources.
         init_args["address"] = backend.ray_address
     else:
+        # "local": a fresh instance, even where RAY_ADDRESS names a cluster (ray.init
+        # would otherwise connect to it and refuse the num_cpus below).
+        init_args["address"] = "local"
         init_args["num_cpus"] = os.cpu_count() or 1
         if torch.cuda.is_available():
             init_args["num_gpus"] = torch.cuda.device_count()

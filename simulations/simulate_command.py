@@ -53,7 +53,7 @@ def simulate_command(
     seed: Annotated[int, Opt(help="Fixes splits, initial weights, sampling and noise.")] = 0,
     out: Annotated[Path | None, Opt(help="Output folder (default: runs/<timestamp>).")] = None,
     baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Also train the pooled non-private reference.")] = True,
-    ray_address: Annotated[str | None, Opt(help="Run on an existing Ray cluster at this address.")] = None,
+    ray_address: Annotated[str | None, Opt(envvar="RAY_ADDRESS", help="Run on an existing Ray cluster: its head's HOST:PORT (as `ray start --head` prints), auto, or ray://HOST:PORT.")] = None,
     database_url: Annotated[str | None, Opt(help="Governance store (default: $FEDWARDEN_DATABASE_URL, else OUT/fedwarden.db).")] = None,
     model_name: Annotated[str | None, Opt(help="Registry name of the trained model (default: the dataset's).")] = None,
     register: Annotated[bool, Opt("--register/--no-register", help="Export the model to ONNX and register it.")] = True,

@@ -302,6 +302,25 @@ class DriftEvent(Base):
     features: Mapped[list[Any]]
 
 
+class NodeKey(Base):
+    """An institution's SuperNode public key, registered with the coordinator.
+
+    ``public_key`` is the OpenSSH form without a comment (``ecdsa-sha2-nistp384
+    AAAA...``), ``fingerprint`` its ``SHA256:...`` digest. The private key is
+    never stored. A revoked key is no longer pushed to the SuperLink.
+    """
+
+    __tablename__ = "node_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institutions.id"), index=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[datetime | None]
+
+
 class AuditEvent(Base):
     """One link of the append-only audit chain; ``hash`` covers every other column."""
 

@@ -23,9 +23,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from client.models import build_model, get_weights
+from client.models import ModelSpec, build_model, get_weights, set_weights
 from client.plan import TrainingPlan
 from client.preprocessing import PreprocessingSpec
+from client.profile import ProfileLayout, ReferenceProfile, encode_frame
 from client.report import FitReport
 from client.training import train_locally
 from deploy.api import create_app
@@ -47,6 +48,7 @@ class ModelStore:
     keys: dict[str, str]
     spec: PreprocessingSpec
     test_rows: pd.DataFrame
+    train_rows: pd.DataFrame
     weights: dict[int, list]
     model_spec: dict
     artifacts: Path
@@ -59,6 +61,19 @@ def _trained(spec: PreprocessingSpec, train: pd.DataFrame, *, seed: int, epochs:
                   sample_rate=0.1, noise_multiplier=None, max_grad_norm=1.0, seed=seed,
                   device=torch.device("cpu"))
     return get_weights(network), model_spec.to_dict()
+
+
+def _profile(spec: PreprocessingSpec, train: pd.DataFrame, model_spec: dict, weights: list,
+             institutions: list[str]) -> ReferenceProfile:
+    """The reference profile the federation would compute after round 2 (here from pooled rows)."""
+    network = build_model(ModelSpec.from_dict(model_spec))
+    set_weights(network, weights)
+    with torch.no_grad():
+        probabilities = torch.softmax(network(torch.as_tensor(spec.transform(train))), dim=1).numpy()
+    layout = ProfileLayout.for_schema(spec.schema)
+    numeric, categorical = encode_frame(train, spec.schema)
+    return ReferenceProfile(layout=layout, counts=layout.counts(numeric, categorical, probabilities),
+                            rows=float(len(train)), round=2, institutions=tuple(sorted(institutions)))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +112,8 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
                                                              sample_rate=0.2, steps=5, max_grad_norm=1.0)
                                                    for d in data]))
     recorder.on_run_end(RunResult(weights=weights[2], model_spec=model_spec, preprocessing=spec.to_json(),
-                                  rounds=[], stopped_reason="completed every round"))
+                                  rounds=[], stopped_reason="completed every round",
+                                  profile=_profile(spec, train, model_spec, weights[2], [d.name for d in data])))
     with store.session() as session:
         ops = repo.authenticate(session, keys["ops"])
     artifacts = folder / "artifacts"
@@ -107,7 +123,7 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
     with store.session() as session:
         repo.promote_model_version(session=session, actor=repo.authenticate(session, keys["ops"]),
                                    name="heart", version=1)
-    yield ModelStore(url=url, store=store, keys=keys, spec=spec, test_rows=test, weights=weights,
+    yield ModelStore(url=url, store=store, keys=keys, spec=spec, test_rows=test, train_rows=train, weights=weights,
                      model_spec=model_spec, artifacts=artifacts)
     store.dispose()
 

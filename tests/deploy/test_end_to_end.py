@@ -63,7 +63,11 @@ def test_simulate_export_promote_serve_predict(tmp_path, monkeypatch, capsys, se
     with store.session() as session:
         ops = repo.authenticate(session, keys["ops"])
         checkpoint = RunCheckpoint.from_bytes(repo.latest_checkpoint(session=session, actor=ops, run_id=_run_id(session)).blob)
+        profile = repo.get_model_version(session=session, actor=ops, name="heart-disease").profile
     store.dispose()
+    # The run's reference profile travelled with the registered model: every training row.
+    assert profile is not None and profile["round"] == 2
+    assert profile["rows"] == sum(len(i.train) for i in scenario.all_institutions())
     spec = PreprocessingSpec.from_json(checkpoint.preprocessing)
     network = build_model(ModelSpec.from_dict(checkpoint.model_spec))
     set_weights(network, checkpoint.weights)
@@ -78,6 +82,7 @@ def test_simulate_export_promote_serve_predict(tmp_path, monkeypatch, capsys, se
             timeout=30,
         )
         denied = httpx.get(f"{live.url}/v1/models/heart-disease", headers={"Authorization": f"Bearer {keys['frontend']}"})
+        drift = httpx.get(f"{live.url}/v1/models/heart-disease/drift", headers={"Authorization": f"Bearer {keys['ops']}"})
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -85,6 +90,8 @@ def test_simulate_export_promote_serve_predict(tmp_path, monkeypatch, capsys, se
     served = np.array([[p["probabilities"][label] for label in spec.schema.target.labels] for p in body["predictions"]])
     np.testing.assert_allclose(served, expected, atol=1e-5)
     assert denied.status_code == 403
+    assert drift.status_code == 200, drift.text
+    assert drift.json()["window_rows"] == len(test_rows) and drift.json()["status"] in ("ok", "warning", "drift")
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["rounds"]) == 2
 

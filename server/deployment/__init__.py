@@ -1,0 +1,1 @@
+"""The coordinator over Flower's deployment engine: SuperLink, node keys, runs."""

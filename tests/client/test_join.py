@@ -1,0 +1,75 @@
+"""``fedwarden client join``: the SuperNode's command line and why a node could not join."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from client.join import (
+    JoinSettings,
+    _Diagnosis,
+    node_config_text,
+    supernode_argv,
+    warm_executor_argv,
+)
+from privacy.errors import ConfigError
+
+
+def test_the_node_config_is_what_flower_parses():
+    config = {"data-path": "/data/my rows.csv", "budget-epsilon": 2.5, "require-secagg": True}
+
+    text = node_config_text(config)
+
+    assert (
+        tomllib.loads(text.replace(" budget", "\nbudget").replace(" require", "\nrequire"))
+        == config
+    )
+
+
+def test_the_supernode_uses_tls_the_node_key_and_process_isolation_when_warm(tmp_path):
+    settings = JoinSettings(
+        coordinator="127.0.0.1:9093",
+        ca_certificate=tmp_path / "ca.crt",
+        node_key=tmp_path / "node.key",
+        node_config={"budget-epsilon": 1.0},
+        warm=True,
+    )
+
+    argv = supernode_argv(settings, runtime_port=9100)
+    warm = warm_executor_argv(runtime_port=9100, parent_pid=7)
+
+    assert argv[argv.index("--root-certificates") + 1].endswith("ca.crt")
+    assert argv[argv.index("--auth-supernode-private-key") + 1].endswith("node.key")
+    assert argv[argv.index("--isolation") + 1] == "process"
+    assert "--insecure" not in argv
+    assert warm[1:3] == ["-m", "client.warm_exec"]
+    assert "127.0.0.1:9100" in warm
+
+
+def test_without_warm_flower_starts_a_clientapp_per_message(tmp_path):
+    settings = JoinSettings(
+        coordinator="h:1", ca_certificate=tmp_path / "ca", node_key=tmp_path / "k"
+    )
+
+    assert "--isolation" not in supernode_argv(settings, runtime_port=1)
+
+
+@pytest.mark.parametrize("coordinator", ["127.0.0.1", ":9093", "host:port"])
+def test_a_bad_coordinator_address_or_missing_file_is_refused(tmp_path, coordinator):
+    settings = JoinSettings(
+        coordinator=coordinator, ca_certificate=tmp_path / "ca", node_key=tmp_path / "k"
+    )
+
+    with pytest.raises(ConfigError):
+        settings.check()
+
+
+def test_tls_failures_and_refusals_are_told_apart():
+    tls, refused = _Diagnosis(), _Diagnosis()
+
+    tls("ERROR :     SSL/TLS handshake error detected.\n")
+    refused("[code: 2004] Failed to activate SuperNode.\n")
+
+    assert (tls.tls_failure, tls.refused) == (True, False)
+    assert (refused.tls_failure, refused.refused) == (False, True)

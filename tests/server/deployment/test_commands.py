@@ -1,0 +1,79 @@
+"""``fedwarden pki`` and ``fedwarden run`` in-process: files, registration, clear refusals."""
+
+from __future__ import annotations
+
+import stat
+import sys
+
+import pytest
+
+from simulations.cli import main
+
+
+@pytest.fixture
+def fedwarden(monkeypatch, capsys):
+    for name in ("FEDWARDEN_DATABASE_URL", "FEDWARDEN_API_KEY", "FEDWARDEN_COORDINATOR_STATE"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str, api_key: str | None = None) -> tuple[int, str]:
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "argv", ["fedwarden", *args])
+            if api_key is not None:
+                patch.setenv("FEDWARDEN_API_KEY", api_key)
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:
+                code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    return run
+
+
+def test_pki_init_writes_the_ca_and_the_server_pair_and_never_overwrites_a_ca(fedwarden, tmp_path):
+    code, _ = fedwarden("pki", "init", "--out", str(tmp_path), "--host", "10.0.0.5")
+    again, message = fedwarden("pki", "init", "--out", str(tmp_path))
+
+    assert code == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"ca.crt", "ca.key", "server.crt", "server.key"}
+    assert stat.S_IMODE((tmp_path / "server.key").stat().st_mode) == 0o600
+    assert (again, "holds a CA already" in " ".join(message.split())) == (2, True)
+
+
+def test_pki_node_registers_with_a_key_and_is_refused_without_one(fedwarden, tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _, out = fedwarden("admin", "init", "--database-url", url)
+    token = out.strip().splitlines()[-1]
+
+    denied, _ = fedwarden(
+        "pki", "node", "--institution", "VA", "--out", str(tmp_path / "a"), "--database-url", url
+    )
+    code, out = fedwarden(
+        "pki", "node", "--institution", "VA", "--out", str(tmp_path / "b"), "--database-url", url,
+        api_key=token,
+    )  # fmt: skip
+    listed, listing = fedwarden("pki", "nodes", "--database-url", url, "--json", api_key=token)
+
+    assert denied == 6  # no API key: authentication fails
+    assert code == 0 and "registered SHA256:" in out
+    assert stat.S_IMODE((tmp_path / "b" / "VA.key").stat().st_mode) == 0o600
+    assert listed == 0 and '"institution": "VA"' in listing
+    assert "PRIVATE" not in out + listing
+
+
+def test_run_start_refuses_an_unknown_key_before_contacting_anyone(fedwarden, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("num-server-rounds = 3\nrounds = 3\n")
+
+    code, message = fedwarden("run", "start", "--config", str(config), "--state", str(tmp_path))
+
+    assert code == 2
+    assert "unknown run config key(s): rounds" in " ".join(message.split())
+
+
+def test_run_commands_without_a_coordinator_say_so(fedwarden, tmp_path):
+    code, message = fedwarden("run", "status", "nope", "--state", str(tmp_path))
+
+    assert code == 8
+    assert "no run 'nope'" in " ".join(message.split())

@@ -1,0 +1,50 @@
+"""A short real run (Flower's simulation engine) ends with the federation's reference profile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from privacy.config import PrivacyBudget
+from simulations.runner import simulate
+from simulations.scenario import Scenario
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("secagg", [False, True])
+def test_a_run_ends_with_a_profile_of_every_training_row(secagg):
+    scenario = Scenario(institutions=2, seed=4)
+    training_rows = sum(len(i.train) for i in scenario.all_institutions())
+
+    outcome = simulate(scenario, {"num-server-rounds": 1, "secagg": secagg}, baseline=False)
+
+    profile = outcome.result.profile
+    assert profile is not None
+    assert profile.rows == training_rows and profile.noise_multiplier is None
+    assert profile.institutions == ("Cleveland", "Hungary") and profile.round == 1
+    for block in profile.layout.blocks:
+        counts = profile.block_counts(block)
+        assert np.all(counts >= 0) and counts.sum() == pytest.approx(training_rows, abs=1e-6), block.name
+    assert [b.name for b in profile.layout.blocks][-2:] == ["prediction", "probability:disease"]
+
+
+def test_a_noisy_profile_is_accounted_in_each_institutions_epsilon():
+    # Training calibrated to ε 5 of a budget of 10 leaves room for the profile's release
+    # (calibrated to the whole budget, as by default, it would leave none: both refuse).
+    scenario = Scenario(institutions=2, seed=5, budget=PrivacyBudget(epsilon=10.0, delta=1e-5))
+    training_rows = sum(len(i.train) for i in scenario.all_institutions())
+
+    outcome = simulate(
+        scenario, {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0,
+                   "target-epsilon": 5.0}, baseline=False
+    )
+
+    profile, reports = outcome.result.profile, outcome.result.profile_reports
+    assert profile is not None and profile.noise_multiplier == 5.0, [r.reason for r in reports]
+    assert profile.rows == training_rows
+    assert np.all(profile.counts >= 0)
+    trained = outcome.result.rounds[-1].epsilon
+    assert sorted(r.institution for r in reports) == ["Cleveland", "Hungary"]
+    for report in reports:
+        assert not report.refused and report.epsilon > trained[report.institution]
