@@ -503,6 +503,12 @@ class _AverageStrategy(Strategy):
         accepted = []
         metrics = []
         for proxy, res in results:
+            if res.num_examples <= 0:
+                # A refusal weighs nothing: its report counts, its vector does not. (Under
+                # SecAgg+ every result carries the unmasked aggregate, which is not finite
+                # when every institution refused.)
+                metrics.append(dict(res.metrics))
+                continue
             arrays = parameters_to_ndarrays(res.parameters)
             if (
                 len(arrays) != 1
@@ -514,8 +520,7 @@ class _AverageStrategy(Strategy):
                 logger.error("dropping a malformed vector from node %d", proxy.node_id)
                 continue
             metrics.append(dict(res.metrics))
-            if res.num_examples > 0:
-                accepted.append((arrays, res.num_examples))
+            accepted.append((arrays, res.num_examples))
         for failure in failures:
             logger.warning("a node's vector failed: %s", failure)
         if accepted:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import uuid
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.errors import NotFoundError
 from server.records import RoundRecord, RunResult, RunStart
 from server.store import audit, governance, rbac, tracking
 from server.store.engine import Store, open_store
-from server.store.models import Principal, Run
+from server.store.models import AuditEvent, Principal, Run
 from server.store.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class StoreRecorder:
         self.run_name = run_name
         self.run_id = run_id or str(uuid.uuid4())
         self._owns_store = owns_store
+        # The audit seq of this recorder's own run.start or run.resume: a later one means
+        # another coordinator has taken the run over since (see ``mark_failed``).
+        self._claim: int | None = None
         with store.session() as session:
             actor = self._resolve(session, started_by)
             rbac.authorize(
@@ -97,6 +101,8 @@ class StoreRecorder:
                     run_id=self.run_id,
                     from_round=start.first_round - 1,
                 )
+                session.flush()
+                self._claim = _last_claim(session, self.run_id)
                 return
             tracking.start_run(
                 session=session,
@@ -106,6 +112,8 @@ class StoreRecorder:
                 institutions=[institution.name for institution in start.institutions],
                 run_id=self.run_id,
             )
+            session.flush()
+            self._claim = _last_claim(session, self.run_id)
         logger.info("recording run %s (%s) in %s", self.run_id, self.run_name, self.store.url)
 
     def on_round_end(self, record: RoundRecord) -> None:
@@ -138,7 +146,23 @@ class StoreRecorder:
         self._end("completed", result.stopped_reason)
 
     def mark_failed(self, reason: str) -> None:
-        """Mark the run ``failed`` (recording it first if it failed before it started)."""
+        """Mark the run ``failed`` (recording it first if it failed before it started).
+
+        A coordinator killed mid-run can leave its ServerApp alive for a few
+        seconds; if another coordinator has resumed the run since, the run is
+        no longer this recorder's to fail, and it is left alone (logged).
+        """
+        if self._claim is not None:
+            with self.store.session() as session:
+                latest = _last_claim(session, self.run_id)
+            if latest is not None and latest > self._claim:
+                logger.warning(
+                    "run %s was resumed elsewhere since this coordinator took it; "
+                    "not marking it failed (%s)",
+                    self.run_id,
+                    reason,
+                )
+                return
         self._end("failed", reason)
 
     def close(self) -> None:
@@ -184,3 +208,14 @@ class StoreRecorder:
                 outcome="error",
             )
         return found
+
+
+def _last_claim(session: Session, run_id: str) -> int | None:
+    """The seq of the newest ``run.start`` or ``run.resume`` audit event of the run."""
+    seq: int | None = session.scalar(
+        select(func.max(AuditEvent.seq)).where(
+            AuditEvent.target == f"run:{run_id}",
+            AuditEvent.action.in_(("run.start", "run.resume")),
+        )
+    )
+    return seq

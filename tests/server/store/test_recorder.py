@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -213,3 +214,24 @@ def test_a_named_starter_needs_run_start(store, principal_factory, store_url):
         StoreRecorder.open(store_url, run_name="by-carl", started_by="carl")
     with store.session() as session:
         assert session.scalars(select(Run).where(Run.name == "by-carl")).first() is None
+
+
+def test_a_stale_coordinator_cannot_fail_a_run_resumed_elsewhere(store_url):
+    # The killed coordinator's ServerApp outlives it by a few seconds and reports the
+    # failure after the new coordinator has resumed the run: that must not fail the run.
+    with StoreRecorder.open(store_url, run_name="crashy") as first:
+        first.on_run_start(_start())
+        first.on_round_end(_round(1, epsilon=0.3))
+        resumed = StoreRecorder(first.store, run_name="crashy", run_id=first.run_id)
+        resumed.on_run_start(replace(_start(), first_round=2))
+
+        first.mark_failed("lost its SuperLink")
+        with first.store.session() as session:
+            status = session.get_one(Run, first.run_id).status
+            actions = [e["action"] for e in audit.tail(session, limit=3)]
+        assert status == "running"
+        assert "run.failed" not in actions
+
+        resumed.mark_failed("lost its SuperLink too")  # the current owner still can
+        with first.store.session() as session:
+            assert session.get_one(Run, first.run_id).status == "failed"
