@@ -256,6 +256,7 @@ class InstitutionClient(NumPyClient):
             * plan.local_epochs
             * steps_per_epoch(num_examples, plan.sample_rate),
             accountant=plan.dp.accountant,
+            profile_noise=plan.profile_noise_multiplier,
         )
 
 
@@ -266,14 +267,28 @@ def _parse_spec(text: str) -> PreprocessingSpec:
 
 @functools.lru_cache(maxsize=128)
 def _derived_noise(
-    *, target_epsilon: float, target_delta: float, sample_rate: float, steps: int, accountant: str
+    *,
+    target_epsilon: float,
+    target_delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str,
+    profile_noise: float | None = None,
 ) -> float:
+    # A noisy reference profile after the last round is one more Gaussian release of
+    # the same rows (``client.profiling``): the training noise leaves room for it.
+    reserved = (
+        ()
+        if profile_noise is None
+        else (AccountingStep(noise_multiplier=profile_noise, sample_rate=1.0, steps=1),)
+    )
     sigma = noise_multiplier_for(
         target_epsilon=target_epsilon,
         target_delta=target_delta,
         sample_rate=sample_rate,
         steps=steps,
         accountant=accountant,
+        reserved=reserved,
     )
     logger.info(
         "noise multiplier %.4f spends ε=%.4g over %d steps at q=%.4f",

@@ -23,6 +23,7 @@ TASK_TRAIN = "train"
 TASK_EVALUATE = "evaluate"
 TASK_INIT = "init"
 TASK_PROFILE = "profile"
+PROFILE_NOISE_KEY = "fw.profile-noise-multiplier"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +40,9 @@ class TrainingPlan:
     update_clip_norm: float | None = None
     uniform_weights: bool = False
     dp: DPConfig = field(default_factory=DPConfig)
+    profile_noise_multiplier: float | None = None
+    """σ of the noisy reference profile released after the last round, if the run makes
+    one: derived training noise leaves room for it in each institution's budget."""
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -55,6 +59,12 @@ class TrainingPlan:
             raise ConfigError(f"sample rate must be in (0, 1], got {self.sample_rate}")
         if self.update_clip_norm is not None and not self.update_clip_norm > 0:
             raise ConfigError(f"update clip norm must be > 0, got {self.update_clip_norm}")
+        if self.profile_noise_multiplier is not None and not (
+            self.profile_noise_multiplier > 0 and math.isfinite(self.profile_noise_multiplier)
+        ):
+            raise ConfigError(
+                f"profile noise multiplier must be > 0, got {self.profile_noise_multiplier}"
+            )
 
     @property
     def effective_update_clip_norm(self) -> float:
@@ -88,6 +98,9 @@ class TrainingPlan:
             "fw.max-grad-norm": dp.max_grad_norm,
             "fw.target-delta": dp.target_delta,
             "fw.accountant": dp.accountant,
+            PROFILE_NOISE_KEY: (
+                -1.0 if self.profile_noise_multiplier is None else self.profile_noise_multiplier
+            ),
         }
 
     @classmethod
@@ -96,6 +109,7 @@ class TrainingPlan:
         try:
             noise = float(config["fw.noise-multiplier"])
             target = float(config["fw.target-epsilon"])
+            profile_noise = float(config.get(PROFILE_NOISE_KEY, -1.0))
             return cls(
                 model=str(config["fw.model"]),
                 hidden=int(config["fw.hidden"]),
@@ -114,6 +128,7 @@ class TrainingPlan:
                     target_delta=float(config["fw.target-delta"]),
                     accountant=str(config["fw.accountant"]),
                 ),
+                profile_noise_multiplier=None if profile_noise <= 0 else profile_noise,
             )
         except KeyError as exc:
             raise ConfigError(f"round config lacks {exc.args[0]!r}") from exc

@@ -26,7 +26,7 @@ import torch
 from client.data import InstitutionData
 from client.history import HistoryStore
 from client.models import build_model, set_weights
-from client.plan import TrainingPlan
+from client.plan import PROFILE_NOISE_KEY, TrainingPlan
 from client.preprocessing import PreprocessingSpec
 from client.profile import ProfileLayout, encode_frame, profile_shares
 from client.report import FitReport
@@ -37,7 +37,6 @@ from privacy.errors import BudgetExceededError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-PROFILE_NOISE_KEY = "fw.profile-noise-multiplier"
 PROFILE_NOISY_RANGE = 4.0
 """Bound on a noisy share (noise can push a share past [0, 1]); secure aggregation's range."""
 

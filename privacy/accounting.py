@@ -157,14 +157,53 @@ def noise_multiplier_for(
     sample_rate: float,
     steps: int,
     accountant: str = "prv",
+    reserved: Sequence[AccountingStep] = (),
 ) -> float:
-    """σ such that ``steps`` steps at ``sample_rate`` spend at most ``target_epsilon``."""
-    return get_accountant(accountant).noise_multiplier(
+    """σ such that ``steps`` steps at ``sample_rate`` spend at most ``target_epsilon``.
+
+    ``reserved`` are releases the same data will also go through (a noisy reference
+    profile after the last round, say): σ is then the smallest, to 0.1%, whose steps
+    composed with them stay under ``target_epsilon``, so that those releases still fit
+    in the budget when their turn comes.
+    """
+    sigma = get_accountant(accountant).noise_multiplier(
         target_epsilon=target_epsilon,
         target_delta=target_delta,
         sample_rate=sample_rate,
         steps=steps,
     )
+    if not reserved:
+        return sigma
+    alone = compute_epsilon(reserved, delta=target_delta, accountant=accountant)
+    if alone >= target_epsilon:
+        raise AccountingError(
+            f"the reserved releases alone spend ε={alone:.4g} of the target ε={target_epsilon} "
+            f"at δ={target_delta}: nothing is left for training",
+            target_epsilon=target_epsilon,
+        )
+
+    def spent(noise: float) -> float:
+        steps_at = AccountingStep(noise_multiplier=noise, sample_rate=sample_rate, steps=steps)
+        return compute_epsilon([steps_at, *reserved], delta=target_delta, accountant=accountant)
+
+    if spent(sigma) <= target_epsilon:
+        return sigma
+    low, high = sigma, sigma * 1.25
+    while spent(high) > target_epsilon:
+        low, high = high, high * 1.5
+        if high > 1e4:
+            raise AccountingError(
+                f"no noise multiplier below 1e4 leaves room for the reserved releases under "
+                f"ε={target_epsilon}",
+                target_epsilon=target_epsilon,
+            )
+    while high - low > 1e-3 * high:
+        middle = (low + high) / 2
+        if spent(middle) > target_epsilon:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def _check_rate(sample_rate: float) -> None:

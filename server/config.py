@@ -108,6 +108,7 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
         update_clip_norm=get.optional_number("update-clip-norm"),
         uniform_weights=get.flag("uniform-weights", False) or get.flag("central-dp", False),
         dp=dp,
+        profile_noise_multiplier=_profile_noise(run_config),
     )
     strategy = StrategySettings(
         name=get.text("strategy", "fedavg"),
@@ -186,3 +187,11 @@ class _Reader:
         if key not in self.config or self.config[key] in ("", None):
             return None
         return self.integer(key, 0)
+
+
+def _profile_noise(run_config: Mapping[str, Any]) -> float | None:
+    """σ of the run's noisy reference profile, when it makes one (for the budget's reserve)."""
+    from server.profiling import profile_settings_from_run_config
+
+    profile = profile_settings_from_run_config(run_config)
+    return profile.noise_multiplier if profile.enabled else None

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from client.flower_client import PREPROCESSING_KEY, ROUND_KEY
-from client.plan import TASK_KEY, TASK_PROFILE, TrainingPlan
+from client.plan import PROFILE_NOISE_KEY, TASK_KEY, TASK_PROFILE, TrainingPlan
 from client.profile import ProfileLayout, ReferenceProfile
-from client.profiling import PROFILE_NOISE_KEY, PROFILE_NOISY_RANGE
+from client.profiling import PROFILE_NOISY_RANGE
 from client.report import FitReport
 from client.schema import TableSchema
 from privacy.errors import ConfigError

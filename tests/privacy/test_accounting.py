@@ -78,3 +78,28 @@ def test_bad_inputs_raise_typed_errors():
         compute_epsilon([step(1.0, 0.1, 10)], delta=1.0)
     with pytest.raises(AccountingError, match="steps must be > 0"):
         noise_multiplier_for(target_epsilon=1.0, target_delta=1e-5, sample_rate=0.1, steps=0)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_derived_noise_leaves_room_for_a_reserved_release(accountant):
+    profile = AccountingStep(noise_multiplier=5.0, sample_rate=1.0, steps=1)
+    plain = noise_multiplier_for(
+        target_epsilon=3.0, target_delta=1e-5, sample_rate=0.2, steps=25, accountant=accountant
+    )
+    sigma = noise_multiplier_for(
+        target_epsilon=3.0, target_delta=1e-5, sample_rate=0.2, steps=25, accountant=accountant,
+        reserved=[profile],
+    )
+    training = AccountingStep(noise_multiplier=sigma, sample_rate=0.2, steps=25)
+    spent = compute_epsilon([training, profile], delta=1e-5, accountant=accountant)
+
+    assert sigma > plain
+    assert 0.98 * 3.0 <= spent <= 3.0  # all of the target, none past it
+
+
+def test_a_reserve_that_alone_passes_the_target_is_refused():
+    with pytest.raises(AccountingError, match="nothing is left for training"):
+        noise_multiplier_for(
+            target_epsilon=0.5, target_delta=1e-5, sample_rate=0.2, steps=25,
+            reserved=[AccountingStep(noise_multiplier=1.0, sample_rate=1.0, steps=1)],
+        )

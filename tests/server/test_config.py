@@ -47,3 +47,19 @@ def test_every_key_the_translator_reads_is_declared():
 def test_malformed_run_config_names_the_key(overrides, error, phrase):
     with pytest.raises(error, match=phrase):
         federation_settings_from_run_config({**app_config(), **overrides})
+
+
+def test_a_noisy_profile_reaches_the_plan_and_the_wire():
+    from client.plan import TrainingPlan
+    from server.config import federation_settings_from_run_config
+
+    noisy = federation_settings_from_run_config({"profile-noise-multiplier": 4.0}).plan
+    off = federation_settings_from_run_config({"profile": False, "profile-noise-multiplier": 4.0}).plan
+    exact = federation_settings_from_run_config({}).plan
+
+    assert noisy.profile_noise_multiplier == 4.0
+    assert off.profile_noise_multiplier is None and exact.profile_noise_multiplier is None
+    # (the wire carries the effective update clip norm, derived when not set)
+    assert TrainingPlan.from_config(noisy.to_config()).profile_noise_multiplier == 4.0
+    legacy = {k: v for k, v in exact.to_config().items() if k != "fw.profile-noise-multiplier"}
+    assert TrainingPlan.from_config(legacy).profile_noise_multiplier is None  # an older plan

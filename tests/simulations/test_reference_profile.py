@@ -30,14 +30,14 @@ def test_a_run_ends_with_a_profile_of_every_training_row(secagg):
 
 
 def test_a_noisy_profile_is_accounted_in_each_institutions_epsilon():
-    # Training calibrated to ε 5 of a budget of 10 leaves room for the profile's release
-    # (calibrated to the whole budget, as by default, it would leave none: both refuse).
+    # Training noise is derived from the whole budget, as by default: it must leave room
+    # for the profile's release, or both institutions would refuse to send it.
     scenario = Scenario(institutions=2, seed=5, budget=PrivacyBudget(epsilon=10.0, delta=1e-5))
     training_rows = sum(len(i.train) for i in scenario.all_institutions())
 
     outcome = simulate(
-        scenario, {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0,
-                   "target-epsilon": 5.0}, baseline=False
+        scenario, {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0},
+        baseline=False
     )
 
     profile, reports = outcome.result.profile, outcome.result.profile_reports
@@ -48,3 +48,4 @@ def test_a_noisy_profile_is_accounted_in_each_institutions_epsilon():
     assert sorted(r.institution for r in reports) == ["Cleveland", "Hungary"]
     for report in reports:
         assert not report.refused and report.epsilon > trained[report.institution]
+        assert 9.5 < report.epsilon <= 10.0  # the budget is spent, and not passed
