@@ -260,10 +260,9 @@ def test_eight_processes_appending_500_events_each_extend_one_chain(postgres_url
         for _ in range(8)
     ]
     time.sleep(1.0)  # let them import and connect, then release them together
-    started = time.perf_counter()
     go.touch()
-    outputs = [writer.communicate(timeout=120)[0] for writer in writers]
-    elapsed = time.perf_counter() - started
+    # Throughput is benchmarks/bench_audit.py's business; here the bound only stops a hang.
+    outputs = [writer.communicate(timeout=600)[0] for writer in writers]
 
     assert [writer.returncode for writer in writers] == [0] * 8, outputs
     store = open_store(postgres_url)
@@ -274,7 +273,6 @@ def test_eight_processes_appending_500_events_each_extend_one_chain(postgres_url
     assert report.broken is None
     assert report.events == 1 + 8 * 500
     assert len(actors) == 8  # every writer got its turn
-    assert elapsed < 60
 
 
 def _parse(stamp):

@@ -285,4 +285,5 @@ def test_an_unreachable_database_fails_fast_in_one_line(cli):
 
     assert code == 8
     assert "cannot be used" in _one_error_line(output)
-    assert time.perf_counter() - started < 10
+    # Not a speed target: an unreachable host must not hang for libpq's default minutes.
+    assert time.perf_counter() - started < 30
