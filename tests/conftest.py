@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,3 +52,33 @@ def small_rows() -> pd.DataFrame:
 def rows_factory():  # type: ignore[no-untyped-def]
     """``make_rows`` for tests that need several tables."""
     return make_rows
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str]]:
+    """Run ``fedwarden ARGS...`` in-process: ``(exit code, stdout + stderr)``.
+
+    ``api_key=`` sets ``FEDWARDEN_API_KEY`` for the call; the caller's own
+    ``FEDWARDEN_*`` variables never leak in.
+    """
+    from simulations.cli import main
+
+    for name in [name for name in os.environ if name.startswith("FEDWARDEN_")]:
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*args: str, api_key: str | None = None) -> tuple[int, str]:
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "argv", ["fedwarden", *args])
+            if api_key is not None:
+                patch.setenv("FEDWARDEN_API_KEY", api_key)
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:
+                code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    return run

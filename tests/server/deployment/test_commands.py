@@ -3,37 +3,11 @@
 from __future__ import annotations
 
 import stat
-import sys
-
-import pytest
-
-from simulations.cli import main
 
 
-@pytest.fixture
-def fedwarden(monkeypatch, capsys):
-    for name in ("FEDWARDEN_DATABASE_URL", "FEDWARDEN_API_KEY", "FEDWARDEN_COORDINATOR_STATE"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*args: str, api_key: str | None = None) -> tuple[int, str]:
-        with monkeypatch.context() as patch:
-            patch.setattr(sys, "argv", ["fedwarden", *args])
-            if api_key is not None:
-                patch.setenv("FEDWARDEN_API_KEY", api_key)
-            try:
-                main()
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return code, captured.out + captured.err
-
-    return run
-
-
-def test_pki_init_writes_the_ca_and_the_server_pair_and_never_overwrites_a_ca(fedwarden, tmp_path):
-    code, _ = fedwarden("pki", "init", "--out", str(tmp_path), "--host", "10.0.0.5")
-    again, message = fedwarden("pki", "init", "--out", str(tmp_path))
+def test_pki_init_writes_the_ca_and_the_server_pair_and_never_overwrites_a_ca(cli, tmp_path):
+    code, _ = cli("pki", "init", "--out", str(tmp_path), "--host", "10.0.0.5")
+    again, message = cli("pki", "init", "--out", str(tmp_path))
 
     assert code == 0
     assert {p.name for p in tmp_path.iterdir()} == {"ca.crt", "ca.key", "server.crt", "server.key"}
@@ -41,19 +15,19 @@ def test_pki_init_writes_the_ca_and_the_server_pair_and_never_overwrites_a_ca(fe
     assert (again, "holds a CA already" in " ".join(message.split())) == (2, True)
 
 
-def test_pki_node_registers_with_a_key_and_is_refused_without_one(fedwarden, tmp_path):
+def test_pki_node_registers_with_a_key_and_is_refused_without_one(cli, tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    _, out = fedwarden("admin", "init", "--database-url", url)
+    _, out = cli("admin", "init", "--database-url", url)
     token = out.strip().splitlines()[-1]
 
-    denied, _ = fedwarden(
+    denied, _ = cli(
         "pki", "node", "--institution", "VA", "--out", str(tmp_path / "a"), "--database-url", url
     )
-    code, out = fedwarden(
+    code, out = cli(
         "pki", "node", "--institution", "VA", "--out", str(tmp_path / "b"), "--database-url", url,
         api_key=token,
     )  # fmt: skip
-    listed, listing = fedwarden("pki", "nodes", "--database-url", url, "--json", api_key=token)
+    listed, listing = cli("pki", "nodes", "--database-url", url, "--json", api_key=token)
 
     assert denied == 6  # no API key: authentication fails
     assert code == 0 and "registered SHA256:" in out
@@ -62,18 +36,18 @@ def test_pki_node_registers_with_a_key_and_is_refused_without_one(fedwarden, tmp
     assert "PRIVATE" not in out + listing
 
 
-def test_run_start_refuses_an_unknown_key_before_contacting_anyone(fedwarden, tmp_path):
+def test_run_start_refuses_an_unknown_key_before_contacting_anyone(cli, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text("num-server-rounds = 3\nrounds = 3\n")
 
-    code, message = fedwarden("run", "start", "--config", str(config), "--state", str(tmp_path))
+    code, message = cli("run", "start", "--config", str(config), "--state", str(tmp_path))
 
     assert code == 2
     assert "unknown run config key(s): rounds" in " ".join(message.split())
 
 
-def test_run_commands_without_a_coordinator_say_so(fedwarden, tmp_path):
-    code, message = fedwarden("run", "status", "nope", "--state", str(tmp_path))
+def test_run_commands_without_a_coordinator_say_so(cli, tmp_path):
+    code, message = cli("run", "status", "nope", "--state", str(tmp_path))
 
     assert code == 8
     assert "no run 'nope'" in " ".join(message.split())

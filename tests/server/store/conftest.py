@@ -9,7 +9,6 @@ afterwards; they skip, saying why, only where no server answers.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ from sqlalchemy.engine import make_url
 from server.store.engine import Store, open_store
 from server.store.governance import bootstrap_admin, create_principal, issue_key
 from server.store.models import Principal
-from simulations.cli import main
 
 POSTGRES_URL = os.environ.get(
     "FEDWARDEN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -138,31 +136,3 @@ def principal_factory(store: Store, admin: Principal) -> Callable[..., tuple[Pri
         return principal, token
 
     return make
-
-
-@pytest.fixture
-def cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Callable[..., tuple[int, str]]:
-    """Run ``fedwarden ARGS...`` in-process: ``(exit code, stdout + stderr)``.
-
-    ``api_key=`` sets ``FEDWARDEN_API_KEY`` for the call; the caller's own
-    ``FEDWARDEN_*`` variables never leak in.
-    """
-    for name in ("FEDWARDEN_DATABASE_URL", "FEDWARDEN_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*args: str, api_key: str | None = None) -> tuple[int, str]:
-        with monkeypatch.context() as patch:
-            patch.setattr(sys, "argv", ["fedwarden", *args])
-            if api_key is not None:
-                patch.setenv("FEDWARDEN_API_KEY", api_key)
-            try:
-                main()
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return code, captured.out + captured.err
-
-    return run
