@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
+
+from privacy.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +105,10 @@ class ProcessGroup:
                         break
                 else:
                     self._stopping.wait(0.5)
-            return 0 if code is None else code
+            if code is None:
+                return 0
+            # A child killed by signal N reports -N; a shell reports 128 + N.
+            return 128 - code if code < 0 else code
         finally:
             self.stop()
             for signum, handler in previous.items():
@@ -128,7 +134,12 @@ class ProcessGroup:
 def executable(name: str) -> str:
     """The path of a program installed beside this Python (the venv's ``bin``)."""
     candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"`{name}` is not installed here (it comes with flwr)")
+    return found
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -144,6 +144,7 @@ def serve_command(
     """Serve every production model over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from deploy.drift import drift_plan
     from deploy.settings import ServeSettings
     from server.store.settings import StoreSettings
 
@@ -161,6 +162,7 @@ def serve_command(
     )
     with opened(url):
         pass  # fail now, in one line, if the store is unreachable
+    drift_plan(settings)  # and if a drift detector or threshold is wrong
     for key, value in settings.model_dump(mode="json").items():
         # Lists (the drift detectors) travel as JSON, as pydantic-settings reads them back.
         os.environ[f"FEDWARDEN_{key.upper()}"] = (

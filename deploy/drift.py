@@ -26,6 +26,7 @@ from deploy.detectors import (
     DriftThresholds,
     get_detector,
 )
+from deploy.settings import ServeSettings
 from privacy.errors import ConfigError
 
 __all__ = [
@@ -180,3 +181,34 @@ def display_histogram(
         values = [float(v) for v in counts]
     total = sum(values)
     return labels, [v / total if total > 0 else 0.0 for v in values]
+
+
+def drift_plan(settings: ServeSettings) -> DriftPlan:
+    """The detectors and thresholds named by the settings (an unknown name: ``ConfigError``)."""
+    thresholds = DriftThresholds(
+        psi_warning=settings.drift_psi_warning,
+        psi_alert=settings.drift_psi_alert,
+        p_value=settings.drift_p_value,
+        warning_p_value=max(settings.drift_p_value, 0.05),
+        min_rows=settings.drift_min_rows,
+    )
+    return DriftPlan(
+        numeric=settings.drift_numeric_detectors,
+        categorical=settings.drift_categorical_detectors,
+        prediction=settings.drift_prediction_detectors,
+        thresholds=thresholds,
+    )
+
+
+def with_histograms(
+    profile: ReferenceProfile, features: list[dict[str, Any]], counts: np.ndarray
+) -> list[dict[str, Any]]:
+    """``features`` (scored blocks) with each block's reference and current histogram."""
+    blocks = {b.name: b for b in profile.layout.blocks}
+    result = []
+    for item in features:
+        block = blocks[item["name"]]
+        bins, reference = display_histogram(block, profile.block_counts(block))
+        _, current = display_histogram(block, counts[block.offset : block.offset + block.size])
+        result.append({**item, "bins": bins, "reference": reference, "current": current})
+    return result

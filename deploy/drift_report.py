@@ -25,8 +25,9 @@ from client.errors import DataError
 from client.preprocessing import PreprocessingSpec
 from client.profile import ReferenceProfile, encode_frame
 from client.schema import TableSchema, validate_frame
-from deploy.drift import STATUSES, DriftPlan, display_histogram, score_windows
+from deploy.drift import STATUSES, drift_plan, score_windows, with_histograms
 from deploy.errors import DeployError
+from deploy.settings import ServeSettings
 from server.errors import PermissionDeniedError
 from server.store import repository as repo
 from server.store.models import Principal
@@ -138,14 +139,9 @@ def _score_file(
             profile = profile.without_predictions()
             notes.append("the artifact could not be loaded: model outputs are not compared")
     counts = profile.layout.counts(numeric, categorical, probabilities)
-    scores = score_windows(profile, counts[None, :], plan=DriftPlan())
-    blocks = {b.name: b for b in profile.layout.blocks}
-    features = []
-    for item in scores.report(0):
-        block = blocks[item["name"]]
-        bins, reference = display_histogram(block, profile.block_counts(block))
-        _, current = display_histogram(block, counts[block.offset : block.offset + block.size])
-        features.append({**item, "bins": bins, "reference": reference, "current": current})
+    # The service's own detectors and thresholds (FEDWARDEN_DRIFT_*), so both agree.
+    scores = score_windows(profile, counts[None, :], plan=drift_plan(ServeSettings()))
+    features = with_histograms(profile, scores.report(0), counts)
     return DriftSummary(
         model=name,
         version=version,

@@ -28,7 +28,7 @@ import numpy as np
 
 from client.errors import DataError
 from client.profile import ReferenceProfile
-from deploy.drift import STATUSES, DriftPlan, WindowScores, display_histogram, score_windows
+from deploy.drift import STATUSES, DriftPlan, WindowScores, score_windows, with_histograms
 from deploy.metrics import ServiceMetrics
 from deploy.predictor import LoadedModel
 from deploy.window import DriftWindow, SlotBinner
@@ -177,14 +177,7 @@ class DriftMonitor:
         self, features: list[dict[str, Any]], counts: np.ndarray
     ) -> list[dict[str, Any]]:
         """``features`` with each block's reference and current histogram (for reports)."""
-        blocks = {b.name: b for b in self.profile.layout.blocks}
-        result = []
-        for item in features:
-            block = blocks[item["name"]]
-            bins, reference = display_histogram(block, self.profile.block_counts(block))
-            _, current = display_histogram(block, counts[block.offset : block.offset + block.size])
-            result.append({**item, "bins": bins, "reference": reference, "current": current})
-        return result
+        return with_histograms(self.profile, features, counts)
 
 
 class DriftMonitors:
@@ -232,9 +225,13 @@ class DriftMonitors:
         """Bin a served batch into its model's window, when monitoring is on."""
         if not self.enabled:
             return
-        monitor = self.monitor(model)
-        if monitor is not None:
-            monitor.record(numeric, categorical, probabilities)
+        try:
+            monitor = self.monitor(model)
+            if monitor is not None:
+                monitor.record(numeric, categorical, probabilities)
+        except Exception:
+            # Monitoring must never turn an answered prediction into an error.
+            logger.exception("could not record a batch of %s for drift", model.name)
 
     def evaluate(self, monitor: DriftMonitor, *, persist: bool = True) -> DriftState:
         """Score ``monitor``'s window, update the gauges, write a status change."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from deploy.auth import Authenticator, UsageCounter
 from deploy.catalog import ModelCatalog
-from deploy.drift import DriftPlan, DriftThresholds
+from deploy.drift import drift_plan
 from deploy.metrics import ServiceMetrics
 from deploy.monitor import DriftMonitors
 from deploy.predictor import ModelHolder, choose_providers
@@ -114,20 +114,3 @@ class Service:
                 if model is not None:
                     served[name] = model.version
             self.drift.evaluate_all(served)
-
-
-def drift_plan(settings: ServeSettings) -> DriftPlan:
-    """The detectors and thresholds named by the settings (an unknown name: ``ConfigError``)."""
-    thresholds = DriftThresholds(
-        psi_warning=settings.drift_psi_warning,
-        psi_alert=settings.drift_psi_alert,
-        p_value=settings.drift_p_value,
-        warning_p_value=max(settings.drift_p_value, 0.05),
-        min_rows=settings.drift_min_rows,
-    )
-    return DriftPlan(
-        numeric=settings.drift_numeric_detectors,
-        categorical=settings.drift_categorical_detectors,
-        prediction=settings.drift_prediction_detectors,
-        thresholds=thresholds,
-    )

@@ -101,6 +101,8 @@ def issue_server_certificate(
     """The SuperLink's TLS certificate for ``addresses`` (IPs or DNS names), signed by ``ca``."""
     if not addresses:
         raise ConfigError("the server certificate needs at least one address it serves on")
+    if days < 1:
+        raise ConfigError(f"a certificate must last at least a day, got {days}")
     ca_certificate = x509.load_pem_x509_certificate(ca.certificate.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.private_key.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -154,6 +156,9 @@ def generate_node_key(*, out_dir: Path, institution: str) -> tuple[Path, str]:
     )
     line = f"{public} fedwarden:{stem}"
     private_path = out_dir / f"{stem}.key"
+    if private_path.exists():
+        # It may be registered already: replacing it would lock the node out.
+        raise ConfigError(f"{private_path} exists; refusing to overwrite a node's key")
     _write_private(private_path, private)
     (out_dir / f"{stem}.pub").write_text(line + "\n")
     return private_path, line

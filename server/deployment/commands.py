@@ -55,9 +55,15 @@ def pki_init_command(
     if (out / "ca.key").exists():
         raise ConfigError(f"{out} holds a CA already; refusing to overwrite it")
     ca = create_ca(out_dir=out)
-    server = issue_server_certificate(
-        ca=ca, addresses=list(host or ["127.0.0.1", "localhost"]), out_dir=out, days=days
-    )
+    try:
+        server = issue_server_certificate(
+            ca=ca, addresses=list(host or ["127.0.0.1", "localhost"]), out_dir=out, days=days
+        )
+    except ConfigError:
+        # Leave no half-made CA behind: the next try would refuse to overwrite it.
+        ca.private_key.unlink(missing_ok=True)
+        ca.certificate.unlink(missing_ok=True)
+        raise
     console.print(f"CA certificate {ca.certificate} (give it to every institution)")
     console.print(f"CA key {ca.private_key} (keep it offline)")
     console.print(f"coordinator certificate {server.certificate} and key {server.private_key}")
@@ -80,11 +86,15 @@ def pki_node_command(
 ) -> None:
     """Make an institution's node key pair and register its public key with the coordinator
     (needs node:register for one's own institution, or institution:manage)."""
+    from privacy.errors import ConfigError
     from privacy.pki import generate_node_key
     from server.store.nodes import register_node_key
 
     if public_key is not None:
-        line = public_key.read_text().strip()
+        try:
+            line = public_key.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the public key {public_key}: {exc.strerror}") from None
     else:
         private, line = generate_node_key(out_dir=out, institution=institution)
         console.print(f"node private key {private} (mode 0600; it never leaves the institution)")
@@ -215,7 +225,7 @@ def run_start_command(
     from server.deployment.runs import default_app_dir, load_run_config, new_record, submit
 
     app = app_dir or default_app_dir()
-    record = new_record(load_run_config(config, app_dir=app))
+    record = new_record(load_run_config(config, app_dir=app), state_dir=state)
     record.save(state)
     code = submit(
         record, state_dir=state, app_dir=app, resume=False, stream=stream, echo=typer.echo

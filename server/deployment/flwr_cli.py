@@ -58,15 +58,20 @@ def run_flwr(
         raise FlowerCliError(
             f"no coordinator state in {state_dir}: start one with `fedwarden coordinator start`"
         )
-    return subprocess.run(
-        flwr_argv(*args),
-        env=child_env(FLWR_HOME=str(flwr_home(state_dir))),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    try:
+        return subprocess.run(
+            flwr_argv(*args),
+            env=child_env(FLWR_HOME=str(flwr_home(state_dir))),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise FlowerCliError(
+            f"`flwr {' '.join(args)}` did not answer in {timeout_s:g} s: is the coordinator up?"
+        ) from None
 
 
 def run_flwr_json(*args: str, state_dir: Path, timeout_s: float = 60.0) -> dict[str, Any]:

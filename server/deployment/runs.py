@@ -194,9 +194,20 @@ def stop(state_dir: Path, flower_run: int) -> str:
     return done.stdout.strip()
 
 
-def new_record(config: Mapping[str, Any]) -> RunRecord:
-    """A record for a fresh run; ``run-id`` in the config names it, else a new UUID."""
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def new_record(config: Mapping[str, Any], *, state_dir: Path) -> RunRecord:
+    """A record for a fresh run; ``run-id`` in the config names it, else a new UUID.
+
+    A given id must be a plain name (it names files in ``state_dir``) and a new one:
+    starting it again would lose the record of its Flower runs.
+    """
     run_id = str(config.get("run-id", "") or uuid.uuid4())
+    if not _RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"run-id {run_id!r} must be letters, digits, '.', '_' or '-'")
+    if RunRecord.path(state_dir, run_id).exists():
+        raise ConfigError(f"run {run_id} exists; continue it with `fedwarden run resume {run_id}`")
     if config.get("resume"):
         raise ConfigError("`run start` starts a run; resume one with `fedwarden run resume RUN`")
     return RunRecord(run_id=run_id, config={k: v for k, v in config.items() if k != "run-id"})

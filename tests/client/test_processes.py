@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from client.processes import ProcessGroup
 
 
@@ -64,3 +66,11 @@ def test_sigterm_to_the_command_stops_its_children():
 
     assert code == 0
     assert child.poll() is not None
+
+
+def test_a_missing_program_is_a_clear_error():
+    from client.processes import executable
+    from privacy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not installed"):
+        executable("flower-no-such-program")

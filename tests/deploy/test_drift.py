@@ -136,3 +136,13 @@ def test_small_windows_are_ok_whatever_their_scores(world):
 
     assert small.status[0] == OK and small.rows[0] == 50
     assert lenient.status[0] == DRIFT and lenient.flagged("x1")[0]
+
+
+def test_serve_refuses_an_unknown_drift_detector_in_one_line_before_starting(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("FEDWARDEN_DRIFT_NUMERIC_DETECTORS", '["psi", "wobble"]')
+
+    code, output = cli("serve", "--database-url", f"sqlite:///{tmp_path / 'store.db'}", "--port", "1")
+
+    assert code == 2
+    assert "wobble" in output and "Traceback" not in output
+    assert "serving the production models" not in output

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from server.errors import PermissionDeniedError
 from server.store import repository as repo
 from simulations.cli import main
 
@@ -65,4 +66,6 @@ def test_a_consumer_cannot_read_drift(model_store, tmp_path, monkeypatch, capsys
                                       "--api-key", model_store.keys["app"]])
     with pytest.raises(SystemExit) as exited:
         main()
-    assert exited.value.code != 0
+    assert exited.value.code == PermissionDeniedError.exit_code
+    assert "lacks permission 'model:read'" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()

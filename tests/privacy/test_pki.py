@@ -106,3 +106,13 @@ def test_bad_certificate_requests_are_refused(tmp_path):
         issue_server_certificate(ca=ca, addresses=["bad name"], out_dir=tmp_path)
     with pytest.raises(ConfigError):
         create_ca(out_dir=tmp_path / "other", days=0)
+
+
+def test_a_node_key_is_never_overwritten(tmp_path):
+    from privacy.pki import generate_node_key
+
+    private, _ = generate_node_key(out_dir=tmp_path, institution="Hungary")
+    before = private.read_bytes()
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        generate_node_key(out_dir=tmp_path, institution="Hungary")
+    assert private.read_bytes() == before

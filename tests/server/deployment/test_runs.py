@@ -54,7 +54,7 @@ def test_the_config_sent_to_flower_round_trips_through_toml():
 
 
 def test_a_fresh_run_gets_an_id_and_cannot_ask_to_resume(tmp_path):
-    record = new_record({"num-server-rounds": 2})
+    record = new_record({"num-server-rounds": 2}, state_dir=tmp_path)
     record.flower_runs.append(42)
     record.save(tmp_path)
 
@@ -64,4 +64,22 @@ def test_a_fresh_run_gets_an_id_and_cannot_ask_to_resume(tmp_path):
     with pytest.raises(NotFoundError):
         RunRecord.load(tmp_path, "nope")
     with pytest.raises(ConfigError, match="run resume"):
-        new_record({"resume": True})
+        new_record({"resume": True}, state_dir=tmp_path)
+
+
+@pytest.mark.parametrize("run_id", ["../outside", "a/b", "", " x"])
+def test_a_run_id_that_is_not_a_plain_name_is_refused(tmp_path, run_id):
+    config = {"run-id": run_id} if run_id else {"run-id": "-x"}
+    with pytest.raises(ConfigError, match="run-id"):
+        new_record(config, state_dir=tmp_path)
+    assert not (tmp_path / "outside.json").exists()
+
+
+def test_starting_an_existing_run_again_is_refused_and_keeps_its_record(tmp_path):
+    first = new_record({"run-id": "trial-1"}, state_dir=tmp_path)
+    first.flower_runs.append(7)
+    first.save(tmp_path)
+
+    with pytest.raises(ConfigError, match="run resume trial-1"):
+        new_record({"run-id": "trial-1"}, state_dir=tmp_path)
+    assert RunRecord.load(tmp_path, "trial-1").flower_runs == [7]
