@@ -63,7 +63,7 @@ def cli(
     ``api_key=`` sets ``FEDWARDEN_API_KEY`` for the call; the caller's own
     ``FEDWARDEN_*`` variables never leak in.
     """
-    from simulations.cli import main
+    from simulations.cli.app import main
 
     for name in [name for name in os.environ if name.startswith("FEDWARDEN_")]:
         monkeypatch.delenv(name, raising=False)

@@ -8,7 +8,7 @@ import pytest
 
 from server.errors import PermissionDeniedError
 from server.store import repository as repo
-from simulations.cli import main
+from simulations.cli.app import main
 
 
 def cli(monkeypatch, capsys, *args: str) -> str:

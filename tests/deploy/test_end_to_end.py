@@ -23,7 +23,7 @@ from deploy.serving_model import frame_to_rows
 from server.checkpoints import RunCheckpoint
 from server.store import repository as repo
 from server.store.engine import open_store
-from simulations.cli import main
+from simulations.cli.app import main
 from simulations.scenario import Scenario
 
 pytestmark = pytest.mark.slow

@@ -38,7 +38,7 @@ def exec_start(path: Path) -> list[str]:
 
 def fedwarden_command(words: list[str]) -> tuple[click.Command | None, list[str]]:
     """The click command the words name (None if a subcommand is missing) and its path."""
-    from simulations.cli import app
+    from simulations.cli.app import app
 
     command: click.Command = typer.main.get_command(app)
     path: list[str] = []

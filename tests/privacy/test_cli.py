@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from privacy.accounting import AccountingStep, compute_epsilon
-from simulations.cli import main
+from simulations.cli.app import main
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

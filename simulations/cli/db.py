@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from server.store.commands.common import DatabaseUrl, console
+from simulations.cli.common import DatabaseUrl, console
 
 db_app = typer.Typer(help="The governance store's schema.", no_args_is_help=True)
 
@@ -17,7 +17,7 @@ def upgrade_command(database_url: DatabaseUrl = None) -> None:
 
     Needs no API key: whoever can reach the database can migrate it.
     """
-    from server.store.commands.common import opened
+    from simulations.cli.common import opened
 
     with opened(database_url, upgrade=False) as store:
         before, after = store.upgrade(actor="system")
@@ -36,9 +36,9 @@ def current_command(database_url: DatabaseUrl = None) -> None:
     """
     from sqlalchemy.engine import make_url
 
-    from server.store.commands.common import opened
     from server.store.migrate import head_revision
     from server.store.settings import StoreSettings
+    from simulations.cli.common import opened
 
     settings = StoreSettings.load(database_url)
     head = head_revision()

@@ -93,8 +93,3 @@ def join_command(
         warm=warm,
     )
     raise typer.Exit(join(settings))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``fedwarden client`` to the application."""
-    app.add_typer(client_app, name="client")

@@ -16,7 +16,9 @@ privacy_app = typer.Typer(
 )
 console = Console()
 
-SampleRate = Annotated[float, typer.Option("--sample-rate", "-q", help="Poisson sample rate q of each step.")]
+SampleRate = Annotated[
+    float, typer.Option("--sample-rate", "-q", help="Poisson sample rate q of each step.")
+]
 Steps = Annotated[int, typer.Option("--steps", "-t", help="Number of DP-SGD steps T.")]
 Delta = Annotated[float, typer.Option("--delta", "-d", help="δ of the (ε, δ) guarantee.")]
 Accountant = Annotated[str, typer.Option(help="prv (tighter) or rdp.")]
@@ -38,7 +40,9 @@ def epsilon_command(
     _check(sample_rate=sample_rate, steps=steps, delta=delta)
     if noise_multiplier < 0:
         raise ConfigError(f"noise multiplier must be >= 0, got {noise_multiplier}")
-    history = [AccountingStep(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)]
+    history = [
+        AccountingStep(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
+    ]
     epsilon = compute_epsilon(history, delta=delta, accountant=accountant)
     result = {
         "epsilon": epsilon if epsilon != float("inf") else "inf",
@@ -59,7 +63,9 @@ def epsilon_command(
 
 @privacy_app.command("noise")
 def noise_command(
-    target_epsilon: Annotated[float, typer.Option("--target-epsilon", "-e", help="ε to stay within.")],
+    target_epsilon: Annotated[
+        float, typer.Option("--target-epsilon", "-e", help="ε to stay within.")
+    ],
     sample_rate: SampleRate,
     steps: Steps,
     delta: Delta = 1e-5,
@@ -109,8 +115,3 @@ def _check(*, sample_rate: float, steps: int, delta: float) -> None:
         raise ConfigError(f"steps must be >= 1, got {steps}")
     if not 0 < delta < 1:
         raise ConfigError(f"δ must be in (0, 1), got {delta}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``fedwarden privacy`` to the application."""
-    app.add_typer(privacy_app, name="privacy")

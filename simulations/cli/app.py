@@ -1,8 +1,8 @@
 """``fedwarden``: the one command line in front of the whole platform.
 
-Each package contributes its own commands (``register(app)`` in its ``cli.py``);
-this wiring layer assembles them and turns fedwarden's errors into one-line
-messages and exit codes, in one place.
+This module only imports the command groups (one module each in this package)
+and registers them; it turns fedwarden's errors into one-line messages and exit
+codes, in one place.
 """
 
 from __future__ import annotations
@@ -15,7 +15,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from privacy.errors import FedwardenError
-from simulations.simulate_command import simulate_command
+from simulations.cli.admin import admin_app
+from simulations.cli.audit import audit_app
+from simulations.cli.client import client_app
+from simulations.cli.coordinator import coordinator_app
+from simulations.cli.db import db_app
+from simulations.cli.drift import drift_app
+from simulations.cli.models import export_command, models_app
+from simulations.cli.pki import pki_app
+from simulations.cli.privacy import privacy_app
+from simulations.cli.run import run_app
+from simulations.cli.serve import serve_command
+from simulations.cli.simulate import simulate_command
 
 app = typer.Typer(
     name="fedwarden",
@@ -33,19 +44,18 @@ def root() -> None:
 
 
 app.command("simulate")(simulate_command)
-
-
-def _register_package_commands() -> None:
-    from client import cli as client_cli
-    from deploy import cli as deploy_cli
-    from privacy import cli as privacy_cli
-    from server import cli as server_cli
-
-    for module in (privacy_cli, client_cli, server_cli, deploy_cli):
-        module.register(app)
-
-
-_register_package_commands()
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(client_app, name="client")
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.add_typer(audit_app, name="audit")
+app.add_typer(pki_app, name="pki")
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(run_app, name="run")
+app.command("export")(export_command)
+app.add_typer(models_app, name="models")
+app.command("serve")(serve_command)
+app.add_typer(drift_app, name="drift")
 
 
 def main() -> None:

@@ -20,44 +20,94 @@ Opt = typer.Option
 
 
 def simulate_command(
-    dataset: Annotated[str, Opt(help="heart-disease, breast-cancer, digits or wine.")] = "heart-disease",
-    institutions: Annotated[int | None, Opt(help="Institutions (default: the natural split, or 5).")] = None,
+    dataset: Annotated[
+        str, Opt(help="heart-disease, breast-cancer, digits or wine.")
+    ] = "heart-disease",
+    institutions: Annotated[
+        int | None, Opt(help="Institutions (default: the natural split, or 5).")
+    ] = None,
     partition: Annotated[str, Opt(help="Split of a pooled dataset: iid or dirichlet.")] = "iid",
     alpha: Annotated[float, Opt(help="Dirichlet concentration (smaller: more label skew).")] = 0.5,
     rounds: Annotated[int | None, Opt(help="Federated rounds (default: per dataset).")] = None,
     local_epochs: Annotated[int | None, Opt(help="Local epochs per round.")] = None,
-    strategy: Annotated[str, Opt(help="fedavg, fedprox, fedadam, fedyogi; with --no-secagg also fedmedian, fedtrimmedavg, krum.")] = "fedavg",
+    strategy: Annotated[
+        str,
+        Opt(
+            help="fedavg, fedprox, fedadam, fedyogi; with --no-secagg also fedmedian, fedtrimmedavg, krum."
+        ),
+    ] = "fedavg",
     model: Annotated[str | None, Opt(help="logreg, mlp or cnn (default: per dataset).")] = None,
     hidden: Annotated[int, Opt(help="Hidden units of the MLP.")] = 32,
     learning_rate: Annotated[float | None, Opt("--lr", help="Local learning rate.")] = None,
     sample_rate: Annotated[float | None, Opt(help="Poisson sample rate of DP-SGD batches.")] = None,
-    dp: Annotated[bool, Opt("--dp/--no-dp", help="DP-SGD on each institution (off: ε = ∞).")] = True,
-    noise_multiplier: Annotated[float | None, Opt(help="σ (default: derived so the run spends each budget).")] = None,
-    target_epsilon: Annotated[float | None, Opt(help="ε the whole run should spend (≤ each budget).")] = None,
+    dp: Annotated[
+        bool, Opt("--dp/--no-dp", help="DP-SGD on each institution (off: ε = ∞).")
+    ] = True,
+    noise_multiplier: Annotated[
+        float | None, Opt(help="σ (default: derived so the run spends each budget).")
+    ] = None,
+    target_epsilon: Annotated[
+        float | None, Opt(help="ε the whole run should spend (≤ each budget).")
+    ] = None,
     max_grad_norm: Annotated[float, Opt(help="Per-sample gradient clipping bound.")] = 1.0,
     delta: Annotated[float, Opt(help="δ of every budget and ε report.")] = 1e-5,
     accountant: Annotated[str, Opt(help="prv or rdp.")] = "prv",
     budget: Annotated[float, Opt(help="Each institution's ε budget.")] = 1.0,
-    budget_for: Annotated[list[str] | None, Opt(help="NAME=EPSILON: one institution's budget (repeatable).")] = None,
-    epsilon_cap: Annotated[float | None, Opt(help="Federation ε cap: institutions past it are not scheduled.")] = None,
-    secagg: Annotated[bool, Opt("--secagg/--no-secagg", help="SecAgg+: the coordinator sees only the sum.")] = True,
-    secagg_num_shares: Annotated[int | None, Opt(help="SecAgg+ shares per institution (default: derived).")] = None,
-    secagg_threshold: Annotated[int | None, Opt(help="SecAgg+ reconstruction threshold (default: derived).")] = None,
-    secagg_timeout: Annotated[float | None, Opt(help="Seconds each SecAgg+ stage waits for replies.")] = None,
-    update_clip_norm: Annotated[float | None, Opt(help="Bound on an update's L2 norm (default: from the DP bound).")] = None,
-    central_dp: Annotated[bool, Opt("--central-dp", help="Add institution-level DP-FedAvg on top.")] = False,
+    budget_for: Annotated[
+        list[str] | None, Opt(help="NAME=EPSILON: one institution's budget (repeatable).")
+    ] = None,
+    epsilon_cap: Annotated[
+        float | None, Opt(help="Federation ε cap: institutions past it are not scheduled.")
+    ] = None,
+    secagg: Annotated[
+        bool, Opt("--secagg/--no-secagg", help="SecAgg+: the coordinator sees only the sum.")
+    ] = True,
+    secagg_num_shares: Annotated[
+        int | None, Opt(help="SecAgg+ shares per institution (default: derived).")
+    ] = None,
+    secagg_threshold: Annotated[
+        int | None, Opt(help="SecAgg+ reconstruction threshold (default: derived).")
+    ] = None,
+    secagg_timeout: Annotated[
+        float | None, Opt(help="Seconds each SecAgg+ stage waits for replies.")
+    ] = None,
+    update_clip_norm: Annotated[
+        float | None, Opt(help="Bound on an update's L2 norm (default: from the DP bound).")
+    ] = None,
+    central_dp: Annotated[
+        bool, Opt("--central-dp", help="Add institution-level DP-FedAvg on top.")
+    ] = False,
     central_noise_multiplier: Annotated[float, Opt(help="σ of the central noise.")] = 1.0,
     central_delta: Annotated[float, Opt(help="Institution-level δ.")] = 1e-3,
     proximal_mu: Annotated[float, Opt(help="FedProx proximal term.")] = 0.1,
-    server_learning_rate: Annotated[float, Opt("--server-lr", help="FedAdam/FedYogi server learning rate.")] = 0.1,
+    server_learning_rate: Annotated[
+        float, Opt("--server-lr", help="FedAdam/FedYogi server learning rate.")
+    ] = 0.1,
     seed: Annotated[int, Opt(help="Fixes splits, initial weights, sampling and noise.")] = 0,
     out: Annotated[Path | None, Opt(help="Output folder (default: runs/<timestamp>).")] = None,
-    baseline: Annotated[bool, Opt("--baseline/--no-baseline", help="Also train the pooled non-private reference.")] = True,
-    ray_address: Annotated[str | None, Opt(envvar="RAY_ADDRESS", help="Run on an existing Ray cluster: its head's HOST:PORT (as `ray start --head` prints), auto, or ray://HOST:PORT.")] = None,
-    database_url: Annotated[str | None, Opt(help="Governance store (default: $FEDWARDEN_DATABASE_URL, else OUT/fedwarden.db).")] = None,
-    model_name: Annotated[str | None, Opt(help="Registry name of the trained model (default: the dataset's).")] = None,
-    register: Annotated[bool, Opt("--register/--no-register", help="Export the model to ONNX and register it.")] = True,
-    verbose: Annotated[bool, Opt("--verbose", "-v", help="Show Flower's and fedwarden's logs.")] = False,
+    baseline: Annotated[
+        bool, Opt("--baseline/--no-baseline", help="Also train the pooled non-private reference.")
+    ] = True,
+    ray_address: Annotated[
+        str | None,
+        Opt(
+            envvar="RAY_ADDRESS",
+            help="Run on an existing Ray cluster: its head's HOST:PORT (as `ray start --head` prints), auto, or ray://HOST:PORT.",
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        Opt(help="Governance store (default: $FEDWARDEN_DATABASE_URL, else OUT/fedwarden.db)."),
+    ] = None,
+    model_name: Annotated[
+        str | None, Opt(help="Registry name of the trained model (default: the dataset's).")
+    ] = None,
+    register: Annotated[
+        bool, Opt("--register/--no-register", help="Export the model to ONNX and register it.")
+    ] = True,
+    verbose: Annotated[
+        bool, Opt("--verbose", "-v", help="Show Flower's and fedwarden's logs.")
+    ] = False,
 ) -> None:
     """Run a federation of simulated institutions on this machine (Flower's simulation engine)."""
     # Heavy imports (torch, Flower, Ray) load here, so `fedwarden --help` stays fast.

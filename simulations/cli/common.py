@@ -1,9 +1,15 @@
-"""What the store's commands share: the URL and key options, and an authenticated session."""
+"""What the commands share: the store URL, API key and state-folder options, the console,
+and an authenticated session on the store.
+
+Command modules import only Typer and Rich at load time; the libraries (SQLAlchemy,
+torch, Flower) load inside each command, so ``fedwarden --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -32,6 +38,15 @@ ApiKey = Annotated[
         help="Your API key (prefer the FEDWARDEN_API_KEY variable: options show up in `ps`).",
         show_default=False,
         show_envvar=True,
+    ),
+]
+
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state",
+        envvar="FEDWARDEN_COORDINATOR_STATE",
+        help="The coordinator's state folder (as given to `coordinator start`).",
     ),
 ]
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from server.store.commands.common import ApiKey, DatabaseUrl, authenticated, console
+from simulations.cli.common import ApiKey, DatabaseUrl, authenticated, console
 
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 

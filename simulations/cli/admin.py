@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from server.store.commands.common import ApiKey, DatabaseUrl, authenticated, console, opened
+from simulations.cli.common import ApiKey, DatabaseUrl, authenticated, console, opened
 
 admin_app = typer.Typer(
     help="Manage institutions, principals, roles and keys.", no_args_is_help=True

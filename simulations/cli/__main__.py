@@ -1,0 +1,5 @@
+"""``python -m simulations.cli``: the ``fedwarden`` command."""
+
+from simulations.cli.app import main
+
+main()

@@ -1,0 +1,41 @@
+"""``fedwarden coordinator``: run the coordinator (a Flower SuperLink)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simulations.cli.common import DatabaseUrl, StateDir, console, opened
+
+coordinator_app = typer.Typer(
+    help="Run the coordinator (a Flower SuperLink).", no_args_is_help=True
+)
+
+
+@coordinator_app.command("start")
+def coordinator_start_command(
+    pki: Annotated[Path, typer.Option("--pki", help="The folder `pki init` wrote.")],
+    state: StateDir,
+    database_url: DatabaseUrl = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port of the SuperLink's Fleet/Control/ServerAppIo API.")
+    ] = 9093,
+) -> None:
+    """Start the SuperLink (TLS, node authentication, state database, no runtime installs),
+    push the registered node keys to it, and run in the foreground (Ctrl-C stops it)."""
+    from server.deployment.coordinator import run_coordinator
+    from server.deployment.superlink import SuperLinkSettings
+
+    settings = SuperLinkSettings(pki_dir=pki, state_dir=state, host=host, port=port)
+
+    def ready(nodes: int) -> None:
+        console.print(f"coordinator ready on {settings.address} with {nodes} registered node(s)")
+        sys.stdout.flush()
+
+    with opened(database_url) as store:
+        code = run_coordinator(settings=settings, store=store, on_ready=ready)
+    raise typer.Exit(code)

@@ -1,0 +1,120 @@
+"""``fedwarden export`` and ``fedwarden models``: the model registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Column, Table
+
+from simulations.cli.common import ApiKey, DatabaseUrl, authenticated, console, opened
+
+models_app = typer.Typer(
+    help="The model registry: list, show and promote versions.", no_args_is_help=True
+)
+
+
+def export_command(
+    run: Annotated[str, typer.Option("--run", help="The run's id.")],
+    name: Annotated[str, typer.Option("--name", help="The model's name in the registry.")],
+    round_: Annotated[
+        int | None,
+        typer.Option("--round", help="Export the model after this round (default: the last)."),
+    ] = None,
+    artifact_dir: Annotated[Path, typer.Option(help="Where the ONNX artifact is written.")] = Path(
+        "artifacts"
+    ),
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Export a run's global model to ONNX (parity-checked) and register it in staging."""
+    from deploy.registration import export_and_register
+    from server.store import repository as repo
+
+    with opened(database_url) as store:
+        with store.session() as session:
+            actor = repo.authenticate(session, api_key)
+        registered = export_and_register(
+            store=store, actor=actor, run_id=run, name=name, artifact_dir=artifact_dir, round=round_
+        )
+    console.print(
+        f"registered {registered.name!r} version {registered.version} (staging) from round "
+        f"{registered.round} of run {run}: {registered.exported.path}\n"
+        f"sha256 {registered.exported.sha256}; ONNX parity on {registered.exported.parity.rows} rows: "
+        f"max |Δp| {registered.exported.parity.max_abs_diff:.1e}"
+    )
+
+
+@models_app.command("list")
+def list_command(
+    name: Annotated[str | None, typer.Argument(help="Only this model's versions.")] = None,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Every registered version with its stage (needs model:read)."""
+    from server.store import repository as repo
+
+    table = Table(
+        Column("name", no_wrap=True), "version", "stage", "run", "round", "created", "sha256"
+    )
+    with authenticated(database_url, api_key) as (session, actor):
+        for version in repo.list_model_versions(session=session, actor=actor, name=name):
+            table.add_row(
+                version.name,
+                str(version.version),
+                version.stage,
+                (version.run_id or "")[:8],
+                str(version.lineage.get("round", "")),
+                version.created_at.strftime("%m-%d %H:%M"),
+                version.artifact_sha256[:10],
+            )
+    console.print(table)
+
+
+@models_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    version: Annotated[int | None, typer.Argument(help="A version (default: production).")] = None,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """One version: artifact, input schema and lineage, as JSON (needs model:read)."""
+    from server.store import repository as repo
+
+    with authenticated(database_url, api_key) as (session, actor):
+        found = repo.get_model_version(session=session, actor=actor, name=name, version=version)
+        details = {
+            "name": found.name,
+            "version": found.version,
+            "stage": found.stage,
+            "artifact": found.artifact_path,
+            "sha256": found.artifact_sha256,
+            "labels": found.output_labels,
+            "features": [f["name"] for f in found.input_schema.get("features", [])],
+            "lineage": found.lineage,
+            "created_by": found.created_by,
+        }
+    typer.echo(json.dumps(details, indent=2, default=str))
+
+
+@models_app.command("promote")
+def promote_command(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    version: Annotated[int, typer.Argument(help="The staging version to serve.")],
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Move a staging version to production; the previous one is archived (needs model:promote).
+
+    A running inference service switches to it within its poll interval, without a restart.
+    """
+    from server.store import repository as repo
+
+    with authenticated(database_url, api_key) as (session, actor):
+        promoted = repo.promote_model_version(
+            session=session, actor=actor, name=name, version=version
+        )
+        number = promoted.version
+    console.print(f"{name} version {number} is now in production")
