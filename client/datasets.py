@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from client.errors import DataError, SchemaError
+from client.files import read_table
 from client.schema import (
     CategoricalFeature,
     NumericFeature,
@@ -254,58 +254,17 @@ def get_dataset(name: str) -> DatasetSource:
 # ---------------------------------------------------------------- an institution's file
 
 
-def read_table(path: str | Path, schema: TableSchema) -> pd.DataFrame:
-    """Read an institution's CSV, Parquet or NPZ file and check it against ``schema``.
-
-    NPZ files hold either one array per column name, or ``X`` (features in the
-    schema's order) and ``y`` (the target).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist", path=str(path))
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".txt"):
-            frame = pd.read_csv(path)
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        elif suffix == ".npz":
-            frame = _read_npz(path, schema)
-        else:
-            raise DataError(
-                f"data file {path} has an unsupported type {suffix!r} (use .csv, .parquet or .npz)"
-            )
-    except (DataError, SchemaError):
-        raise
-    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
-        raise DataError(f"cannot read data file {path}: {exc}", path=str(path)) from exc
-    logger.info("read %d rows from %s", len(frame), path)
-    return validate_frame(frame, schema)
-
-
-def _read_npz(path: Path, schema: TableSchema) -> pd.DataFrame:
-    with np.load(path, allow_pickle=False) as arrays:
-        if "X" in arrays and "y" in arrays:
-            features = arrays["X"]
-            if features.ndim != 2 or features.shape[1] != len(schema.features):
-                raise SchemaError(
-                    f"array X has shape {features.shape}; the schema declares "
-                    f"{len(schema.features)} features"
-                )
-            frame = pd.DataFrame(features, columns=schema.feature_names)
-            frame[schema.target.name] = arrays["y"]
-            return frame
-        return pd.DataFrame({name: arrays[name] for name in arrays.files})
-
-
 class FileSource(DatasetSource):
-    """One institution's own file and schema (what ``fedwarden client join`` reads)."""
+    """One institution's own file (CSV, Parquet or NPZ) and schema (what ``client join`` reads)."""
 
     name = "file"
     defaults = TrainingDefaults(model="logreg", num_rounds=5, learning_rate=0.5)
 
-    def __init__(self, data_path: str | Path, schema_path: str | Path) -> None:
+    def __init__(
+        self, data_path: str | Path, schema_path: str | Path, *, delimiter: str | None = None
+    ) -> None:
         self.data_path = Path(data_path)
+        self.delimiter = delimiter
         self._schema = load_schema(schema_path)
 
     @property
@@ -313,4 +272,4 @@ class FileSource(DatasetSource):
         return self._schema
 
     def load(self) -> pd.DataFrame:
-        return read_table(self.data_path, self._schema)
+        return read_table(self.data_path, self._schema, delimiter=self.delimiter)

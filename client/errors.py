@@ -25,12 +25,15 @@ class SchemaError(DataError):
     """A table or a schema file does not match what the schema declares.
 
     The message names the column and the problem, and where it can, the first
-    offending row (counted from 1, header excluded) and value.
+    offending row (counted from 1, header excluded) and value; read from a
+    file, the message starts with the file's name (``prefix``).
     """
 
-    def __init__(self, problem: str, *, column: str | None = None, **context: Any) -> None:
+    def __init__(
+        self, problem: str, *, column: str | None = None, prefix: str = "", **context: Any
+    ) -> None:
         where = f"column {column!r}: " if column is not None else ""
-        super().__init__(f"{where}{problem}", column=column, **context)
+        super().__init__(f"{prefix}{where}{problem}", column=column, **context)
         self.column = column
         self.problem = problem
 

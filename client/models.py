@@ -117,6 +117,10 @@ MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {
 }
 
 
+IMAGE_MODELS = ("cnn",)
+"""Models that read a row as an image (the schema must declare its shape)."""
+
+
 def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:
     """A fresh model for ``spec``; a given ``seed`` makes its initial weights reproducible."""
     if seed is None:

@@ -21,10 +21,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from client.errors import DataError
 from client.preprocessing import PreprocessingSpec
 from client.profile import ReferenceProfile, encode_frame
-from client.schema import TableSchema, validate_frame
+from client.schema import TableSchema
 from deploy.drift import STATUSES, drift_plan, score_windows, with_histograms
 from deploy.errors import DeployError
 from deploy.settings import ServeSettings
@@ -154,19 +153,16 @@ def _score_file(
 
 
 def _read_rows(path: Path, schema: TableSchema) -> pd.DataFrame:
-    """The features of a CSV or Parquet file's rows, checked against ``schema``. Served rows
-    have no target: a target column, if any, is replaced by a placeholder nothing reads."""
-    suffix = path.suffix.lower()
-    if not path.is_file() or suffix not in (".csv", ".parquet", ".pq"):
-        raise DataError(f"{path} is not a CSV or Parquet file", path=str(path))
-    try:
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
-        raise DataError(f"cannot read {path}: {exc}", path=str(path)) from exc
+    """The features of a CSV, Parquet or NPZ file's rows, checked against ``schema`` (as an
+    institution's file is). Served rows have no target: a target column, if any, is replaced
+    by a placeholder nothing reads."""
+    from client.files import read_raw, validate_file_frame
+
+    frame = read_raw(path, schema)
     mapping = schema.target.mapping
     placeholder = next(iter(mapping)) if mapping else schema.target.labels[0]
     frame = frame.assign(**{schema.target.name: placeholder})
-    return validate_frame(frame, schema)
+    return validate_file_frame(frame, schema, path=path)
 
 
 def _predict(

@@ -51,7 +51,14 @@ from server.config import FederationSettings
 from server.errors import FederationError
 from server.federated_strategy import FedwardenStrategy, SchedulingClientManager
 from server.profiling import assemble_profile, profile_settings_from_run_config, profile_task
-from server.records import Institution, RoundRecord, RunObserver, RunResult, RunStart
+from server.records import (
+    Institution,
+    RoundRecord,
+    RunObserver,
+    RunResult,
+    RunStart,
+    notify_phase,
+)
 from server.strategies import build_strategy
 from server.workflows import Workflow, evaluate_workflow, plain_fit_workflow, secure_fit_workflow
 
@@ -168,6 +175,7 @@ class Federation:
                 logger.warning(stopped)
                 break
             round_config[Key.CURRENT_ROUND] = server_round
+            notify_phase(self.observers, f"round {server_round}/{settings.plan.num_rounds}")
             began = time.perf_counter()
             fit, secagg = self._fit_workflow(strategy, manager, len(schedulable), institutions)
             fit(grid, legacy)
@@ -215,6 +223,7 @@ class Federation:
         self, grid: Grid, manager: ClientManager
     ) -> tuple[dict[int, Institution], TableSchema]:
         """Ask every connected node who it is; keep those that share the majority's schema."""
+        notify_phase(self.observers, "census")
         node_ids = sorted(proxy.node_id for proxy in manager.all().values())
         content = compat.getpropertiesins_to_recorddict(GetPropertiesIns(config={}))
         messages = [
@@ -288,6 +297,7 @@ class Federation:
         schema: TableSchema,
     ) -> PreprocessingSpec:
         """Fit the preprocessing from the institutions' summed summaries (round 0)."""
+        notify_phase(self.observers, "summary")
         average = self._federated_average(
             grid,
             context,
@@ -360,6 +370,7 @@ class Federation:
         server_round: int,
     ) -> tuple[ReferenceProfile | None, list[FitReport]]:
         """The federation's reference profile under ``weights`` (when the run config asks)."""
+        notify_phase(self.observers, "profile")
         profile_settings = profile_settings_from_run_config(self.run_config)
         if not profile_settings.enabled:
             return None, []
@@ -395,6 +406,7 @@ class Federation:
         self, grid: Grid, institutions: dict[int, Institution], preprocessing: str
     ) -> list[np.ndarray]:
         """Ask one institution for the seeded initial model (the coordinator has no model code)."""
+        notify_phase(self.observers, "initial model")
         config: dict[str, Scalar] = {
             **self.settings.plan.to_config(),
             TASK_KEY: TASK_INIT,

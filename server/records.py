@@ -7,6 +7,7 @@ summary file, the governance store. They are plain data, safe to serialise.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -94,13 +95,26 @@ class RunResult:
 
 
 class RunObserver(Protocol):
-    """Receives a run's progress; implementations must not raise into the run."""
+    """Receives a run's progress; implementations must not raise into the run.
+
+    An observer may also define ``on_phase(phase: str)``: it is then told when the
+    run enters a phase (``census``, ``summary``, ``round k/N``, ``profile``; see
+    ``notify_phase``).
+    """
 
     def on_run_start(self, start: RunStart) -> None: ...
 
     def on_round_end(self, record: RoundRecord) -> None: ...
 
     def on_run_end(self, result: RunResult) -> None: ...
+
+
+def notify_phase(observers: Iterable[object], phase: str) -> None:
+    """Tell the observers that define ``on_phase`` that the run entered ``phase``."""
+    for observer in observers:
+        on_phase = getattr(observer, "on_phase", None)
+        if callable(on_phase):
+            on_phase(phase)
 
 
 def json_safe(data: Any) -> Any:

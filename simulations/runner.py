@@ -17,14 +17,14 @@ from typing import Any
 import torch
 
 from client.app import create_client_app
-from client.datasets import get_dataset
+from client.models import IMAGE_MODELS
 from client.training import effective_sample_rate, steps_per_epoch
 from privacy.accounting import AccountingStep, compute_epsilon
 from privacy.errors import ConfigError, PrivacyError
 from server.app import create_server_app
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
-from server.records import RunObserver, RunResult
+from server.records import RunObserver, RunResult, notify_phase
 from simulations.baseline import BaselineResult, pooled_baseline
 from simulations.scenario import Scenario, load_simulated_institution
 
@@ -67,10 +67,11 @@ def prepare(
     merged = {**run_config, "min-institutions": scenario.num_institutions}
     merged.setdefault("seed", scenario.seed)
     settings = federation_settings_from_run_config(merged)
-    schema = get_dataset(scenario.dataset).schema
-    if settings.plan.model == "cnn" and schema.image_shape is None:
+    schema = scenario.schema
+    if settings.plan.model in IMAGE_MODELS and schema.image_shape is None:
         raise ConfigError(
-            f"model 'cnn' needs images; dataset {scenario.dataset!r} is a table (use logreg or mlp)"
+            f"model {settings.plan.model!r} needs images; {scenario.name!r} is a table "
+            "(use logreg or mlp)"
         )
     _check_budgets(scenario, settings)
     return merged, settings
@@ -130,6 +131,7 @@ def simulate(
     client_app = create_client_app(
         data_loader=load_simulated_institution, node_config=scenario.node_config
     )
+    notify_phase(observers, "start-up")
     with _quiet_flower(backend.verbose):
         run_simulation(
             server_app=server_app,
@@ -142,6 +144,7 @@ def simulate(
         raise FederationError("the simulation ended without a result; see the log above")
     reference = None
     if baseline:
+        notify_phase(observers, "baseline")
         reference = pooled_baseline(
             scenario.all_institutions(),
             model=settings.plan.model,
@@ -193,13 +196,14 @@ def _quiet_flower(verbose: bool) -> Iterator[None]:
     dropper = _DropDeprecation()
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    handlers = [*flwr_logger.handlers, *logging.getLogger().handlers]
     if not verbose:
         flwr_logger.setLevel(logging.WARNING)
-        for handler in flwr_logger.handlers:
+        for handler in handlers:
             handler.addFilter(dropper)
     try:
         yield
     finally:
         flwr_logger.setLevel(level)
-        for handler in flwr_logger.handlers:
+        for handler in handlers:
             handler.removeFilter(dropper)

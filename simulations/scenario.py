@@ -17,8 +17,10 @@ import numpy as np
 from client.data import InstitutionData, holdout_split
 from client.datasets import get_dataset
 from client.node import DEFAULT_BUDGET_DELTA, DEFAULT_BUDGET_EPSILON
+from client.schema import TableSchema
 from privacy.config import PrivacyBudget
 from privacy.errors import ConfigError
+from simulations.own_data import OwnData, load_own_institution
 from simulations.partitioners import get_partitioner
 
 
@@ -43,6 +45,9 @@ class Scenario:
         Every institution's (ε, δ) unless ``budgets`` names it.
     budgets : dict[str, float]
         Per-institution ε budgets by institution name.
+    own_data : OwnData | None
+        The consortium's own files instead of an embedded dataset: one
+        institution per file, or per value of a column.
     """
 
     dataset: str = "heart-disease"
@@ -56,8 +61,12 @@ class Scenario:
         )
     )
     budgets: dict[str, float] = field(default_factory=dict)
+    own_data: OwnData | None = None
 
     def __post_init__(self) -> None:
+        if self.own_data is not None:
+            self._check_own_data(self.own_data)
+            return
         source = get_dataset(self.dataset)  # raises on an unknown name
         get_partitioner(self.partition, alpha=self.alpha)  # idem, and checks alpha
         natural = source.institutions()
@@ -79,14 +88,40 @@ class Scenario:
         if unknown:
             raise ConfigError(f"budgets name unknown institutions: {', '.join(unknown)}")
 
+    def _check_own_data(self, own: OwnData) -> None:
+        if self.institutions is not None or self.partition != "iid":
+            raise ConfigError(
+                "with --data the files say who the institutions are: drop --institutions "
+                "and --partition"
+            )
+        own.check()  # every file read and validated now, as `client join` would
+        unknown = sorted(set(self.budgets) - set(own.institution_names()))
+        if unknown:
+            raise ConfigError(f"budgets name unknown institutions: {', '.join(unknown)}")
+
+    @property
+    def name(self) -> str:
+        """What the run is about: the dataset's name, or the own data's schema name."""
+        return self.own_data.schema.name if self.own_data is not None else self.dataset
+
+    @property
+    def schema(self) -> TableSchema:
+        if self.own_data is not None:
+            return self.own_data.schema
+        return get_dataset(self.dataset).schema
+
     @property
     def num_institutions(self) -> int:
+        if self.own_data is not None:
+            return len(self.own_data.institution_names())
         natural = get_dataset(self.dataset).institutions()
         if natural is not None:
             return self.institutions or len(natural)
         return self.institutions or 5
 
     def institution_names(self) -> list[str]:
+        if self.own_data is not None:
+            return self.own_data.institution_names()
         natural = get_dataset(self.dataset).institutions()
         if natural is not None:
             return sorted(natural)[: self.num_institutions]
@@ -98,6 +133,14 @@ class Scenario:
         """Complete Flower's simulated node config (``partition-id``) into an institution's."""
         index = int(flower_node_config["partition-id"])
         name = self.institution_names()[index]
+        if self.own_data is not None:
+            return {
+                **flower_node_config,
+                **self.own_data.node_config(name),
+                "seed": self.seed,
+                "budget-epsilon": self.budgets.get(name, self.budget.epsilon),
+                "budget-delta": self.budget.delta,
+            }
         return {
             **flower_node_config,
             "institution": name,
@@ -122,6 +165,8 @@ class Scenario:
 
 def load_simulated_institution(node_config: Mapping[str, Any]) -> InstitutionData:
     """Rows of a simulated institution from a node config completed by ``Scenario``."""
+    if "data-path" in node_config:
+        return load_own_institution(node_config, seed=int(node_config["seed"]))
     dataset = get_dataset(str(node_config["dataset"]))
     index = int(node_config["partition-id"])
     seed = int(node_config["seed"])

@@ -7,7 +7,43 @@ from typing import Annotated, Any
 
 import typer
 
-client_app = typer.Typer(help="Join a federation as an institution's node.", no_args_is_help=True)
+FORMATS = "CSV (delimiter detected: , ; tab |), Parquet or NPZ"
+
+client_app = typer.Typer(
+    help="An institution's node: check its file, join a federation.", no_args_is_help=True
+)
+
+
+@client_app.command("check")
+def check_command(
+    *,
+    data: Annotated[Path, typer.Option("--data", help=f"The institution's rows: {FORMATS}.")],
+    schema: Annotated[Path, typer.Option("--schema", help="The consortium's schema (JSON).")],
+    delimiter: Annotated[
+        str | None, typer.Option(help="The CSV delimiter (default: detected; e.g. ';').")
+    ] = None,
+) -> None:
+    """Validate a file against the schema, as `client join` would, without a coordinator."""
+    from client.data import holdout_split
+    from client.files import read_table
+    from client.schema import load_schema
+
+    table_schema = load_schema(schema)
+    rows = read_table(data, table_schema, delimiter=delimiter)
+    split = holdout_split(data.stem, rows, table_schema, seed=0)
+    typer.echo(
+        f"{data}: {len(rows)} rows match schema {table_schema.name!r} "
+        f"({len(table_schema.features)} features, target {table_schema.target.name!r}); "
+        f"{len(split.train)} would train, {len(split.test)} held out"
+    )
+    counts = rows[table_schema.target.name].value_counts()
+    typer.echo(
+        "labels: "
+        + ", ".join(f"{label} {int(counts.get(label, 0))}" for label in table_schema.target.labels)
+    )
+    missing = {name: int(n) for name, n in rows.isna().sum().items() if n}
+    if missing:
+        typer.echo("missing values: " + ", ".join(f"{k} {v}" for k, v in missing.items()))
 
 
 @client_app.command("join")
@@ -20,7 +56,10 @@ def join_command(
         float, typer.Option("--budget-epsilon", help="The ε this institution spends at most.")
     ],
     data: Annotated[
-        Path | None, typer.Option("--data", help="The institution's rows (CSV).")
+        Path | None, typer.Option("--data", help=f"The institution's rows: {FORMATS}.")
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="The CSV delimiter (default: detected; e.g. ';').")
     ] = None,
     schema: Annotated[Path | None, typer.Option("--schema", help="Their schema file.")] = None,
     dataset: Annotated[
@@ -57,6 +96,8 @@ def join_command(
         if schema is None:
             raise ConfigError("--data needs --schema")
         config |= {"data-path": str(data.resolve()), "schema-path": str(schema.resolve())}
+        if delimiter:
+            config["delimiter"] = delimiter
     elif dataset is not None:
         config |= {"dataset": dataset, "partition-id": partition_id}
     else:

@@ -11,18 +11,43 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from client.files import FORMATS
 from privacy.errors import ConfigError
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a line is never broken mid-record (a terminal wraps it, a file keeps it whole);
+# Rich writes no colour or cursor codes where the output is not a terminal.
+console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+RUN_FILES = ("summary.json", "ledger.jsonl", "fedwarden.db")
+"""What a finished or started run leaves in its ``--out`` folder."""
 
 Opt = typer.Option
 
 
 def simulate_command(
     dataset: Annotated[
-        str, Opt(help="heart-disease, breast-cancer, digits or wine.")
+        str,
+        Opt(
+            help="An embedded dataset: heart-disease, breast-cancer, digits, wine or fashion-mnist."
+        ),
     ] = "heart-disease",
+    data: Annotated[
+        Path | None,
+        Opt(
+            help="Your own rows instead of --dataset: a folder with one file per institution "
+            f"({FORMATS}; the file name is the institution's), or one file with --split-by."
+        ),
+    ] = None,
+    schema: Annotated[
+        Path | None, Opt(help="The consortium's schema (JSON) that --data must satisfy.")
+    ] = None,
+    split_by: Annotated[
+        str | None, Opt(help="Split the one --data file into institutions by this column.")
+    ] = None,
+    delimiter: Annotated[
+        str | None, Opt(help="The CSV delimiter (default: detected; e.g. ';').")
+    ] = None,
     institutions: Annotated[
         int | None, Opt(help="Institutions (default: the natural split, or 5).")
     ] = None,
@@ -109,9 +134,18 @@ def simulate_command(
         bool, Opt("--verbose", "-v", help="Show Flower's and fedwarden's logs.")
     ] = False,
 ) -> None:
-    """Run a federation of simulated institutions on this machine (Flower's simulation engine)."""
+    """Run a federation of simulated institutions on this machine (Flower's simulation engine).
+
+    The institutions are an embedded dataset's (--dataset) or your own files (--data with
+    --schema): CSV, Parquet or NPZ, validated as `fedwarden client join` validates them.
+    """
+    # Cheap checks first: a wrong name or a used --out fails before torch, Flower or Ray load.
+    from client.datasets import FileSource, get_dataset
+
+    out_dir = _out_dir(out)
+    own = _own_data(data=data, schema=schema, split_by=split_by, delimiter=delimiter)
+    defaults = FileSource.defaults if own is not None else get_dataset(dataset).defaults
     # Heavy imports (torch, Flower, Ray) load here, so `fedwarden --help` stays fast.
-    from client.datasets import get_dataset
     from privacy.config import PrivacyBudget
     from server.ledger import LedgerObserver
     from server.store.recorder import StoreRecorder
@@ -125,9 +159,9 @@ def simulate_command(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    defaults = get_dataset(dataset).defaults
     scenario = Scenario(
         dataset=dataset,
+        own_data=own,
         institutions=institutions,
         partition=partition,
         alpha=alpha,
@@ -175,10 +209,9 @@ def simulate_command(
         err_console.print(
             "[yellow]secure aggregation is off[/]: the coordinator sees each institution's update"
         )
-    out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     plan = settings.plan
     console.print(
-        f"fedwarden simulate: {dataset}, {scenario.num_institutions} institutions, "
+        f"fedwarden simulate: {scenario.name}, {scenario.num_institutions} institutions, "
         f"{plan.num_rounds} rounds, {settings.strategy.name}, model {plan.model}, "
         + (f"DP-SGD with ε ≤ {budget:g} each (δ={delta:g})" if dp else "no DP")
         + (", SecAgg+" if secagg else "")
@@ -188,10 +221,11 @@ def simulate_command(
     store_settings = StoreSettings.load(
         database_url, default_url=f"sqlite:///{(out_dir / 'fedwarden.db').resolve()}"
     )
-    run_name = f"simulate-{dataset}-{out_dir.name}"
+    run_name = f"simulate-{scenario.name}-{out_dir.name}"
     with StoreRecorder.open(store_settings, run_name=run_name) as recorder:
-        try:
-            with ProgressObserver(console, num_rounds=plan.num_rounds) as progress:
+        registered = None
+        with ProgressObserver(console, num_rounds=plan.num_rounds) as progress:
+            try:
                 outcome = simulate(
                     scenario,
                     run_config,
@@ -199,12 +233,14 @@ def simulate_command(
                     backend=BackendSettings(ray_address=ray_address, verbose=verbose),
                     baseline=baseline,
                 )
-        except BaseException as exc:
-            recorder.mark_failed(f"{type(exc).__name__}: {exc}")
-            raise
-        registered = None
-        if register and outcome.result.rounds:
-            registered = _register(recorder, outcome, name=model_name or dataset, out_dir=out_dir)
+            except BaseException as exc:
+                recorder.mark_failed(f"{type(exc).__name__}: {exc}")
+                raise
+            if register and outcome.result.rounds:
+                progress.on_phase("export")
+                registered = _register(
+                    recorder, outcome, name=model_name or scenario.name, out_dir=out_dir
+                )
     summary_path, plot_path = write_outputs(outcome, out_dir)
     _print_outcome(outcome, plan_rounds=plan.num_rounds, central_delta=central_delta)
     console.print(f"wrote {summary_path}, {plot_path} and {ledger.path}")
@@ -258,6 +294,42 @@ def _register(recorder: Any, outcome: Any, *, name: str, out_dir: Path) -> Any:
         artifact_dir=out_dir / "artifacts",
         held_out=held_out,
     )
+
+
+def _out_dir(out: Path | None) -> Path:
+    """``--out``, refused if it already holds a run; by default a new ``runs/<timestamp>``."""
+    if out is None:
+        base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        candidate, suffix = base, 1
+        while candidate.exists():  # two runs in one second write side by side
+            suffix += 1
+            candidate = base.with_name(f"{base.name}-{suffix}")
+        return candidate
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held:
+        raise ConfigError(
+            f"--out {out} already holds a run ({', '.join(held)}); choose another folder "
+            "or remove it: a run is never overwritten",
+            out=str(out),
+        )
+    return out
+
+
+def _own_data(
+    *, data: Path | None, schema: Path | None, split_by: str | None, delimiter: str | None
+) -> Any:
+    """The ``OwnData`` of --data/--schema/--split-by, or ``None`` for an embedded dataset."""
+    if data is None:
+        if schema is not None or split_by is not None:
+            raise ConfigError("--schema and --split-by go with --data")
+        return None
+    if schema is None:
+        raise ConfigError("--data needs --schema: the consortium's schema file (JSON)")
+    from simulations.own_data import OwnData
+
+    own = OwnData(data=data, schema_path=schema, split_by=split_by, delimiter=delimiter)
+    own.check()  # every file read and validated now, as `client join` would: fail fast
+    return own
 
 
 def _budgets(items: list[str]) -> dict[str, float]:
