@@ -1,8 +1,9 @@
 """Datasets by name: the embedded ones that work offline, and an institution's own file.
 
 Every source yields a table validated against its schema. ``heart-disease`` has
-four real hospitals (its natural cross-silo split); the scikit-learn sets are
-pooled tables that a simulation partitions across institutions.
+four real hospitals (its natural cross-silo split); the scikit-learn sets and
+Fashion-MNIST (``client.image_datasets``) are pooled tables that a simulation
+partitions across institutions.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from client.files import read_table
+from client.image_datasets import FashionMnistSource, SmallFashionMnistSource
 from client.schema import (
     CategoricalFeature,
     NumericFeature,
@@ -28,40 +28,10 @@ from client.schema import (
     load_schema,
     validate_frame,
 )
+from client.sources import DatasetSource, TrainingDefaults
 from privacy.errors import UnknownNameError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainingDefaults:
-    """What a dataset trains well with when the user says nothing."""
-
-    model: str
-    num_rounds: int
-    learning_rate: float
-    local_epochs: int = 1
-    sample_rate: float = 0.2
-
-
-class DatasetSource(ABC):
-    """A named table with a schema, and optionally its natural split into institutions."""
-
-    name: ClassVar[str]
-    defaults: ClassVar[TrainingDefaults]
-
-    @property
-    @abstractmethod
-    def schema(self) -> TableSchema:
-        """The schema every row satisfies."""
-
-    @abstractmethod
-    def load(self) -> pd.DataFrame:
-        """All rows, validated: the schema's features and target, in order."""
-
-    def institutions(self) -> dict[str, pd.DataFrame] | None:
-        """The natural split by institution, or ``None`` for a pooled table."""
-        return None
 
 
 # ---------------------------------------------------------------- heart disease
@@ -237,10 +207,19 @@ class WineSource(_SklearnSource):
     loader = staticmethod(_load_wine)
 
 
-DATASETS: dict[str, type[DatasetSource]] = {
-    source.name: source
-    for source in (HeartDiseaseSource, BreastCancerSource, DigitsSource, WineSource)
-}
+def _registry() -> dict[str, type[DatasetSource]]:
+    sources: tuple[type[DatasetSource], ...] = (
+        HeartDiseaseSource,
+        BreastCancerSource,
+        DigitsSource,
+        WineSource,
+        FashionMnistSource,
+        SmallFashionMnistSource,
+    )
+    return {source.name: source for source in sources}
+
+
+DATASETS: dict[str, type[DatasetSource]] = _registry()
 
 
 def get_dataset(name: str) -> DatasetSource:

@@ -1,4 +1,7 @@
-"""Models by name: logistic regression and a small MLP for tables, a small CNN for images.
+"""Models by name: logistic regression and a small MLP for tables, CNNs for images.
+
+``cnn`` is a small ReLU CNN for 8x8 digits; ``dpcnn`` (``client.image_models``)
+is the tanh/GroupNorm CNN of the DP-SGD literature for 28x28 images.
 
 Every model takes the preprocessed feature matrix ``(batch, num_features)`` and
 returns class logits; all are compatible with Opacus (no batch norm).
@@ -110,14 +113,21 @@ class SmallCnn(nn.Module):
         return self.head(self.features(images).flatten(1))  # type: ignore[no-any-return]
 
 
+def _dp_cnn(spec: ModelSpec) -> nn.Module:
+    from client.image_models import DpCnn
+
+    return DpCnn(spec)
+
+
 MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "logreg": LogisticRegression,
     "mlp": Mlp,
     "cnn": SmallCnn,
+    "dpcnn": _dp_cnn,
 }
 
 
-IMAGE_MODELS = ("cnn",)
+IMAGE_MODELS = ("cnn", "dpcnn")
 """Models that read a row as an image (the schema must declare its shape)."""
 
 

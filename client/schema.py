@@ -1,9 +1,10 @@
 """Table schemas: what an institution declares about its data, and the check of a file.
 
-A schema names each feature with its kind (numeric with a valid range, or
-categorical with its categories), whether it may be missing, and the target
-with its class labels. Ranges and categories are part of the consortium's data
-dictionary, not learned from rows: preprocessing needs nothing pooled.
+A schema names each feature with its kind (numeric with a valid range,
+categorical with its categories, or one fixed-shape image of pixels in a
+range), whether it may be missing, and the target with its class labels. Ranges
+and categories are part of the consortium's data dictionary, not learned from
+rows: preprocessing needs nothing pooled.
 """
 
 from __future__ import annotations
@@ -63,6 +64,41 @@ class CategoricalFeature(_Frozen):
 Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
 
 
+class ImageFeature(_Frozen):
+    """A fixed-shape image (a tensor feature): ``shape`` pixels, each within ``range``.
+
+    In a schema file it is one entry, ``{"kind": "image", "name": "pixel", "shape":
+    [28, 28], "range": [0, 255]}``; the schema holds it as one numeric feature per
+    pixel (``pixel_0`` ... row-major) and records the shape, so every row is a
+    flattened image and the image models know how to fold it back.
+    """
+
+    kind: Literal["image"] = "image"
+    name: str = Field(min_length=1)
+    shape: tuple[int, int]
+    range: tuple[float, float] = (0.0, 255.0)
+
+    def pixels(self) -> list[NumericFeature]:
+        count = self.shape[0] * self.shape[1]
+        return [NumericFeature(name=f"{self.name}_{i}", range=self.range) for i in range(count)]
+
+
+def _expand_images(data: Any) -> Any:
+    """A schema's ``image`` features as their pixels, and the image's shape recorded."""
+    if not isinstance(data, dict) or not isinstance(data.get("features"), list | tuple):
+        return data
+    images = [f for f in data["features"] if isinstance(f, dict) and f.get("kind") == "image"]
+    if not images:
+        return data
+    if len(images) > 1 or len(data["features"]) > 1:
+        raise ValueError("an image schema holds exactly one image feature and nothing else")
+    image = ImageFeature.model_validate(images[0])
+    declared = data.get("image_shape")
+    if declared is not None and tuple(declared) != image.shape:
+        raise ValueError(f"image_shape {tuple(declared)} differs from the image's {image.shape}")
+    return {**data, "features": image.pixels(), "image_shape": image.shape}
+
+
 class TargetSpec(_Frozen):
     """The column to predict; raw values map to ``labels`` (directly or through ``mapping``)."""
 
@@ -91,6 +127,11 @@ class TableSchema(_Frozen):
     features: tuple[Feature, ...] = Field(min_length=1)
     target: TargetSpec
     image_shape: tuple[int, int] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _images(cls, data: Any) -> Any:
+        return _expand_images(data)
 
     @model_validator(mode="after")
     def _check_names(self) -> TableSchema:

@@ -53,7 +53,8 @@ class StrategySettings:
 def _common(settings: StrategySettings, initial: Parameters, min_clients: int) -> dict[str, object]:
     return {
         "fraction_fit": settings.fraction_fit,
-        "fraction_evaluate": 1.0,
+        # Cross-device style runs (fraction fit < 1) evaluate on a sample of the same size.
+        "fraction_evaluate": settings.fraction_fit,
         "min_fit_clients": min_clients,
         "min_evaluate_clients": 1,
         "min_available_clients": min_clients,

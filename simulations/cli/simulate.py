@@ -108,6 +108,10 @@ def simulate_command(
     server_learning_rate: Annotated[
         float, Opt("--server-lr", help="FedAdam/FedYogi server learning rate.")
     ] = 0.1,
+    fraction_fit: Annotated[
+        float,
+        Opt(help="Share of institutions sampled each round (cross-device style; 1: all)."),
+    ] = 1.0,
     seed: Annotated[int, Opt(help="Fixes splits, initial weights, sampling and noise.")] = 0,
     out: Annotated[Path | None, Opt(help="Output folder (default: runs/<timestamp>).")] = None,
     baseline: Annotated[
@@ -188,6 +192,7 @@ def simulate_command(
         "proximal-mu": proximal_mu,
         "server-learning-rate": server_learning_rate,
         "seed": seed,
+        "fraction-fit": fraction_fit,
     }
     optional = {
         "noise-multiplier": noise_multiplier,
