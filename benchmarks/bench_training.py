@@ -162,6 +162,7 @@ def round_wall_time(institutions: int, *, rounds: int, fraction_fit: float) -> t
                 "learning-rate": 1.0,
                 "sample-rate": 0.2,
                 "fraction-fit": fraction_fit,
+                "profile": False,  # the reference profile runs once, after the rounds
             },
             baseline=False,
         )
