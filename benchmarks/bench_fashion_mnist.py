@@ -6,7 +6,8 @@ institution's noise derived so that the whole run spends exactly its budget ε
 (δ = 1e-5). The anchor: Tramèr & Boneh (2021), central DP-SGD, end-to-end CNN,
 about 86% at ε ≈ 3 (their Table 1/Figure 1). Needs Debian's dataset-fashion-mnist.
 
-    python benchmarks/bench_fashion_mnist.py [--epsilons 1 3 8] [--rounds 8] [--dataset fashion-mnist]
+    python benchmarks/bench_fashion_mnist.py [--epsilons 1 3 8] [--rounds 8]
+        [--dataset fashion-mnist | fashion-mnist-small] [--sample-rate 0.05] [--local-epochs 1]
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ ANCHOR = "Tramèr & Boneh 2021, central DP-SGD, end-to-end CNN: ~86% at ε ≈ 3
 
 
 def run(
-    epsilon: float, *, dataset: str, institutions: int, rounds: int, lr: float
+    epsilon: float,
+    *,
+    dataset: str,
+    institutions: int,
+    rounds: int,
+    lr: float,
+    sample_rate: float,
+    local_epochs: int,
 ) -> tuple[float, float]:
     scenario = Scenario(
         dataset=dataset,
@@ -39,9 +47,10 @@ def run(
             "num-server-rounds": rounds,
             "model": "dpcnn",
             "learning-rate": lr,
-            "sample-rate": 0.05,
-            "local-epochs": 1,
+            "sample-rate": sample_rate,
+            "local-epochs": local_epochs,
             "secagg": True,
+            "profile": False,
         },
         baseline=False,
     )
@@ -59,13 +68,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2.0)
     parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--sample-rate", type=float, default=0.05)
+    parser.add_argument("--local-epochs", type=int, default=1)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if not fashion_mnist_available():
         raise SystemExit("Fashion-MNIST is missing: apt-get install dataset-fashion-mnist")
     print(
         f"== {args.dataset}: {args.institutions} institutions (IID), dpcnn, {args.rounds} rounds "
-        f"of 1 local epoch, Poisson rate 0.05, lr {args.lr:g}, SecAgg+, δ = 1e-5"
+        f"of {args.local_epochs} local epoch(s), Poisson rate {args.sample_rate:g}, "
+        f"lr {args.lr:g}, SecAgg+, δ = 1e-5"
     )
     for epsilon in args.epsilons:
         accuracy, seconds = run(
@@ -74,6 +86,8 @@ def main() -> None:
             institutions=args.institutions,
             rounds=args.rounds,
             lr=args.lr,
+            sample_rate=args.sample_rate,
+            local_epochs=args.local_epochs,
         )
         print(
             f"ε = {epsilon:g}: federated test accuracy {accuracy:.3f} ({seconds:.0f} s)", flush=True
