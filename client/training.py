@@ -162,18 +162,15 @@ def _run_epochs(
             y = batch_y.to(device, non_blocking=True)
             optimizer.zero_grad()
             out = model(x)
-            if len(y) == 0 and _is_ghost(criterion):
-                # Ghost clipping's two-pass loss cannot take an empty batch; with the
-                # expected batch sizes used here one is vanishingly rare (q^0 terms).
-                logger.warning("skipping an empty Poisson batch under ghost clipping")
-                continue
-            if len(y) == 0:
+            if len(y) == 0 and not _is_ghost(criterion):
                 # An empty Poisson batch still takes a (pure-noise) step: skipping it
-                # would reveal that the batch was empty.
+                # would reveal that the batch was empty. (Ghost clipping's own loss
+                # takes an empty batch and yields the noise step itself.)
                 loss = out.sum() * 0.0
             else:
                 loss = criterion(out, y)
-                losses.append(float(loss.detach()))
+                if len(y):
+                    losses.append(float(loss.detach()))
             loss.backward()
             optimizer.step()
             if anchor:

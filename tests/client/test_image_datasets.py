@@ -11,8 +11,8 @@ import torch
 
 from client.datasets import get_dataset
 from client.image_datasets import (
-    FASHION_MNIST_DIR_ENV,
     DEFAULT_FASHION_MNIST_DIR,
+    FASHION_MNIST_DIR_ENV,
     load_fashion_mnist,
     read_idx,
 )

@@ -66,3 +66,32 @@ def test_an_unknown_mode_is_refused_and_models_have_a_measured_choice():
                       noise_multiplier=1.0, max_grad_norm=1.0, seed=0,
                       device=torch.device("cpu"), grad_sample_mode="jax")  # fmt: skip
     assert grad_sample_mode_for(build_model(SPEC)) in GRAD_SAMPLE_MODES
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "hooks",
+        "ghost",
+        pytest.param(
+            "functorch",
+            marks=pytest.mark.xfail(
+                reason="Opacus's torch.func path cannot vmap GroupNorm over an empty batch; "
+                "no model is set to functorch by default",
+                strict=True,
+                raises=RuntimeError,
+            ),
+        ),
+    ],
+)
+def test_empty_poisson_batches_still_take_a_noise_step_in_every_mode(mode):
+    """A tiny institution at a low rate draws empty batches: each is a step, noised and counted."""
+    x, y = rows(20)  # batches of 1 at rate 0.05: about a third of them are empty
+    model = build_model(SPEC, seed=0)
+
+    outcome = train_locally(model, x, y, epochs=2, learning_rate=0.5, sample_rate=0.05,
+                            noise_multiplier=1.0, max_grad_norm=1.0, seed=5,
+                            device=torch.device("cpu"), grad_sample_mode=mode)  # fmt: skip
+
+    assert outcome.accounting is not None and outcome.accounting.steps == 2 * 20
+    assert all(torch.isfinite(p).all() for p in model.parameters())
