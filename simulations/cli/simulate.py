@@ -29,7 +29,7 @@ def simulate_command(
     dataset: Annotated[
         str,
         Opt(
-            help="An embedded dataset: heart-disease, breast-cancer, digits, wine or fashion-mnist."
+            help="An embedded dataset: heart-disease, breast-cancer, digits, wine, fashion-mnist(-small)."
         ),
     ] = "heart-disease",
     data: Annotated[
@@ -61,7 +61,9 @@ def simulate_command(
             help="fedavg, fedprox, fedadam, fedyogi; with --no-secagg also fedmedian, fedtrimmedavg, krum."
         ),
     ] = "fedavg",
-    model: Annotated[str | None, Opt(help="logreg, mlp or cnn (default: per dataset).")] = None,
+    model: Annotated[
+        str | None, Opt(help="logreg, mlp, cnn or dpcnn (default: per dataset).")
+    ] = None,
     hidden: Annotated[int, Opt(help="Hidden units of the MLP.")] = 32,
     learning_rate: Annotated[float | None, Opt("--lr", help="Local learning rate.")] = None,
     sample_rate: Annotated[float | None, Opt(help="Poisson sample rate of DP-SGD batches.")] = None,
