@@ -135,6 +135,8 @@ class PreprocessingSpec:
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """Model inputs for validated rows: standardised numerics, one-hot categories,
         a missing-indicator per nullable feature (a missing numeric becomes the mean)."""
+        if self._all_plain_numeric():
+            return self._transform_numeric(frame)
         columns: list[np.ndarray] = []
         for feature in self.schema.features:
             column = frame[feature.name]
@@ -152,6 +154,22 @@ class PreprocessingSpec:
             if feature.nullable:
                 columns.append(missing.astype(float))
         matrix: np.ndarray = np.stack(columns, axis=1).astype(np.float32)
+        return matrix
+
+    def _all_plain_numeric(self) -> bool:
+        return all(isinstance(f, NumericFeature) and not f.nullable for f in self.schema.features)
+
+    def _transform_numeric(self, frame: pd.DataFrame) -> np.ndarray:
+        """``transform`` for numeric, never-missing features (images): one array operation,
+        not one per column (784 columns of pandas work per call, otherwise)."""
+        features = [f for f in self.schema.features if isinstance(f, NumericFeature)]
+        low = np.array([f.range[0] for f in features])
+        high = np.array([f.range[1] for f in features])
+        mean = np.array([self.scaling[f.name].mean for f in features])
+        std = np.array([self.scaling[f.name].std for f in features])
+        values = frame[[f.name for f in features]].to_numpy(dtype=float)
+        u = np.clip((values - low) / (high - low), 0.0, 1.0)
+        matrix: np.ndarray = ((u - mean) / std).astype(np.float32)
         return matrix
 
     def labels(self, frame: pd.DataFrame) -> np.ndarray:
