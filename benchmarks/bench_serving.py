@@ -29,8 +29,8 @@ import httpx
 import pandas as pd
 import torch
 
-from client.models import ModelSpec
-from client.preprocessing import PreprocessingSpec
+from client.contract.architecture import ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
 from deploy.onnx_export import serving_module
 from deploy.predictor import LoadedModel
 from deploy.serving_model import encode_rows, frame_to_rows

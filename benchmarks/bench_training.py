@@ -17,9 +17,9 @@ import warnings
 
 import torch
 
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
 from client.models import build_model
-from client.plan import TrainingPlan
-from client.preprocessing import PreprocessingSpec
 from client.training import train_locally
 from simulations.runner import simulate
 from simulations.scenario import Scenario

@@ -19,8 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from client.errors import DataError, SchemaError
-from client.schema import (
+from client.contract.schema import (
     CategoricalFeature,
     NumericFeature,
     TableSchema,
@@ -28,6 +27,7 @@ from client.schema import (
     load_schema,
     validate_frame,
 )
+from client.errors import DataError, SchemaError
 from privacy.errors import UnknownNameError
 
 logger = logging.getLogger(__name__)

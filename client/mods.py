@@ -21,8 +21,8 @@ from flwr.common import parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
+from client.contract.wire import TASK_KEY, TASK_PROFILE, TASK_SUMMARY
 from client.node import NodeSettings
-from client.plan import TASK_KEY, TASK_PROFILE, TASK_SUMMARY
 from privacy.errors import PrivacyError, UpdateRejectedError
 from privacy.updates import validate_update
 

@@ -2,7 +2,7 @@
 
 The coordinator sends the final global weights with the plan and the
 preprocessing; the institution runs the model on its own training rows, counts
-every block of ``client.profile.ProfileLayout`` and replies with per-row shares.
+every block of ``client.contract.profile.ProfileLayout`` and replies with per-row shares.
 
 With a noise multiplier σ the institution adds Gaussian noise of standard
 deviation ``σ * sqrt(blocks)`` to its counts before dividing (the Gaussian
@@ -23,16 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ProfileLayout, encode_frame, profile_shares
+from client.contract.report import FitReport
+from client.contract.wire import PROFILE_NOISE_KEY
 from client.data import InstitutionData
-from client.history import HistoryStore
 from client.models import build_model, set_weights
-from client.plan import PROFILE_NOISE_KEY, TrainingPlan
-from client.preprocessing import PreprocessingSpec
-from client.profile import ProfileLayout, encode_frame, profile_shares
-from client.report import FitReport
-from privacy.accounting import AccountingStep, compute_epsilon
-from privacy.budget import ensure_within_budget
-from privacy.config import PrivacyBudget
+from privacy.account import InstitutionAccount
+from privacy.accounting import AccountingStep
 from privacy.errors import BudgetExceededError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -87,9 +86,7 @@ def institution_profile(
     probabilities: np.ndarray,
     report: FitReport,
     noise_multiplier: float | None,
-    history: HistoryStore,
-    budget: PrivacyBudget,
-    accountant: str,
+    account: InstitutionAccount,
 ) -> ProfileReply:
     """Count the institution's training rows and predictions; add noise if asked.
 
@@ -104,9 +101,9 @@ def institution_profile(
     noise_multiplier : float, optional
         σ of the Gaussian noise relative to the counts' L2 sensitivity; ``None``
         sends exact shares.
-    history, budget, accountant
-        The institution's privacy history, budget and accountant: a noisy
-        release is checked against the budget first and then recorded.
+    account : InstitutionAccount
+        The institution's privacy account: a noisy release is checked against
+        the budget first and then recorded.
     """
     layout = ProfileLayout.for_schema(data.schema)
     numeric, categorical = encode_frame(data.train, data.schema)
@@ -117,15 +114,8 @@ def institution_profile(
         return ProfileReply(profile_shares(layout, counts, rows), rows, report)
 
     step = AccountingStep(noise_multiplier=noise_multiplier, sample_rate=1.0, steps=1)
-    past = history.load()
     try:
-        ensure_within_budget(
-            institution=data.name,
-            history=past,
-            planned=step,
-            budget=budget,
-            accountant=accountant,
-        )
+        account.check([step])
     except BudgetExceededError as exc:
         reason = (
             f"releasing a noisy profile would raise ε from {exc.epsilon_spent:.4g} to "
@@ -139,8 +129,7 @@ def institution_profile(
 
     rng = np.random.default_rng(secrets.randbits(128))
     noisy = counts + rng.normal(0.0, noise_multiplier * layout.sensitivity, size=counts.shape)
-    history.append(step)
-    epsilon = compute_epsilon([*past, step], delta=budget.delta, accountant=accountant)
+    epsilon = account.record([step])
     shares = np.clip(profile_shares(layout, noisy, rows), -PROFILE_NOISY_RANGE, PROFILE_NOISY_RANGE)
     logger.info(
         "%s sends a noisy profile (σ %.3g): ε now %.4g", data.name, noise_multiplier, epsilon

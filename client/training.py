@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from client.models import get_weights
 from privacy.accounting import AccountingStep
 from privacy.dpsgd import make_private
+from privacy.sampling import batch_size_for
 
 logger = logging.getLogger(__name__)
 
@@ -28,22 +29,6 @@ class LocalOutcome:
     num_examples: int
     mean_loss: float
     accounting: AccountingStep | None
-
-
-def batch_size_for(num_examples: int, sample_rate: float) -> int:
-    """The loader batch size whose number of batches per epoch is about ``1 / sample_rate``."""
-    batches = max(1, round(1 / sample_rate))
-    return max(1, math.ceil(num_examples / batches))
-
-
-def effective_sample_rate(num_examples: int, sample_rate: float) -> float:
-    """The Poisson sample rate DP-SGD really uses: one over the loader's number of batches."""
-    batch_size = batch_size_for(num_examples, sample_rate)
-    return 1.0 / math.ceil(num_examples / batch_size)
-
-
-def steps_per_epoch(num_examples: int, sample_rate: float) -> int:
-    return round(1 / effective_sample_rate(num_examples, sample_rate))
 
 
 def train_locally(

@@ -56,7 +56,7 @@ from typing import ClassVar
 import numpy as np
 from scipy import stats
 
-from client.profile import Block, BlockKind
+from client.contract.profile import Block, BlockKind
 from privacy.errors import ConfigError
 
 STATUSES = ("ok", "warning", "drift")

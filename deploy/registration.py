@@ -19,10 +19,10 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session
 
+from client.contract.architecture import ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ReferenceProfile
 from client.errors import DataError
-from client.models import ModelSpec
-from client.preprocessing import PreprocessingSpec
-from client.profile import ReferenceProfile
 from deploy.onnx_export import ExportedModel, export_model
 from server.checkpoints import RunCheckpoint
 from server.errors import NotFoundError

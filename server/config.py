@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.plan import TrainingPlan
+from client.contract.plan import TrainingPlan
 from privacy.config import DPConfig
 from privacy.errors import ConfigError
 from server.strategies import ROBUST_STRATEGIES, StrategySettings

@@ -36,9 +36,16 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.criterion import Criterion
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 
-from client.flower_client import PREPROCESSING_KEY, ROUND_KEY
-from client.plan import TASK_EVALUATE, TASK_KEY, TASK_TRAIN, TrainingPlan
-from client.report import FitReport
+from client.contract.plan import TrainingPlan
+from client.contract.report import FitReport
+from client.contract.wire import (
+    ACCURACY_KEY,
+    PREPROCESSING_KEY,
+    ROUND_KEY,
+    TASK_EVALUATE,
+    TASK_KEY,
+    TASK_TRAIN,
+)
 from privacy.accounting import AccountingStep, compute_epsilon
 from privacy.errors import ConfigError, UpdateRejectedError
 from privacy.updates import update_norm, validate_update
@@ -299,7 +306,7 @@ class FedwardenStrategy(Strategy):
         loss = sum(res.loss * res.num_examples for _, res in results) / total
         correct = 0.0
         for proxy, res in results:
-            accuracy = float(res.metrics.get("fw.accuracy", math.nan))
+            accuracy = float(res.metrics.get(ACCURACY_KEY, math.nan))
             log.accuracy_by_institution[self._name(proxy.node_id)] = accuracy
             correct += accuracy * res.num_examples
         log.loss = float(loss)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.report import FitReport
+from client.contract.report import FitReport
 from privacy.ledger import LedgerEntry, PrivacyLedger
 from server.records import RoundRecord, RunResult, RunStart
 

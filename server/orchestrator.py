@@ -39,12 +39,12 @@ from flwr.server.strategy.aggregate import aggregate
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp.grid import Grid
 
-from client.flower_client import PREPROCESSING_KEY
-from client.plan import TASK_INIT, TASK_KEY, TASK_SUMMARY
-from client.preprocessing import PreprocessingSpec, summary_size
-from client.profile import ProfileLayout, ReferenceProfile
-from client.report import FitReport
-from client.schema import TableSchema
+from client.contract.preprocessing import PreprocessingSpec, summary_size
+from client.contract.profile import ProfileLayout, ReferenceProfile
+from client.contract.report import FitReport
+from client.contract.schema import TableSchema
+from client.contract.wire import PREPROCESSING_KEY, TASK_INIT, TASK_KEY, TASK_SUMMARY, CensusReply
+from privacy.errors import ConfigError
 from privacy.secagg import SecAggParameters, derive_secagg_parameters
 from server.checkpoints import RunCheckpoint
 from server.config import FederationSettings
@@ -226,7 +226,7 @@ class Federation:
             )
             for node_id in node_ids
         ]
-        properties: dict[int, dict[str, Scalar]] = {}
+        replies: dict[int, CensusReply] = {}
         for reply in grid.send_and_receive(messages, timeout=self.settings.round_timeout_s):
             if reply.has_error():
                 logger.warning(
@@ -236,30 +236,35 @@ class Federation:
                 )
                 continue
             res = compat.recorddict_to_getpropertiesres(reply.content)
-            if res.status.code == Code.OK:
-                properties[reply.metadata.src_node_id] = res.properties
-        fingerprints = Counter(str(p.get("fw.schema-fingerprint")) for p in properties.values())
+            if res.status.code != Code.OK:
+                continue
+            try:
+                replies[reply.metadata.src_node_id] = CensusReply.from_properties(res.properties)
+            except ConfigError as exc:
+                logger.warning(
+                    "node %d sent a malformed census reply: %s", reply.metadata.src_node_id, exc
+                )
+        fingerprints = Counter(r.schema_fingerprint for r in replies.values())
         if not fingerprints:
             raise FederationError("no institution answered the census")
         majority, _ = fingerprints.most_common(1)[0]
         institutions: dict[int, Institution] = {}
         schema: TableSchema | None = None
-        for node_id, props in properties.items():
-            if props.get("fw.schema-fingerprint") != majority:
+        for node_id, census in replies.items():
+            if census.schema_fingerprint != majority:
                 logger.error(
-                    "leaving out %s: its schema differs from the federation's",
-                    props.get("fw.institution"),
+                    "leaving out %s: its schema differs from the federation's", census.institution
                 )
                 continue
-            schema = schema or TableSchema.model_validate_json(str(props["fw.schema"]))
+            schema = schema or TableSchema.model_validate_json(census.schema_json)
             institutions[node_id] = Institution(
                 node_id=node_id,
-                name=str(props["fw.institution"]),
-                num_train=int(props["fw.num-train"]),
-                num_test=int(props["fw.num-test"]),
-                budget_epsilon=float(props["fw.budget-epsilon"]),
-                budget_delta=float(props["fw.budget-delta"]),
-                require_secagg=bool(props["fw.require-secagg"]),
+                name=census.institution,
+                num_train=census.num_train,
+                num_test=census.num_test,
+                budget_epsilon=census.budget_epsilon,
+                budget_delta=census.budget_delta,
+                require_secagg=census.require_secagg,
             )
         names = [i.name for i in institutions.values()]
         if len(set(names)) != len(names):

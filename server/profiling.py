@@ -18,12 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from client.flower_client import PREPROCESSING_KEY, ROUND_KEY
-from client.plan import PROFILE_NOISE_KEY, TASK_KEY, TASK_PROFILE, TrainingPlan
-from client.profile import ProfileLayout, ReferenceProfile
+from client.contract.plan import TrainingPlan
+from client.contract.profile import ProfileLayout, ReferenceProfile
+from client.contract.report import FitReport
+from client.contract.schema import TableSchema
+from client.contract.wire import (
+    PREPROCESSING_KEY,
+    PROFILE_NOISE_KEY,
+    ROUND_KEY,
+    TASK_KEY,
+    TASK_PROFILE,
+)
 from client.profiling import PROFILE_NOISY_RANGE
-from client.report import FitReport
-from client.schema import TableSchema
 from privacy.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from client.profile import ReferenceProfile
-from client.report import FitReport
+from client.contract.profile import ReferenceProfile
+from client.contract.report import FitReport
 from server.checkpoints import RunCheckpoint
 
 

@@ -18,9 +18,10 @@ import torch
 
 from client.app import create_client_app
 from client.datasets import get_dataset
-from client.training import effective_sample_rate, steps_per_epoch
-from privacy.accounting import AccountingStep, compute_epsilon
-from privacy.errors import ConfigError, PrivacyError
+from privacy.account import InstitutionAccount, MemoryHistory
+from privacy.config import PrivacyBudget
+from privacy.errors import BudgetExceededError, ConfigError, PrivacyError
+from privacy.sampling import training_step
 from server.app import create_server_app
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
@@ -83,17 +84,25 @@ def _check_budgets(scenario: Scenario, settings: FederationSettings) -> None:
     costs = {}
     for data in scenario.all_institutions():
         n = len(data.train)
-        step = AccountingStep(
+        step = training_step(
+            num_examples=n,
+            sample_rate=plan.sample_rate,
+            local_epochs=plan.local_epochs,
             noise_multiplier=plan.dp.noise_multiplier,
-            sample_rate=effective_sample_rate(n, plan.sample_rate),
-            steps=plan.local_epochs * steps_per_epoch(n, plan.sample_rate),
         )
-        budget = scenario.budgets.get(data.name, scenario.budget.epsilon)
-        epsilon = compute_epsilon(
-            [step], delta=scenario.budget.delta, accountant=plan.dp.accountant
+        account = InstitutionAccount(
+            institution=data.name,
+            budget=PrivacyBudget(
+                epsilon=scenario.budgets.get(data.name, scenario.budget.epsilon),
+                delta=scenario.budget.delta,
+            ),
+            history=MemoryHistory(),
+            accountant=plan.dp.accountant,
         )
-        if epsilon > budget:
-            costs[data.name] = (epsilon, budget)
+        try:
+            account.check([step])
+        except BudgetExceededError as exc:
+            costs[data.name] = (exc.epsilon_projected, exc.epsilon_budget)
     if len(costs) > scenario.num_institutions - 2:
         worst = min(costs.items(), key=lambda item: item[1][0])
         raise BudgetSpentError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from client.processes import ProcessGroup, child_env, executable
+from client.contract.processes import ProcessGroup, child_env, executable
 from server.deployment.flwr_cli import flwr_home, write_connection
 from server.deployment.superlink import (
     RefusalWatcher,

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from client.processes import child_env, executable
+from client.contract.processes import child_env, executable
 from server.errors import ServerError
 
 logger = logging.getLogger(__name__)

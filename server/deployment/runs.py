@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.processes import child_env
+from client.contract.processes import child_env
 from privacy.errors import ConfigError
 from server.deployment.flwr_cli import (
     CONNECTION,

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from client.report import FitReport
+from client.contract.report import FitReport
 from privacy.errors import ConfigError
 from server.errors import NotFoundError
 from server.records import RoundRecord, json_safe

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from client.processes import ProcessGroup
+from client.contract.processes import ProcessGroup
 
 
 def test_output_is_passed_through_logged_and_watched(tmp_path):
@@ -69,7 +69,7 @@ def test_sigterm_to_the_command_stops_its_children():
 
 
 def test_a_missing_program_is_a_clear_error():
-    from client.processes import executable
+    from client.contract.processes import executable
     from privacy.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not installed"):

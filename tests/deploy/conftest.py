@@ -23,11 +23,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from client.models import ModelSpec, build_model, get_weights, set_weights
-from client.plan import TrainingPlan
-from client.preprocessing import PreprocessingSpec
-from client.profile import ProfileLayout, ReferenceProfile, encode_frame
-from client.report import FitReport
+from client.contract.architecture import ModelSpec
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ProfileLayout, ReferenceProfile, encode_frame
+from client.contract.report import FitReport
+from client.models import build_model, get_weights, set_weights
 from client.training import train_locally
 from deploy.api import create_app
 from deploy.registration import export_and_register

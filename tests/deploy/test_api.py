@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from client.models import ModelSpec, build_model, set_weights
+from client.contract.architecture import ModelSpec
+from client.models import build_model, set_weights
 from deploy.serving_model import frame_to_rows
 from server.store import repository as repo
 

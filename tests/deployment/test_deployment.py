@@ -31,8 +31,9 @@ from flwr.simulation import run_simulation
 from sqlalchemy import select
 
 from client.app import create_client_app
+from client.contract.architecture import ModelSpec
 from client.join import free_port
-from client.models import ModelSpec, build_model, get_weights
+from client.models import build_model, get_weights
 from privacy.config import PrivacyBudget
 from server.checkpoints import RunCheckpoint
 from server.config import federation_settings_from_run_config

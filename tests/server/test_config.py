@@ -50,7 +50,7 @@ def test_malformed_run_config_names_the_key(overrides, error, phrase):
 
 
 def test_a_noisy_profile_reaches_the_plan_and_the_wire():
-    from client.plan import TrainingPlan
+    from client.contract.plan import TrainingPlan
     from server.config import federation_settings_from_run_config
 
     noisy = federation_settings_from_run_config({"profile-noise-multiplier": 4.0}).plan

@@ -15,8 +15,8 @@ from flwr.common import (
 from flwr.server import SimpleClientManager
 from flwr.server.compat.grid_client_proxy import GridClientProxy
 
-from client.plan import TrainingPlan
-from client.report import FitReport
+from client.contract.plan import TrainingPlan
+from client.contract.report import FitReport
 from privacy.config import DPConfig
 from privacy.errors import ConfigError
 from server.config import FederationSettings, SecAggSettings

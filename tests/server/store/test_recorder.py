@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from client.report import FitReport
+from client.contract.report import FitReport
 from server.errors import PermissionDeniedError
 from server.records import Institution, RoundRecord, RunResult, RunStart
 from server.store import audit

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from client.report import FitReport
+from client.contract.report import FitReport
 from privacy.errors import ConfigError
 from server.errors import ConflictError, NotFoundError, PermissionDeniedError
 from server.records import RoundRecord

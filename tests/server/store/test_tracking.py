@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from client.report import FitReport
+from client.contract.report import FitReport
 from server.errors import NotFoundError, PermissionDeniedError
 from server.records import RoundRecord
 from server.store import audit, tracking

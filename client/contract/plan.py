@@ -12,18 +12,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.models import MODELS, ModelSpec
-from client.preprocessing import PreprocessingSpec
+from client.contract.architecture import MODEL_NAMES, ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.wire import PROFILE_NOISE_KEY
 from privacy.config import DPConfig
 from privacy.errors import ConfigError, UnknownNameError
-
-TASK_KEY = "fw.task"
-TASK_SUMMARY = "summary"
-TASK_TRAIN = "train"
-TASK_EVALUATE = "evaluate"
-TASK_INIT = "init"
-TASK_PROFILE = "profile"
-PROFILE_NOISE_KEY = "fw.profile-noise-multiplier"
+from privacy.sampling import batches_per_epoch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,8 +39,8 @@ class TrainingPlan:
     one: derived training noise leaves room for it in each institution's budget."""
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise UnknownNameError("model", self.model, MODELS)
+        if self.model not in MODEL_NAMES:
+            raise UnknownNameError("model", self.model, MODEL_NAMES)
         if self.hidden < 1:
             raise ConfigError(f"hidden units must be >= 1, got {self.hidden}")
         if self.num_rounds < 1:
@@ -76,64 +70,38 @@ class TrainingPlan:
         """
         if self.update_clip_norm is not None:
             return self.update_clip_norm
-        steps = self.local_epochs * max(1, int(1 / self.sample_rate))
+        steps = self.local_epochs * batches_per_epoch(self.sample_rate)
         return self.learning_rate * self.dp.max_grad_norm * steps
 
     def to_config(self) -> dict[str, Any]:
-        """Flat ``fw.*`` keys for Flower's config records."""
-        dp = self.dp
+        """Flat ``fw.*`` keys for Flower's config records (``None`` travels as -1)."""
+        values = {
+            **{name: getattr(self, name) for name in _PLAN_FIELDS},
+            **{name: getattr(self.dp, name) for name in _DP_FIELDS},
+            "update_clip_norm": self.effective_update_clip_norm,
+            "dp": self.dp.enabled,
+        }
         return {
-            "fw.model": self.model,
-            "fw.hidden": self.hidden,
-            "fw.num-rounds": self.num_rounds,
-            "fw.local-epochs": self.local_epochs,
-            "fw.learning-rate": self.learning_rate,
-            "fw.sample-rate": self.sample_rate,
-            "fw.seed": self.seed,
-            "fw.update-clip-norm": self.effective_update_clip_norm,
-            "fw.uniform-weights": self.uniform_weights,
-            "fw.dp": dp.enabled,
-            "fw.noise-multiplier": -1.0 if dp.noise_multiplier is None else dp.noise_multiplier,
-            "fw.target-epsilon": -1.0 if dp.target_epsilon is None else dp.target_epsilon,
-            "fw.max-grad-norm": dp.max_grad_norm,
-            "fw.target-delta": dp.target_delta,
-            "fw.accountant": dp.accountant,
-            PROFILE_NOISE_KEY: (
-                -1.0 if self.profile_noise_multiplier is None else self.profile_noise_multiplier
-            ),
+            _key(name): -1.0 if value is None else value for name, value in values.items()
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TrainingPlan:
         """Parse the ``fw.*`` keys; a missing or malformed key raises ``ConfigError``."""
         try:
-            noise = float(config["fw.noise-multiplier"])
-            target = float(config["fw.target-epsilon"])
-            profile_noise = float(config.get(PROFILE_NOISE_KEY, -1.0))
-            return cls(
-                model=str(config["fw.model"]),
-                hidden=int(config["fw.hidden"]),
-                num_rounds=int(config["fw.num-rounds"]),
-                local_epochs=int(config["fw.local-epochs"]),
-                learning_rate=float(config["fw.learning-rate"]),
-                sample_rate=float(config["fw.sample-rate"]),
-                seed=int(config["fw.seed"]),
-                update_clip_norm=float(config["fw.update-clip-norm"]),
-                uniform_weights=bool(config["fw.uniform-weights"]),
-                dp=DPConfig(
-                    enabled=bool(config["fw.dp"]),
-                    noise_multiplier=None if noise < 0 else noise,
-                    target_epsilon=None if target < 0 else target,
-                    max_grad_norm=float(config["fw.max-grad-norm"]),
-                    target_delta=float(config["fw.target-delta"]),
-                    accountant=str(config["fw.accountant"]),
-                ),
-                profile_noise_multiplier=None if profile_noise <= 0 else profile_noise,
-            )
+            required = [n for n in (*_PLAN_FIELDS, *_DP_FIELDS, "dp") if n not in _DEFAULTED]
+            raw = {name: config[_key(name)] for name in required}
+            raw["profile_noise_multiplier"] = config.get(PROFILE_NOISE_KEY, -1.0)
+            values = {name: _TYPES[name](value) for name, value in raw.items()}
         except KeyError as exc:
             raise ConfigError(f"round config lacks {exc.args[0]!r}") from exc
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"round config is malformed: {exc}") from exc
+        for name in _OPTIONAL:
+            if values[name] <= 0:
+                values[name] = None
+        dp = DPConfig(enabled=values.pop("dp"), **{name: values.pop(name) for name in _DP_FIELDS})
+        return cls(**values, dp=dp)
 
     def model_spec(self, preprocessing: PreprocessingSpec) -> ModelSpec:
         """The architecture this plan trains on data preprocessed by ``preprocessing``."""
@@ -144,6 +112,48 @@ class TrainingPlan:
             hidden=self.hidden,
             image_shape=_image_shape(preprocessing),
         )
+
+
+_PLAN_FIELDS = (
+    "model",
+    "hidden",
+    "num_rounds",
+    "local_epochs",
+    "learning_rate",
+    "sample_rate",
+    "seed",
+    "update_clip_norm",
+    "uniform_weights",
+    "profile_noise_multiplier",
+)
+_DP_FIELDS = ("noise_multiplier", "target_epsilon", "max_grad_norm", "target_delta", "accountant")
+_DEFAULTED = ("profile_noise_multiplier",)
+"""Fields an older coordinator may not send."""
+_OPTIONAL = ("noise_multiplier", "target_epsilon", "profile_noise_multiplier")
+"""Fields where ``None`` ("not set") travels as -1."""
+_TYPES: dict[str, Any] = {
+    "model": str,
+    "hidden": int,
+    "num_rounds": int,
+    "local_epochs": int,
+    "learning_rate": float,
+    "sample_rate": float,
+    "seed": int,
+    "update_clip_norm": float,
+    "uniform_weights": bool,
+    "profile_noise_multiplier": float,
+    "noise_multiplier": float,
+    "target_epsilon": float,
+    "max_grad_norm": float,
+    "target_delta": float,
+    "accountant": str,
+    "dp": bool,
+}
+
+
+def _key(name: str) -> str:
+    """A plan field's key on the wire: ``num_rounds`` travels as ``fw.num-rounds``."""
+    return "fw." + name.replace("_", "-")
 
 
 def _image_shape(preprocessing: PreprocessingSpec) -> tuple[int, int] | None:

@@ -29,8 +29,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema
 from client.errors import DataError
-from client.schema import CategoricalFeature, NumericFeature, TableSchema
 
 FINE_BINS = 100
 PROFILE_FORMAT = 1
