@@ -25,7 +25,7 @@ import torch
 
 from client.contract.plan import TrainingPlan
 from client.contract.preprocessing import PreprocessingSpec
-from client.contract.profile import ProfileLayout, encode_frame, profile_shares
+from client.contract.profile import PROFILE_NOISY_RANGE, ProfileLayout, encode_frame, profile_shares
 from client.contract.report import FitReport
 from client.contract.wire import PROFILE_NOISE_KEY
 from client.data import InstitutionData
@@ -36,8 +36,6 @@ from privacy.errors import BudgetExceededError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-PROFILE_NOISY_RANGE = 4.0
-"""Bound on a noisy share (noise can push a share past [0, 1]); secure aggregation's range."""
 
 
 @dataclass(frozen=True)

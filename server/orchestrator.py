@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,7 +50,7 @@ from server.checkpoints import RunCheckpoint
 from server.config import FederationSettings
 from server.errors import FederationError
 from server.federated_strategy import FedwardenStrategy, SchedulingClientManager
-from server.profiling import assemble_profile, profile_settings_from_run_config, profile_task
+from server.profiling import assemble_profile, profile_task
 from server.records import Institution, RoundRecord, RunObserver, RunResult, RunStart
 from server.strategies import build_strategy
 from server.workflows import Workflow, evaluate_workflow, plain_fit_workflow, secure_fit_workflow
@@ -64,15 +64,10 @@ class Federation:
     """Runs one federation with ``settings``, reporting to ``observers``."""
 
     def __init__(
-        self,
-        settings: FederationSettings,
-        observers: Sequence[RunObserver] = (),
-        *,
-        run_config: Mapping[str, Any] | None = None,
+        self, settings: FederationSettings, observers: Sequence[RunObserver] = ()
     ) -> None:
         self.settings = settings
         self.observers = list(observers)
-        self.run_config = dict(run_config or {})
 
     def run(
         self, grid: Grid, context: Context, *, resume: RunCheckpoint | None = None
@@ -177,7 +172,7 @@ class Federation:
                 weights=_weights(legacy),
                 preprocessing=preprocessing,
                 model_spec=model_spec,
-                run_config=self.run_config,
+                run_config=dict(self.settings.run_config),
             )
             record = _record(strategy, server_round, secagg, time.perf_counter() - began)
             record = replace(record, checkpoint=checkpoint)
@@ -365,7 +360,7 @@ class Federation:
         server_round: int,
     ) -> tuple[ReferenceProfile | None, list[FitReport]]:
         """The federation's reference profile under ``weights`` (when the run config asks)."""
-        profile_settings = profile_settings_from_run_config(self.run_config)
+        profile_settings = self.settings.profile
         if not profile_settings.enabled:
             return None, []
         bound = profile_settings.value_range

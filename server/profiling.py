@@ -11,9 +11,7 @@ institution's histogram, reaches the coordinator.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,59 +27,10 @@ from client.contract.wire import (
     TASK_KEY,
     TASK_PROFILE,
 )
-from client.profiling import PROFILE_NOISY_RANGE
 from privacy.errors import ConfigError
+from server.config import ProfileSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProfileSettings:
-    """Whether a run ends with a reference profile, and the DP noise on its counts.
-
-    Parameters
-    ----------
-    enabled : bool
-        Compute the profile after the last round (run config ``profile``).
-    noise_multiplier : float, optional
-        σ of the Gaussian noise each institution adds to its counts, relative
-        to their L2 sensitivity (run config ``profile-noise-multiplier``);
-        ``None`` sends exact counts, protected by secure aggregation only.
-    """
-
-    enabled: bool = True
-    noise_multiplier: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.noise_multiplier is not None and not (
-            self.noise_multiplier > 0 and math.isfinite(self.noise_multiplier)
-        ):
-            raise ConfigError(
-                f"profile noise multiplier must be > 0, got {self.noise_multiplier}",
-                noise_multiplier=self.noise_multiplier,
-            )
-
-    @property
-    def value_range(self) -> float:
-        """Largest absolute share an institution sends (SecAgg+'s clipping range)."""
-        return 1.0 if self.noise_multiplier is None else PROFILE_NOISY_RANGE
-
-
-def profile_settings_from_run_config(run_config: Mapping[str, Any]) -> ProfileSettings:
-    """``profile`` (default true) and ``profile-noise-multiplier`` ("" = none) of a run config."""
-    enabled = run_config.get("profile", True)
-    if isinstance(enabled, str):
-        if enabled.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            raise ConfigError(f"run config 'profile' must be true or false, got {enabled!r}")
-        enabled = enabled.lower() in ("true", "1", "yes", "on")
-    noise = run_config.get("profile-noise-multiplier", "")
-    try:
-        sigma = None if noise in ("", None) else float(noise)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"run config 'profile-noise-multiplier' must be float, got {noise!r}"
-        ) from exc
-    return ProfileSettings(enabled=bool(enabled), noise_multiplier=sigma)
 
 
 def profile_task(

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -53,13 +53,10 @@ class SimulationOutcome:
     result: RunResult
     baseline: BaselineResult | None
     wall_time_s: float
-    run_config: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(
-    scenario: Scenario, run_config: Mapping[str, Any]
-) -> tuple[dict[str, Any], FederationSettings]:
-    """The run config the ServerApp will see, and its settings.
+def prepare(scenario: Scenario, run_config: Mapping[str, Any]) -> FederationSettings:
+    """The run's settings, translated once from ``run_config`` (kebab-case keys).
 
     Raises on a bad setting, and on a run no institution could train a single
     round of (an explicit noise multiplier whose first round already costs more
@@ -74,7 +71,7 @@ def prepare(
             f"model 'cnn' needs images; dataset {scenario.dataset!r} is a table (use logreg or mlp)"
         )
     _check_budgets(scenario, settings)
-    return merged, settings
+    return settings
 
 
 def _check_budgets(scenario: Scenario, settings: FederationSettings) -> None:
@@ -120,22 +117,19 @@ def _check_budgets(scenario: Scenario, settings: FederationSettings) -> None:
 
 def simulate(
     scenario: Scenario,
-    run_config: Mapping[str, Any],
+    settings: FederationSettings,
     *,
     observers: Sequence[RunObserver] = (),
     backend: BackendSettings | None = None,
     baseline: bool = True,
 ) -> SimulationOutcome:
-    """Run ``scenario`` with the federation settings in ``run_config`` (kebab-case keys)."""
+    """Run ``scenario`` with ``settings`` (from ``prepare``)."""
     from flwr.simulation import run_simulation
 
     backend = backend or BackendSettings()
-    merged, settings = prepare(scenario, run_config)
     began = time.perf_counter()
     results: list[RunResult] = []
-    server_app = create_server_app(
-        run_config=merged, observers=lambda _s, _c: list(observers), results=results
-    )
+    server_app = create_server_app(settings=settings, observers=list(observers), results=results)
     client_app = create_client_app(
         data_loader=load_simulated_institution, node_config=scenario.node_config
     )
@@ -163,7 +157,6 @@ def simulate(
         result=results[0],
         baseline=reference,
         wall_time_s=time.perf_counter() - began,
-        run_config=merged,
     )
 
 

@@ -39,6 +39,10 @@ MISSING = -1
 BlockKind = Literal["numeric", "categorical", "prediction", "probability"]
 
 
+PROFILE_NOISY_RANGE = 4.0
+"""Bound on a noisy share (noise can push a share past [0, 1]); secure aggregation's range."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Block:
     """One histogram of a profile: which slots of the vector it owns and what they mean.

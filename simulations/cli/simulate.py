@@ -165,7 +165,7 @@ def simulate_command(
         "update-clip-norm": update_clip_norm,
     }
     run_config.update({key: value for key, value in optional.items() if value is not None})
-    _, settings = prepare(scenario, run_config)  # every setting is checked before Ray starts
+    settings = prepare(scenario, run_config)  # every setting is checked before Ray starts
     if not dp:
         err_console.print(
             "[bold red]DP is OFF[/]: this run trains without differential privacy; "
@@ -194,7 +194,7 @@ def simulate_command(
             with ProgressObserver(console, num_rounds=plan.num_rounds) as progress:
                 outcome = simulate(
                     scenario,
-                    run_config,
+                    settings,
                     observers=[progress, ledger, recorder],
                     backend=BackendSettings(ray_address=ray_address, verbose=verbose),
                     baseline=baseline,

@@ -39,6 +39,7 @@ from server.store import repository as repo
 from server.store.engine import Store, open_store
 from server.store.governance import bootstrap_admin, create_principal, issue_key
 from server.store.recorder import StoreRecorder
+from server.store.settings import StoreSettings
 from simulations.scenario import Scenario
 
 
@@ -130,7 +131,7 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
 
 
 def settings_for(url: str, **changes: object) -> ServeSettings:
-    return ServeSettings(database_url=url, poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
+    return ServeSettings(store=StoreSettings.load(url), poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture
