@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from client.contract.errors import DataError, SchemaError
 from client.contract.schema import (
     CategoricalFeature,
     NumericFeature,
@@ -27,7 +28,6 @@ from client.contract.schema import (
     load_schema,
     validate_frame,
 )
-from client.errors import DataError, SchemaError
 from privacy.errors import UnknownNameError
 
 logger = logging.getLogger(__name__)

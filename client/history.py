@@ -16,7 +16,7 @@ from typing import cast
 
 from flwr.app import ConfigRecord, RecordDict
 
-from client.errors import DataError
+from client.contract.errors import DataError
 from privacy.account import HistoryStore
 from privacy.accounting import AccountingStep
 

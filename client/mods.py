@@ -23,16 +23,12 @@ from flwr.compat.common import recorddict_compat as compat
 
 from client.contract.wire import TASK_KEY, TASK_PROFILE, TASK_SUMMARY
 from client.node import NodeSettings
-from privacy.errors import PrivacyError, UpdateRejectedError
+from privacy.errors import SecureAggregationRequiredError, UpdateRejectedError
 from privacy.updates import validate_update
 
 logger = logging.getLogger(__name__)
 
 _FITINS_PARAMETERS = "fitins.parameters"
-
-
-class SecureAggregationRequiredError(PrivacyError):
-    """The coordinator asked for an update in the clear, and this institution refuses."""
 
 
 def secure_aggregation_mod_for(

@@ -20,9 +20,9 @@ import pandas as pd
 from sqlalchemy.orm import Session
 
 from client.contract.architecture import ModelSpec
+from client.contract.errors import DataError
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import ReferenceProfile
-from client.errors import DataError
 from deploy.onnx_export import ExportedModel, export_model
 from server.checkpoints import RunCheckpoint
 from server.errors import NotFoundError

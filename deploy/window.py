@@ -12,8 +12,8 @@ import threading
 
 import numpy as np
 
+from client.contract.errors import DataError
 from client.contract.profile import ProfileLayout
-from client.errors import DataError
 
 
 class SlotBinner:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from privacy.errors import ConfigError
-
-ACCOUNTANT_NAMES = ("prv", "rdp")
+from privacy.accounting import ACCOUNTANTS
+from privacy.errors import ConfigError, UnknownNameError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,12 +80,8 @@ class DPConfig:
             raise ConfigError(
                 f"δ must be in (0, 1), got {self.target_delta}", target_delta=self.target_delta
             )
-        if self.accountant not in ACCOUNTANT_NAMES:
-            raise ConfigError(
-                f"unknown accountant {self.accountant!r}; choose one of: "
-                + ", ".join(ACCOUNTANT_NAMES),
-                accountant=self.accountant,
-            )
+        if self.accountant not in ACCOUNTANTS:
+            raise UnknownNameError("accountant", self.accountant, ACCOUNTANTS)
         if self.enabled and self.noise_multiplier == 0:
             raise ConfigError(
                 "a noise multiplier of 0 gives no privacy; use --no-dp to train without DP",

@@ -51,20 +51,12 @@ from privacy.errors import ConfigError, UpdateRejectedError
 from privacy.updates import update_norm, validate_update
 from server.checkpoints import RunCheckpoint, capture_strategy_state, restore_strategy_state
 from server.config import CentralDPSettings
+from server.errors import NodeFailedError
 from server.records import Institution
 
 logger = logging.getLogger(__name__)
 
 _NORM_TOLERANCE = 1e-5
-
-
-class NodeFailedError(Exception):
-    """A node that was asked for a reply gave none (an error, or no reply in time)."""
-
-    def __init__(self, node_id: int, reason: str) -> None:
-        super().__init__(reason)
-        self.node_id = node_id
-        self.reason = reason
 
 
 @dataclass

@@ -23,7 +23,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp.grid import Grid
 
 from privacy.secagg import SecAggParameters
-from server.federated_strategy import NodeFailedError
+from server.errors import NodeFailedError
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from client.app import create_client_app
 from client.datasets import get_dataset
 from privacy.account import InstitutionAccount, MemoryHistory
 from privacy.config import PrivacyBudget
-from privacy.errors import BudgetExceededError, ConfigError, PrivacyError
+from privacy.errors import BudgetExceededError, BudgetSpentError, ConfigError
 from privacy.sampling import training_step
 from server.app import create_server_app
 from server.config import FederationSettings, federation_settings_from_run_config
@@ -30,10 +30,6 @@ from simulations.baseline import BaselineResult, pooled_baseline
 from simulations.scenario import Scenario, load_simulated_institution
 
 logger = logging.getLogger(__name__)
-
-
-class BudgetSpentError(PrivacyError):
-    """Too few institutions could afford even one round of the requested run."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from client.contract.errors import DataError
 from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema
-from client.errors import DataError
 
 _MIN_STD = 1e-6
 

@@ -29,8 +29,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from client.contract.errors import DataError
 from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema
-from client.errors import DataError
 
 FINE_BINS = 100
 PROFILE_FORMAT = 1

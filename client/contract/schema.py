@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from client.errors import SchemaError
+from client.contract.errors import SchemaError
 
 logger = logging.getLogger(__name__)
 

@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from client.contract.processes import child_env, executable
-from server.errors import ServerError
+from server.errors import FlowerCliError
 
 logger = logging.getLogger(__name__)
 
 CONNECTION = "fedwarden"
-
-
-class FlowerCliError(ServerError):
-    """A ``flwr`` command failed."""
 
 
 def flwr_home(state_dir: Path) -> Path:

@@ -26,13 +26,12 @@ from client.contract.processes import child_env
 from privacy.errors import ConfigError
 from server.deployment.flwr_cli import (
     CONNECTION,
-    FlowerCliError,
     flwr_argv,
     flwr_home,
     run_flwr,
     run_flwr_json,
 )
-from server.errors import NotFoundError
+from server.errors import FlowerCliError, NotFoundError
 
 logger = logging.getLogger(__name__)
 

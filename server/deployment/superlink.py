@@ -23,8 +23,8 @@ from pathlib import Path
 
 from privacy.errors import ConfigError
 from privacy.pki import openssh_from_pem
-from server.deployment.flwr_cli import FlowerCliError, run_flwr_json
-from server.errors import ServerError
+from server.deployment.flwr_cli import run_flwr_json
+from server.errors import FlowerCliError, ServerError
 from server.store.engine import Store
 
 logger = logging.getLogger(__name__)

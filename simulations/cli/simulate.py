@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from privacy.errors import ConfigError
+from privacy.errors import BudgetSpentError, ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -118,7 +118,7 @@ def simulate_command(
     from server.store.settings import StoreSettings
     from simulations.progress import ProgressObserver
     from simulations.report import write_outputs
-    from simulations.runner import BackendSettings, BudgetSpentError, prepare, simulate
+    from simulations.runner import BackendSettings, prepare, simulate
     from simulations.scenario import Scenario
 
     logging.basicConfig(

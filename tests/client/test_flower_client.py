@@ -7,13 +7,13 @@ import pytest
 from flwr.app import RecordDict
 from opacus.accountants import PRVAccountant
 
+from client.contract.errors import DataError
 from client.contract.plan import TrainingPlan
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.report import FitReport
 from client.contract.schema import validate_frame
 from client.contract.wire import TASK_INIT, TASK_KEY, TASK_SUMMARY
 from client.data import holdout_split
-from client.errors import DataError
 from client.flower_client import InstitutionClient
 from client.history import FileHistory, StateHistory
 from client.node import NodeSettings

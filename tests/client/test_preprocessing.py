@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from client.contract.errors import DataError
 from client.contract.preprocessing import PreprocessingSpec, summarize, summary_size
 from client.contract.schema import validate_frame
 from client.datasets import get_dataset
-from client.errors import DataError
 
 
 def test_summary_entries_are_shares_in_unit_interval(small_schema, small_rows):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from client.contract.errors import DataError
 from client.contract.profile import FINE_BINS, ProfileLayout, ReferenceProfile, encode_frame
 from client.datasets import get_dataset
-from client.errors import DataError
 
 SCHEMA = get_dataset("heart-disease").schema
 

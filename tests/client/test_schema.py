@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from client.contract.errors import SchemaError
 from client.contract.schema import TableSchema, canonical, load_schema, validate_frame
-from client.errors import SchemaError
 
 
 def test_valid_rows_come_back_typed_and_in_schema_order(small_schema, small_rows):

@@ -20,7 +20,8 @@ from client.contract.report import FitReport
 from privacy.config import DPConfig
 from privacy.errors import ConfigError
 from server.config import FederationSettings, SecAggSettings
-from server.federated_strategy import FedwardenStrategy, NodeFailedError, SchedulingClientManager
+from server.errors import NodeFailedError
+from server.federated_strategy import FedwardenStrategy, SchedulingClientManager
 from server.records import Institution
 from server.strategies import StrategySettings, build_strategy
 
