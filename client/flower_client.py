@@ -35,7 +35,7 @@ from client.contract.wire import (
 from client.data import InstitutionData
 from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
-from client.profiling import institution_profile, model_probabilities, noise_multiplier_of
+from client.profile_release import institution_profile, model_probabilities, noise_multiplier_of
 from client.training import evaluate_model, train_locally
 from privacy.account import HistoryStore, InstitutionAccount
 from privacy.accounting import AccountingStep, noise_multiplier_for
@@ -277,7 +277,7 @@ def _derived_noise(
     profile_noise: float | None = None,
 ) -> float:
     # A noisy reference profile after the last round is one more Gaussian release of
-    # the same rows (``client.profiling``): the training noise leaves room for it.
+    # the same rows (``client.profile_release``): the training noise leaves room for it.
     reserved = (
         ()
         if profile_noise is None

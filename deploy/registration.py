@@ -24,7 +24,7 @@ from client.contract.errors import DataError
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import ReferenceProfile
 from deploy.onnx_export import ExportedModel, export_model
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.errors import NotFoundError
 from server.store import repository as repo
 from server.store.engine import Store

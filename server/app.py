@@ -17,12 +17,12 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
 from server.ledger import LedgerObserver
 from server.orchestrator import Federation
-from server.records import RoundRecord, RunObserver, RunResult, RunStart
+from server.run_events import RoundRecord, RunObserver, RunResult, RunStart
 
 logger = logging.getLogger(__name__)
 

@@ -49,10 +49,10 @@ from client.contract.wire import (
 from privacy.accounting import AccountingStep, compute_epsilon
 from privacy.errors import ConfigError, UpdateRejectedError
 from privacy.updates import update_norm, validate_update
-from server.checkpoints import RunCheckpoint, capture_strategy_state, restore_strategy_state
+from server.checkpoint_format import RunCheckpoint, capture_strategy_state, restore_strategy_state
 from server.config import CentralDPSettings
 from server.errors import NodeFailedError
-from server.records import Institution
+from server.run_events import Institution
 
 logger = logging.getLogger(__name__)
 

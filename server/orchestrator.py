@@ -46,12 +46,12 @@ from client.contract.schema import TableSchema
 from client.contract.wire import PREPROCESSING_KEY, TASK_INIT, TASK_KEY, TASK_SUMMARY, CensusReply
 from privacy.errors import ConfigError
 from privacy.secagg import SecAggParameters, derive_secagg_parameters
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.config import FederationSettings
 from server.errors import FederationError
 from server.federated_strategy import FedwardenStrategy, SchedulingClientManager
-from server.profiling import assemble_profile, profile_task
-from server.records import Institution, RoundRecord, RunObserver, RunResult, RunStart
+from server.reference_profile import assemble_profile, profile_task
+from server.run_events import Institution, RoundRecord, RunObserver, RunResult, RunStart
 from server.strategies import build_strategy
 from server.workflows import Workflow, evaluate_workflow, plain_fit_workflow, secure_fit_workflow
 

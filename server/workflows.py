@@ -9,13 +9,13 @@ consortium needs: a reply timeout, and failures that name the node.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import flwr.compat.common.recorddict_compat as compat
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.common import Code, EvaluateRes, FitRes
+from flwr.common import Code, Parameters
 from flwr.server import LegacyContext
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -28,6 +28,8 @@ from server.errors import NodeFailedError
 logger = logging.getLogger(__name__)
 
 Workflow = Callable[[Grid, LegacyContext], None]
+Ins = TypeVar("Ins")
+Res = TypeVar("Res", bound=Any)
 
 
 def current_round(context: LegacyContext) -> int:
@@ -62,35 +64,23 @@ def plain_fit_workflow(*, timeout_s: float | None) -> Workflow:
 
     def workflow(grid: Grid, context: LegacyContext) -> None:
         server_round = current_round(context)
-        parameters = compat.arrayrecord_to_parameters(
-            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
-        )
         instructions = context.strategy.configure_fit(
-            server_round=server_round, parameters=parameters, client_manager=context.client_manager
+            server_round=server_round,
+            parameters=_parameters(context),
+            client_manager=context.client_manager,
         )
         if not instructions:
             logger.info("round %d: no institution selected for training", server_round)
             return
-        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
-        messages = [
-            Message(
-                content=compat.fitins_to_recorddict(ins, True),
-                dst_node_id=proxy.node_id,
-                message_type=MessageType.TRAIN,
-                group_id=str(server_round),
-            )
-            for proxy, ins in instructions
-        ]
-        replies, node_failures = _exchange(grid, messages, timeout_s)
-        results: list[tuple[ClientProxy, FitRes]] = []
-        failures: list[tuple[ClientProxy, FitRes] | BaseException] = list(node_failures)
-        for reply in replies:
-            fitres = compat.recorddict_to_fitres(reply.content, keep_input=False)
-            proxy = proxies[reply.metadata.src_node_id]
-            if fitres.status.code == Code.OK:
-                results.append((proxy, fitres))
-            else:
-                failures.append(NodeFailedError(proxy.node_id, fitres.status.message))
+        results, failures = _round_trip(
+            grid,
+            instructions,
+            encode=compat.fitins_to_recorddict,
+            decode=lambda content: compat.recorddict_to_fitres(content, keep_input=False),
+            message_type=MessageType.TRAIN,
+            server_round=server_round,
+            timeout_s=timeout_s,
+        )
         aggregated, metrics = context.strategy.aggregate_fit(server_round, results, failures)
         if aggregated is not None:
             context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
@@ -122,37 +112,65 @@ def evaluate_workflow(*, timeout_s: float | None) -> Workflow:
 
     def workflow(grid: Grid, context: LegacyContext) -> None:
         server_round = current_round(context)
-        parameters = compat.arrayrecord_to_parameters(
-            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
-        )
         instructions = context.strategy.configure_evaluate(
-            server_round=server_round, parameters=parameters, client_manager=context.client_manager
+            server_round=server_round,
+            parameters=_parameters(context),
+            client_manager=context.client_manager,
         )
         if not instructions:
             return
-        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
-        messages = [
-            Message(
-                content=compat.evaluateins_to_recorddict(ins, True),
-                dst_node_id=proxy.node_id,
-                message_type=MessageType.EVALUATE,
-                group_id=str(server_round),
-            )
-            for proxy, ins in instructions
-        ]
-        replies, node_failures = _exchange(grid, messages, timeout_s)
-        results: list[tuple[ClientProxy, EvaluateRes]] = []
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException] = list(node_failures)
-        for reply in replies:
-            evalres = compat.recorddict_to_evaluateres(reply.content)
-            proxy = proxies[reply.metadata.src_node_id]
-            if evalres.status.code == Code.OK:
-                results.append((proxy, evalres))
-            else:
-                failures.append(NodeFailedError(proxy.node_id, evalres.status.message))
+        results, failures = _round_trip(
+            grid,
+            instructions,
+            encode=compat.evaluateins_to_recorddict,
+            decode=compat.recorddict_to_evaluateres,
+            message_type=MessageType.EVALUATE,
+            server_round=server_round,
+            timeout_s=timeout_s,
+        )
         loss, metrics = context.strategy.aggregate_evaluate(server_round, results, failures)
         if loss is not None:
             context.history.add_loss_distributed(server_round=server_round, loss=loss)
             context.history.add_metrics_distributed(server_round=server_round, metrics=metrics)
 
     return workflow
+
+
+def _parameters(context: LegacyContext) -> Parameters:
+    return compat.arrayrecord_to_parameters(
+        context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+    )
+
+
+def _round_trip(
+    grid: Grid,
+    instructions: Sequence[tuple[ClientProxy, Ins]],
+    *,
+    encode: Callable[[Ins, bool], RecordDict],
+    decode: Callable[[RecordDict], Res],
+    message_type: str,
+    server_round: int,
+    timeout_s: float | None,
+) -> tuple[list[tuple[ClientProxy, Res]], list[tuple[ClientProxy, Res] | BaseException]]:
+    """Send each node its instruction; the OK replies, and a named failure for each other."""
+    proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+    messages = [
+        Message(
+            content=encode(ins, True),
+            dst_node_id=proxy.node_id,
+            message_type=message_type,
+            group_id=str(server_round),
+        )
+        for proxy, ins in instructions
+    ]
+    replies, node_failures = _exchange(grid, messages, timeout_s)
+    results: list[tuple[ClientProxy, Res]] = []
+    failures: list[tuple[ClientProxy, Res] | BaseException] = list(node_failures)
+    for reply in replies:
+        res = decode(reply.content)
+        proxy = proxies[reply.metadata.src_node_id]
+        if res.status.code == Code.OK:
+            results.append((proxy, res))
+        else:
+            failures.append(NodeFailedError(proxy.node_id, res.status.message))
+    return results, failures

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from server.records import json_safe
+from server.run_events import json_safe
 from simulations.runner import SimulationOutcome
 
 SUMMARY_FILE = "summary.json"

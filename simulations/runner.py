@@ -25,7 +25,7 @@ from privacy.sampling import training_step
 from server.app import create_server_app
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
-from server.records import RunObserver, RunResult
+from server.run_events import RunObserver, RunResult
 from simulations.baseline import BaselineResult, pooled_baseline
 from simulations.scenario import Scenario, load_simulated_institution
 

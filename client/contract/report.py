@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from privacy.errors import ConfigError
+from privacy.ledger import LedgerRecord
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +37,21 @@ class FitReport:
     update_norm: float = 0.0
     update_clipped: bool = False
     schema_fingerprint: str = ""
+
+    def to_ledger_record(self) -> LedgerRecord:
+        """What this report puts in the privacy ledger (a refused round took no steps)."""
+        return LedgerRecord(
+            institution=self.institution,
+            round=self.round,
+            steps=0 if self.refused else self.steps,
+            sample_rate=self.sample_rate,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            refused=self.refused,
+            reason=self.reason,
+        )
 
     def to_metrics(self) -> dict[str, Any]:
         return {f"fw.{key}": value for key, value in asdict(self).items()}

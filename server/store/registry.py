@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from privacy.errors import ConfigError, FedwardenError
 from server.errors import ConflictError, NotFoundError
-from server.records import json_safe
+from server.run_events import json_safe
 from server.store import audit, rbac
 from server.store.locks import LockPurpose, lock_for_transaction
 from server.store.models import (

@@ -33,8 +33,8 @@ from client.training import train_locally
 from deploy.api import create_app
 from deploy.registration import export_and_register
 from deploy.settings import ServeSettings
-from server.checkpoints import RunCheckpoint
-from server.records import Institution, RoundRecord, RunResult, RunStart
+from server.checkpoint_format import RunCheckpoint
+from server.run_events import Institution, RoundRecord, RunResult, RunStart
 from server.store import repository as repo
 from server.store.engine import Store, open_store
 from server.store.governance import bootstrap_admin, create_principal, issue_key

@@ -22,7 +22,7 @@ from privacy.errors import ConfigError
 from server.config import FederationSettings, SecAggSettings
 from server.errors import NodeFailedError
 from server.federated_strategy import FedwardenStrategy, SchedulingClientManager
-from server.records import Institution
+from server.run_events import Institution
 from server.strategies import StrategySettings, build_strategy
 
 GLOBAL = [np.zeros((2, 3), dtype=np.float32), np.zeros(2, dtype=np.float32)]

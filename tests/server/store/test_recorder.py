@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from client.contract.report import FitReport
 from server.errors import PermissionDeniedError
-from server.records import Institution, RoundRecord, RunResult, RunStart
+from server.run_events import Institution, RoundRecord, RunResult, RunStart
 from server.store import audit
 from server.store.models import Institution as InstitutionRow
 from server.store.models import LedgerEntry, Principal, Round, Run

@@ -7,8 +7,8 @@ from cryptography.hazmat.primitives import serialization
 
 from privacy.errors import ConfigError
 from privacy.pki import create_ca, fingerprint, generate_node_key, issue_server_certificate
-from server.deployment.flwr_cli import write_connection
-from server.deployment.superlink import RefusalWatcher, SuperLinkSettings, superlink_argv
+from server.engine.flwr_cli import write_connection
+from server.engine.superlink import RefusalWatcher, SuperLinkSettings, superlink_argv
 from server.store import audit
 from server.store.engine import open_store
 

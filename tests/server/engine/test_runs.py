@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from privacy.errors import ConfigError
-from server.deployment.runs import (
+from server.engine.runs import (
     RunRecord,
     _toml,
     check_run_config,

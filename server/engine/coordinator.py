@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 
 from client.contract.processes import ProcessGroup, child_env, executable
-from server.deployment.flwr_cli import flwr_home, write_connection
-from server.deployment.superlink import (
+from server.engine.flwr_cli import flwr_home, write_connection
+from server.engine.superlink import (
     RefusalWatcher,
     SuperLinkSettings,
     push_node_keys,

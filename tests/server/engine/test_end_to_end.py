@@ -35,10 +35,10 @@ from client.contract.architecture import ModelSpec
 from client.join import free_port
 from client.models import build_model, get_weights
 from privacy.config import PrivacyBudget
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.config import federation_settings_from_run_config
 from server.orchestrator import Federation
-from server.records import RunResult
+from server.run_events import RunResult
 from server.store.engine import Store, open_store
 from server.store.models import AuditEvent, Checkpoint, Institution, LedgerEntry, Round
 from simulations.scenario import Scenario, load_simulated_institution

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from privacy.errors import ConfigError
 from privacy.pki import openssh_from_pem
-from server.deployment.flwr_cli import run_flwr_json
+from server.engine.flwr_cli import run_flwr_json
 from server.errors import FlowerCliError, ServerError
 from server.store.engine import Store
 

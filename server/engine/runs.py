@@ -24,7 +24,7 @@ from typing import Any
 
 from client.contract.processes import child_env
 from privacy.errors import ConfigError
-from server.deployment.flwr_cli import (
+from server.engine.flwr_cli import (
     CONNECTION,
     flwr_argv,
     flwr_home,

@@ -2,7 +2,7 @@
 
 After the last round the coordinator sends the final global weights with a
 ``profile`` task; each institution replies with per-row shares of its training
-rows and of the model's predictions on them (``client.profiling``), averaged by
+rows and of the model's predictions on them (``client.profile_release``), averaged by
 rows through secure aggregation where the run uses it. The average times the
 rows that contributed is the federation's count vector: no row, and no single
 institution's histogram, reaches the coordinator.

@@ -14,7 +14,7 @@ import numpy as np
 
 from client.contract.profile import ReferenceProfile
 from client.contract.report import FitReport
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 
 
 @dataclass(frozen=True, kw_only=True)
