@@ -20,8 +20,8 @@ from flwr.serverapp import Grid, ServerApp
 from server.checkpoint_format import RunCheckpoint
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
+from server.federation import Federation
 from server.ledger import LedgerObserver
-from server.orchestrator import Federation
 from server.run_events import RoundRecord, RunObserver, RunResult, RunStart
 
 logger = logging.getLogger(__name__)

@@ -151,6 +151,16 @@ class FederationSettings:
         if self.central_dp is not None and not self.plan.uniform_weights:
             raise ConfigError("central DP needs equally weighted institutions (uniform weights)")
 
+    def describe(self) -> dict[str, Any]:
+        """What a run records of its settings (in the store and its checkpoints)."""
+        return {
+            "plan": self.plan.to_config(),
+            "strategy": self.strategy.name,
+            "secagg": self.secagg is not None,
+            "min_institutions": self.min_institutions,
+            "epsilon_cap": self.epsilon_cap,
+        }
+
 
 def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSettings:
     """Translate Flower's ``run_config`` (kebab-case keys) into ``FederationSettings``.

@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import flwr.compat.common.recorddict_compat as compat
-from flwr.app import Message, RecordDict
+import numpy as np
+from flwr.app import Context, Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.common import Code, Parameters
+from flwr.common import Code, Parameters, parameters_to_ndarrays
 from flwr.server import LegacyContext
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -134,6 +135,22 @@ def evaluate_workflow(*, timeout_s: float | None) -> Workflow:
             context.history.add_metrics_distributed(server_round=server_round, metrics=metrics)
 
     return workflow
+
+
+def fresh_context(context: Context) -> Context:
+    """A copy of ``context`` with its own state, so phases do not share records."""
+    return Context(
+        run_id=context.run_id,
+        node_id=context.node_id,
+        node_config=context.node_config,
+        state=RecordDict(),
+        run_config=context.run_config,
+    )
+
+
+def global_weights(context: LegacyContext) -> list[np.ndarray]:
+    """The global weights a workflow left in the context's state."""
+    return parameters_to_ndarrays(_parameters(context))
 
 
 def _parameters(context: LegacyContext) -> Parameters:

@@ -21,7 +21,7 @@ def test_refusals_are_reported_even_when_every_institution_refused():
     # that aggregate is not finite, and the refusals must still reach the ledger.
     import numpy as np
 
-    from server.orchestrator import _AverageStrategy
+    from server.federation import _AverageStrategy
 
     strategy = _AverageStrategy(size=3, allowed={1, 2}, config={}, parameters=[], value_range=(0.0, 1.0))
     nan = np.full(3, np.nan)
@@ -40,7 +40,7 @@ def test_refusals_are_reported_even_when_every_institution_refused():
 def test_a_refusal_does_not_weigh_in_the_average():
     import numpy as np
 
-    from server.orchestrator import _AverageStrategy
+    from server.federation import _AverageStrategy
 
     strategy = _AverageStrategy(size=2, allowed={1, 2, 3}, config={}, parameters=[], value_range=(0.0, 1.0))
     strategy.aggregate_fit(

@@ -31,7 +31,7 @@ from client.models import build_model, get_weights
 from client.mods import secure_aggregation_mod, update_guard_mod
 from client.node import NodeSettings
 from server.config import federation_settings_from_run_config
-from server.orchestrator import Federation
+from server.federation import Federation
 from server.run_events import RunResult
 from simulations.scenario import Scenario, load_simulated_institution
 

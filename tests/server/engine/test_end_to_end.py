@@ -37,7 +37,7 @@ from client.models import build_model, get_weights
 from privacy.config import PrivacyBudget
 from server.checkpoint_format import RunCheckpoint
 from server.config import federation_settings_from_run_config
-from server.orchestrator import Federation
+from server.federation import Federation
 from server.run_events import RunResult
 from server.store.engine import Store, open_store
 from server.store.models import AuditEvent, Checkpoint, Institution, LedgerEntry, Round

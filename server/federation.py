@@ -1,30 +1,26 @@
-"""The coordinator's run: census, federated summary, initial model, the rounds, the profile.
+"""The coordinator's run, phase by phase: census, federated summary, initial model, the
+rounds, the reference profile.
 
 ``Federation.run`` is what the ServerApp's ``main`` calls. Each phase goes through
-Flower's grid; training rounds go through ``plain_fit_workflow`` or, with secure
-aggregation, Flower's ``SecAggPlusWorkflow``, and so do the summary from which
-the preprocessing is fitted and the reference profile drift is measured against.
+Flower's grid: the census (``server.census``); training rounds through
+``plain_fit_workflow`` or, with secure aggregation, Flower's ``SecAggPlusWorkflow``;
+the summary the preprocessing is fitted from and the reference profile drift is
+measured against as federated averages (``server.averaging``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import flwr.compat.common.recorddict_compat as compat
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.common import (
     Code,
-    FitIns,
-    FitRes,
     GetParametersIns,
-    GetPropertiesIns,
-    Parameters,
     Scalar,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
@@ -32,10 +28,7 @@ from flwr.common import (
 from flwr.common.constant import MessageTypeLegacy
 from flwr.server import LegacyContext, ServerConfig, SimpleClientManager
 from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
 from flwr.server.compat.app_utils import start_update_client_manager_thread
-from flwr.server.strategy import Strategy
-from flwr.server.strategy.aggregate import aggregate
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp.grid import Grid
 
@@ -43,22 +36,27 @@ from client.contract.preprocessing import PreprocessingSpec, summary_size
 from client.contract.profile import ProfileLayout, ReferenceProfile
 from client.contract.report import FitReport
 from client.contract.schema import TableSchema
-from client.contract.wire import PREPROCESSING_KEY, TASK_INIT, TASK_KEY, TASK_SUMMARY, CensusReply
-from privacy.errors import ConfigError
+from client.contract.wire import PREPROCESSING_KEY, TASK_INIT, TASK_KEY, TASK_SUMMARY
 from privacy.secagg import SecAggParameters, derive_secagg_parameters
+from server.averaging import FederatedAverage, federated_average
+from server.census import take_census
 from server.checkpoint_format import RunCheckpoint
 from server.config import FederationSettings
 from server.errors import FederationError
-from server.federated_strategy import FedwardenStrategy, SchedulingClientManager
+from server.federated_strategy import FedwardenStrategy
 from server.reference_profile import assemble_profile, profile_task
 from server.run_events import Institution, RoundRecord, RunObserver, RunResult, RunStart
 from server.strategies import build_strategy
-from server.workflows import Workflow, evaluate_workflow, plain_fit_workflow, secure_fit_workflow
+from server.workflows import (
+    Workflow,
+    evaluate_workflow,
+    fresh_context,
+    global_weights,
+    plain_fit_workflow,
+    secure_fit_workflow,
+)
 
 logger = logging.getLogger(__name__)
-
-_SUMMARY_TOLERANCE = 1e-3
-
 
 class Federation:
     """Runs one federation with ``settings``, reporting to ``observers``."""
@@ -98,7 +96,7 @@ class Federation:
                 f"only {manager.num_available()} of the {wanted} institutions needed connected "
                 f"within {settings.wait_timeout_s:g} s"
             )
-        institutions, schema = self._census(grid, manager)
+        institutions, schema = take_census(grid, manager, settings=self.settings)
         secure = settings.secagg is not None
         if resume is None:
             spec = self._summary(grid, context, manager, institutions, schema)
@@ -131,7 +129,7 @@ class Federation:
         if resume is not None:
             strategy.restore(resume)
         legacy = LegacyContext(
-            context=_fresh(context),
+            context=fresh_context(context),
             config=ServerConfig(num_rounds=settings.plan.num_rounds),
             strategy=strategy,
             client_manager=manager,
@@ -141,7 +139,7 @@ class Federation:
         legacy.state.config_records[MAIN_CONFIGS_RECORD] = round_config
         start = RunStart(
             institutions=sorted(institutions.values(), key=lambda i: i.name),
-            settings=_describe(settings),
+            settings=settings.describe(),
             secure=secure,
             first_round=first_round,
             preprocessing=preprocessing,
@@ -169,7 +167,7 @@ class Federation:
             evaluate(grid, legacy)
             checkpoint = strategy.checkpoint(
                 server_round=server_round,
-                weights=_weights(legacy),
+                weights=global_weights(legacy),
                 preprocessing=preprocessing,
                 model_spec=model_spec,
                 run_config=dict(self.settings.run_config),
@@ -188,13 +186,13 @@ class Federation:
             manager,
             institutions,
             schema=schema,
-            weights=_weights(legacy),
+            weights=global_weights(legacy),
             preprocessing=preprocessing,
             server_round=records[-1].round if records else first_round - 1,
         )
 
         result = RunResult(
-            weights=_weights(legacy),
+            weights=global_weights(legacy),
             model_spec=model_spec,
             preprocessing=preprocessing,
             rounds=records,
@@ -205,79 +203,6 @@ class Federation:
         for observer in self.observers:
             observer.on_run_end(result)
         return result
-
-    def _census(
-        self, grid: Grid, manager: ClientManager
-    ) -> tuple[dict[int, Institution], TableSchema]:
-        """Ask every connected node who it is; keep those that share the majority's schema."""
-        node_ids = sorted(proxy.node_id for proxy in manager.all().values())
-        content = compat.getpropertiesins_to_recorddict(GetPropertiesIns(config={}))
-        messages = [
-            Message(
-                content=content,
-                dst_node_id=node_id,
-                message_type=MessageTypeLegacy.GET_PROPERTIES,
-                group_id="census",
-            )
-            for node_id in node_ids
-        ]
-        replies: dict[int, CensusReply] = {}
-        for reply in grid.send_and_receive(messages, timeout=self.settings.round_timeout_s):
-            if reply.has_error():
-                logger.warning(
-                    "node %d did not answer the census: %s",
-                    reply.metadata.src_node_id,
-                    reply.error.reason,
-                )
-                continue
-            res = compat.recorddict_to_getpropertiesres(reply.content)
-            if res.status.code != Code.OK:
-                continue
-            try:
-                replies[reply.metadata.src_node_id] = CensusReply.from_properties(res.properties)
-            except ConfigError as exc:
-                logger.warning(
-                    "node %d sent a malformed census reply: %s", reply.metadata.src_node_id, exc
-                )
-        fingerprints = Counter(r.schema_fingerprint for r in replies.values())
-        if not fingerprints:
-            raise FederationError("no institution answered the census")
-        majority, _ = fingerprints.most_common(1)[0]
-        institutions: dict[int, Institution] = {}
-        schema: TableSchema | None = None
-        for node_id, census in replies.items():
-            if census.schema_fingerprint != majority:
-                logger.error(
-                    "leaving out %s: its schema differs from the federation's", census.institution
-                )
-                continue
-            schema = schema or TableSchema.model_validate_json(census.schema_json)
-            institutions[node_id] = Institution(
-                node_id=node_id,
-                name=census.institution,
-                num_train=census.num_train,
-                num_test=census.num_test,
-                budget_epsilon=census.budget_epsilon,
-                budget_delta=census.budget_delta,
-                require_secagg=census.require_secagg,
-            )
-        names = [i.name for i in institutions.values()]
-        if len(set(names)) != len(names):
-            raise FederationError(f"institution names repeat: {sorted(names)}")
-        if len(institutions) < self.settings.min_institutions or schema is None:
-            raise FederationError(
-                f"{len(institutions)} institution(s) share a schema; "
-                f"{self.settings.min_institutions} are needed"
-            )
-        if self.settings.secagg is None:
-            strict = sorted(i.name for i in institutions.values() if i.require_secagg)
-            if strict:
-                logger.warning(
-                    "%s require secure aggregation and will refuse rounds run without it",
-                    ", ".join(strict),
-                )
-        logger.info("census: %s", ", ".join(sorted(names)))
-        return institutions, schema
 
     def _summary(
         self,
@@ -314,38 +239,26 @@ class Federation:
         size: int,
         value_range: tuple[float, float],
     ) -> FederatedAverage | None:
-        """The row-weighted average of one vector per institution, in one fit round.
-
-        Each institution answers the task in ``config`` (with ``parameters`` as
-        the instruction's arrays) with a vector of ``size`` values within
-        ``value_range``, weighted by its rows. With secure aggregation only the
-        weighted sum is ever unmasked. ``None`` when no vector arrived.
-        """
-        strategy = _AverageStrategy(
-            size=size,
-            allowed=set(institutions),
-            config=config,
-            parameters=parameters,
-            value_range=value_range,
-        )
-        legacy = LegacyContext(
-            context=_fresh(context),
-            config=ServerConfig(num_rounds=0),
-            strategy=strategy,
-            client_manager=manager,
-        )
-        legacy.state.array_records[MAIN_PARAMS_RECORD] = ArrayRecord(parameters)
-        legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({Key.CURRENT_ROUND: 0})
+        """``federated_average`` through SecAgg+ when the run uses it, else in the clear."""
+        workflow = plain_fit_workflow(timeout_s=self.settings.round_timeout_s)
         if self.settings.secagg is not None:
             secagg = self._secagg_parameters(
                 len(institutions),
                 clipping_range=max(abs(value_range[0]), abs(value_range[1])),
                 max_weight=max(i.num_train for i in institutions.values()),
             )
-            secure_fit_workflow(secagg)(grid, legacy)
-        else:
-            plain_fit_workflow(timeout_s=self.settings.round_timeout_s)(grid, legacy)
-        return strategy.result
+            workflow = secure_fit_workflow(secagg)
+        return federated_average(
+            grid,
+            context,
+            manager,
+            allowed=set(institutions),
+            config=config,
+            parameters=parameters,
+            size=size,
+            value_range=value_range,
+            workflow=workflow,
+        )
 
     def _profile(
         self,
@@ -455,117 +368,6 @@ class Federation:
         )
 
 
-@dataclass(frozen=True)
-class FederatedAverage:
-    """A row-weighted average of the institutions' vectors, the rows behind it, their reports."""
-
-    vector: np.ndarray
-    rows: float
-    metrics: list[dict[str, Scalar]]
-
-
-class _AverageStrategy(Strategy):
-    """One fit round in which every institution sends a vector; keep their weighted average."""
-
-    def __init__(
-        self,
-        *,
-        size: int,
-        allowed: set[int],
-        config: dict[str, Scalar],
-        parameters: list[np.ndarray],
-        value_range: tuple[float, float],
-    ) -> None:
-        self.size = size
-        self.allowed = allowed
-        self.config = config
-        self.parameters = parameters
-        self.low, self.high = value_range
-        self.result: FederatedAverage | None = None
-
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return None
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        scheduler = SchedulingClientManager(client_manager, allowed=self.allowed, seed=0)
-        proxies = sorted(scheduler.all().values(), key=lambda p: p.node_id)
-        ins = FitIns(ndarrays_to_parameters(self.parameters), dict(self.config))
-        return [(proxy, ins) for proxy in proxies]
-
-    def aggregate_fit(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, FitRes]],
-        failures: list[tuple[ClientProxy, FitRes] | BaseException],
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        accepted = []
-        metrics = []
-        for proxy, res in results:
-            if res.num_examples <= 0:
-                # A refusal weighs nothing: its report counts, its vector does not. (Under
-                # SecAgg+ every result carries the unmasked aggregate, which is not finite
-                # when every institution refused.)
-                metrics.append(dict(res.metrics))
-                continue
-            arrays = parameters_to_ndarrays(res.parameters)
-            if (
-                len(arrays) != 1
-                or arrays[0].shape != (self.size,)
-                or not np.all(np.isfinite(arrays[0]))
-                or arrays[0].min() < self.low - _SUMMARY_TOLERANCE
-                or arrays[0].max() > self.high + _SUMMARY_TOLERANCE
-            ):
-                logger.error("dropping a malformed vector from node %d", proxy.node_id)
-                continue
-            metrics.append(dict(res.metrics))
-            accepted.append((arrays, res.num_examples))
-        for failure in failures:
-            logger.warning("a node's vector failed: %s", failure)
-        if accepted:
-            self.result = FederatedAverage(
-                vector=np.clip(aggregate(accepted)[0], self.low, self.high),
-                rows=float(sum(weight for _, weight in accepted)),
-                metrics=metrics,
-            )
-        elif metrics:
-            self.result = FederatedAverage(vector=np.zeros(self.size), rows=0.0, metrics=metrics)
-        return None, {}
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[Any]:
-        return []
-
-    def aggregate_evaluate(
-        self, server_round: int, results: list[Any], failures: list[Any]
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        return None, {}
-
-    def evaluate(self, server_round: int, parameters: Parameters) -> None:
-        return None
-
-
-def _weights(legacy: LegacyContext) -> list[np.ndarray]:
-    return parameters_to_ndarrays(
-        compat.arrayrecord_to_parameters(
-            legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
-        )
-    )
-
-
-def _fresh(context: Context) -> Context:
-    """A copy of ``context`` with its own state, so phases do not share records."""
-    return Context(
-        run_id=context.run_id,
-        node_id=context.node_id,
-        node_config=context.node_config,
-        state=RecordDict(),
-        run_config=context.run_config,
-    )
-
-
 def _record(
     strategy: FedwardenStrategy,
     server_round: int,
@@ -601,14 +403,3 @@ def _record(
         central_epsilon=strategy.central_epsilon(),
         duration_s=duration_s,
     )
-
-
-def _describe(settings: FederationSettings) -> dict[str, Any]:
-    plan = settings.plan
-    return {
-        "plan": {**plan.to_config()},
-        "strategy": settings.strategy.name,
-        "secagg": settings.secagg is not None,
-        "min_institutions": settings.min_institutions,
-        "epsilon_cap": settings.epsilon_cap,
-    }
