@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from client.contract.values import parse_flag
 from privacy.config import PrivacyBudget
 from privacy.errors import ConfigError
 
@@ -48,7 +49,9 @@ class NodeSettings:
                     delta=float(node_config.get("budget-delta", DEFAULT_BUDGET_DELTA)),
                 ),
                 device=str(node_config.get("device", "auto")),
-                require_secagg=_flag(node_config.get("require-secagg", False)),
+                require_secagg=parse_flag(
+                    node_config.get("require-secagg", False), name="node config require-secagg"
+                ),
                 history_path=(
                     str(node_config["history-path"]) if "history-path" in node_config else None
                 ),
@@ -63,13 +66,3 @@ class NodeSettings:
         if settings.torch_threads < 1:
             raise ConfigError(f"torch-threads must be >= 1, got {settings.torch_threads}")
         return settings
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.lower() in ("true", "1", "yes"):
-            return True
-        if value.lower() in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"expected true or false, got {value!r}")
-    return bool(value)

@@ -19,6 +19,7 @@ from typing import Any
 
 from client.contract.plan import TrainingPlan
 from client.contract.profile import PROFILE_NOISY_RANGE
+from client.contract.values import parse_flag
 from privacy.config import DPConfig
 from privacy.errors import ConfigError
 from server.strategies import ROBUST_STRATEGIES, StrategySettings
@@ -265,14 +266,7 @@ class _Reader:
         return float(self._convert(key, default, float))
 
     def flag(self, key: str, default: bool) -> bool:
-        value = self.config.get(key, default)
-        if isinstance(value, str):
-            if value.lower() in ("true", "1", "yes", "on"):
-                return True
-            if value.lower() in ("false", "0", "no", "off"):
-                return False
-            raise ConfigError(f"run config {key!r} must be true or false, got {value!r}")
-        return bool(value)
+        return parse_flag(self.config.get(key, default), name=f"run config {key!r}")
 
     def optional_number(self, key: str) -> float | None:
         if key not in self.config or self.config[key] in ("", None):
