@@ -68,6 +68,11 @@ def export_onnx(module: ServingModule, path: Path) -> None:
         torch.zeros(2, module.num_categorical, dtype=torch.long),
     )
     batch = torch.export.Dim("batch", min=1)
+    # The exporter logs a warning for each torchvision operator it cannot register;
+    # the served graphs use none of them.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -84,6 +89,8 @@ def export_onnx(module: ServingModule, path: Path) -> None:
             program.save(str(path), external_data=False)
     except Exception as exc:  # the exporter raises many types; all mean "no artifact"
         raise ExportError(f"ONNX export failed: {exc}") from exc
+    finally:
+        registration.setLevel(level)
 
 
 def sample_rows(spec: PreprocessingSpec, *, count: int, seed: int) -> pd.DataFrame:

@@ -192,12 +192,12 @@ def _quiet_flower(verbose: bool) -> Iterator[None]:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not verbose:
+        # run_simulation is called on purpose (it runs in-process, with our observers);
+        # Flower's notice that `flwr run` is preferred is not the user's to act on.
         flwr_logger.setLevel(logging.WARNING)
-        for handler in flwr_logger.handlers:
-            handler.addFilter(dropper)
+        flwr_logger.addFilter(dropper)
     try:
         yield
     finally:
         flwr_logger.setLevel(level)
-        for handler in flwr_logger.handlers:
-            handler.removeFilter(dropper)
+        flwr_logger.removeFilter(dropper)

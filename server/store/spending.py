@@ -98,7 +98,7 @@ def ledger_entries(
     if run_id is not None:
         query = query.where(LedgerEntry.run_id == run_id)
     query = query.order_by(LedgerEntry.run_id, LedgerEntry.round, Institution.name)
-    rows = [(name, entry) for name, entry in session.execute(query).tuples()]
+    rows = [(name, entry) for name, entry in session.execute(query)]
     audit.append(
         session,
         actor=actor_name,
@@ -130,7 +130,7 @@ def epsilon_totals(
     if institution is not None:
         query = query.where(Institution.name == institution)
     per_run: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
-    for name, run, epsilon, delta in session.execute(query).tuples():
+    for name, run, epsilon, delta in session.execute(query):
         per_run[name][run] = (float(epsilon), float(delta))
     budgets = _latest_budgets(session, institution=institution)
     totals = [
@@ -165,7 +165,7 @@ def _latest_budgets(session: Session, *, institution: str | None) -> dict[str, f
         query = query.where(Institution.name == institution)
     return {
         name: float(budget)
-        for name, budget in session.execute(query).tuples()
+        for name, budget in session.execute(query)
         if budget is not None
     }
 

@@ -94,7 +94,7 @@ def _ledger(store, run_id):
             .join(InstitutionRow, InstitutionRow.id == LedgerEntry.institution_id)
             .where(LedgerEntry.run_id == run_id)
             .order_by(LedgerEntry.round, InstitutionRow.name)
-        ).tuples()
+        )
         return [(name, e.round, e.steps, e.epsilon, e.refused) for name, e in rows]
 
 

@@ -1,4 +1,4 @@
-"""The coordinator's side of the reference profile: the task, and the profile assembled from the sum."""
+"""The averaging round behind the federated summary and the reference profile."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def test_refusals_are_reported_even_when_every_institution_refused():
     # that aggregate is not finite, and the refusals must still reach the ledger.
     import numpy as np
 
-    from server.federation import _AverageStrategy
+    from server.averaging import AverageStrategy
 
-    strategy = _AverageStrategy(size=3, allowed={1, 2}, config={}, parameters=[], value_range=(0.0, 1.0))
+    strategy = AverageStrategy(size=3, allowed={1, 2}, config={}, parameters=[], value_range=(0.0, 1.0))
     nan = np.full(3, np.nan)
     strategy.aggregate_fit(
         1,
@@ -40,9 +40,9 @@ def test_refusals_are_reported_even_when_every_institution_refused():
 def test_a_refusal_does_not_weigh_in_the_average():
     import numpy as np
 
-    from server.federation import _AverageStrategy
+    from server.averaging import AverageStrategy
 
-    strategy = _AverageStrategy(size=2, allowed={1, 2, 3}, config={}, parameters=[], value_range=(0.0, 1.0))
+    strategy = AverageStrategy(size=2, allowed={1, 2, 3}, config={}, parameters=[], value_range=(0.0, 1.0))
     strategy.aggregate_fit(
         1,
         [_result(1, np.array([0.2, 0.4]), rows=10, metrics={"institution": "A"}),
@@ -55,3 +55,22 @@ def test_a_refusal_does_not_weigh_in_the_average():
     np.testing.assert_allclose(strategy.result.vector, [0.5, 0.7])
     assert strategy.result.rows == 40.0
     assert len(strategy.result.metrics) == 3
+
+
+def test_malformed_vectors_are_dropped_and_the_rest_averaged_by_rows():
+    import numpy as np
+
+    from server.averaging import AverageStrategy
+
+    strategy = AverageStrategy(size=2, allowed={1, 2, 3, 4}, config={}, parameters=[], value_range=(0.0, 1.0))
+    good = _result(1, np.array([0.2, 0.4]), rows=30, metrics={"fw.institution": "A"})
+    also_good = _result(2, np.array([0.6, 0.8]), rows=10, metrics={"fw.institution": "B"})
+    out_of_range = _result(3, np.array([5.0, 0.1]), rows=1000, metrics={"fw.institution": "C"})
+    wrong_size = _result(4, np.array([0.1, 0.1, 0.1]), rows=1000, metrics={"fw.institution": "D"})
+
+    strategy.aggregate_fit(0, [good, also_good, out_of_range, wrong_size], [])
+
+    assert strategy.result is not None
+    assert strategy.result.rows == 40
+    np.testing.assert_allclose(strategy.result.vector, [0.3, 0.5])
+    assert {m["fw.institution"] for m in strategy.result.metrics} == {"A", "B"}
