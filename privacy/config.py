@@ -13,6 +13,23 @@ from privacy.accounting import ACCOUNTANTS
 from privacy.errors import ConfigError, UnknownNameError
 
 
+def check_release_noise(noise_multiplier: float | None, *, release: str) -> None:
+    """A Gaussian release's σ must be positive and finite (``None``: no noisy release).
+
+    Raises
+    ------
+    ConfigError
+        Otherwise, naming the release (``"profile"``).
+    """
+    if noise_multiplier is not None and not (
+        noise_multiplier > 0 and math.isfinite(noise_multiplier)
+    ):
+        raise ConfigError(
+            f"{release} noise multiplier must be > 0, got {noise_multiplier}",
+            noise_multiplier=noise_multiplier,
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class PrivacyBudget:
     """An institution's total (ε, δ) budget for everything it trains."""

@@ -20,7 +20,7 @@ from typing import Any
 from client.contract.plan import TrainingPlan
 from client.contract.profile import PROFILE_NOISY_RANGE
 from client.contract.values import parse_flag
-from privacy.config import DPConfig
+from privacy.config import DPConfig, check_release_noise
 from privacy.errors import ConfigError
 from server.strategies import ROBUST_STRATEGIES, StrategySettings
 
@@ -72,13 +72,7 @@ class ProfileSettings:
     noise_multiplier: float | None = None
 
     def __post_init__(self) -> None:
-        if self.noise_multiplier is not None and not (
-            self.noise_multiplier > 0 and math.isfinite(self.noise_multiplier)
-        ):
-            raise ConfigError(
-                f"profile noise multiplier must be > 0, got {self.noise_multiplier}",
-                noise_multiplier=self.noise_multiplier,
-            )
+        check_release_noise(self.noise_multiplier, release="profile")
 
     @property
     def value_range(self) -> float:

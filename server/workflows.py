@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 import flwr.compat.common.recorddict_compat as compat
 import numpy as np
@@ -29,8 +30,6 @@ from server.errors import NodeFailedError
 logger = logging.getLogger(__name__)
 
 Workflow = Callable[[Grid, LegacyContext], None]
-Ins = TypeVar("Ins")
-Res = TypeVar("Res", bound=Any)
 
 
 def current_round(context: LegacyContext) -> int:
@@ -64,24 +63,11 @@ def plain_fit_workflow(*, timeout_s: float | None) -> Workflow:
     """Train one round with updates in the clear (``--no-secagg``)."""
 
     def workflow(grid: Grid, context: LegacyContext) -> None:
-        server_round = current_round(context)
-        instructions = context.strategy.configure_fit(
-            server_round=server_round,
-            parameters=_parameters(context),
-            client_manager=context.client_manager,
-        )
+        server_round, instructions = _configure(context, context.strategy.configure_fit)
         if not instructions:
             logger.info("round %d: no institution selected for training", server_round)
             return
-        results, failures = _round_trip(
-            grid,
-            instructions,
-            encode=compat.fitins_to_recorddict,
-            decode=lambda content: compat.recorddict_to_fitres(content, keep_input=False),
-            message_type=MessageType.TRAIN,
-            server_round=server_round,
-            timeout_s=timeout_s,
-        )
+        results, failures = _round_trip(grid, instructions, _FIT, server_round, timeout_s)
         aggregated, metrics = context.strategy.aggregate_fit(server_round, results, failures)
         if aggregated is not None:
             context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
@@ -112,23 +98,10 @@ def evaluate_workflow(*, timeout_s: float | None) -> Workflow:
     """Federated evaluation of the current global weights on each institution's test rows."""
 
     def workflow(grid: Grid, context: LegacyContext) -> None:
-        server_round = current_round(context)
-        instructions = context.strategy.configure_evaluate(
-            server_round=server_round,
-            parameters=_parameters(context),
-            client_manager=context.client_manager,
-        )
+        server_round, instructions = _configure(context, context.strategy.configure_evaluate)
         if not instructions:
             return
-        results, failures = _round_trip(
-            grid,
-            instructions,
-            encode=compat.evaluateins_to_recorddict,
-            decode=compat.recorddict_to_evaluateres,
-            message_type=MessageType.EVALUATE,
-            server_round=server_round,
-            timeout_s=timeout_s,
-        )
+        results, failures = _round_trip(grid, instructions, _EVALUATE, server_round, timeout_s)
         loss, metrics = context.strategy.aggregate_evaluate(server_round, results, failures)
         if loss is not None:
             context.history.add_loss_distributed(server_round=server_round, loss=loss)
@@ -153,38 +126,65 @@ def global_weights(context: LegacyContext) -> list[np.ndarray]:
     return parameters_to_ndarrays(_parameters(context))
 
 
+def _configure(context: LegacyContext, configure: Callable[..., Any]) -> tuple[int, list[Any]]:
+    """The current round, and the strategy's instructions for it."""
+    server_round = current_round(context)
+    instructions = configure(
+        server_round=server_round,
+        parameters=_parameters(context),
+        client_manager=context.client_manager,
+    )
+    return server_round, list(instructions)
+
+
 def _parameters(context: LegacyContext) -> Parameters:
     return compat.arrayrecord_to_parameters(
         context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
     )
 
 
+@dataclass(frozen=True)
+class _Codec:
+    """How one kind of legacy instruction and its reply travel as Flower messages."""
+
+    message_type: str
+    encode: Callable[[Any, bool], RecordDict]
+    decode: Callable[[RecordDict], Any]
+
+
+_FIT = _Codec(
+    MessageType.TRAIN,
+    compat.fitins_to_recorddict,
+    lambda content: compat.recorddict_to_fitres(content, keep_input=False),
+)
+_EVALUATE = _Codec(
+    MessageType.EVALUATE, compat.evaluateins_to_recorddict, compat.recorddict_to_evaluateres
+)
+
+
 def _round_trip(
     grid: Grid,
-    instructions: Sequence[tuple[ClientProxy, Ins]],
-    *,
-    encode: Callable[[Ins, bool], RecordDict],
-    decode: Callable[[RecordDict], Res],
-    message_type: str,
+    instructions: Sequence[tuple[ClientProxy, Any]],
+    codec: _Codec,
     server_round: int,
     timeout_s: float | None,
-) -> tuple[list[tuple[ClientProxy, Res]], list[tuple[ClientProxy, Res] | BaseException]]:
+) -> tuple[list[tuple[ClientProxy, Any]], list[tuple[ClientProxy, Any] | BaseException]]:
     """Send each node its instruction; the OK replies, and a named failure for each other."""
     proxies = {proxy.node_id: proxy for proxy, _ in instructions}
     messages = [
         Message(
-            content=encode(ins, True),
+            content=codec.encode(ins, True),
             dst_node_id=proxy.node_id,
-            message_type=message_type,
+            message_type=codec.message_type,
             group_id=str(server_round),
         )
         for proxy, ins in instructions
     ]
     replies, node_failures = _exchange(grid, messages, timeout_s)
-    results: list[tuple[ClientProxy, Res]] = []
-    failures: list[tuple[ClientProxy, Res] | BaseException] = list(node_failures)
+    results: list[tuple[ClientProxy, Any]] = []
+    failures: list[tuple[ClientProxy, Any] | BaseException] = list(node_failures)
     for reply in replies:
-        res = decode(reply.content)
+        res = codec.decode(reply.content)
         proxy = proxies[reply.metadata.src_node_id]
         if res.status.code == Code.OK:
             results.append((proxy, res))

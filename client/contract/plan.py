@@ -15,7 +15,7 @@ from typing import Any
 from client.contract.architecture import MODEL_NAMES, ModelSpec
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.wire import PROFILE_NOISE_KEY
-from privacy.config import DPConfig
+from privacy.config import DPConfig, check_release_noise
 from privacy.errors import ConfigError, UnknownNameError
 from privacy.sampling import batches_per_epoch
 
@@ -53,12 +53,7 @@ class TrainingPlan:
             raise ConfigError(f"sample rate must be in (0, 1], got {self.sample_rate}")
         if self.update_clip_norm is not None and not self.update_clip_norm > 0:
             raise ConfigError(f"update clip norm must be > 0, got {self.update_clip_norm}")
-        if self.profile_noise_multiplier is not None and not (
-            self.profile_noise_multiplier > 0 and math.isfinite(self.profile_noise_multiplier)
-        ):
-            raise ConfigError(
-                f"profile noise multiplier must be > 0, got {self.profile_noise_multiplier}"
-            )
+        check_release_noise(self.profile_noise_multiplier, release="profile")
 
     @property
     def effective_update_clip_norm(self) -> float:

@@ -121,13 +121,9 @@ def record_round(*, session: Session, actor: Principal, run_id: str, record: Rou
     row.secagg = json_safe(dict(record.secagg)) if record.secagg is not None else None
     row.central_epsilon = record.central_epsilon
     row.recorded_at = utcnow()
-    spent = {}
-    for report in record.reports:
-        record_entry(
-            session, actor_name=actor_name, run_id=run_id, kind="train", report=report
-        )
-        spent[report.institution] = report.epsilon
-    session.flush()
+    spent = _record_entries(
+        session, actor_name=actor_name, run_id=run_id, kind="train", reports=record.reports
+    )
     audit.append(
         session,
         actor=actor_name,
@@ -167,15 +163,10 @@ def record_profile(
     run = find_run(session, run_id, actor_name=actor_name, action="run.profile")
     if profile is not None:
         run.profile = json_safe(dict(profile))
-    spent = {}
-    for report in reports:
-        if not report.refused and report.noise_multiplier <= 0:
-            continue
-        record_entry(
-            session, actor_name=actor_name, run_id=run_id, kind="profile", report=report
-        )
-        spent[report.institution] = report.epsilon
-    session.flush()
+    accounted = [r for r in reports if r.refused or r.noise_multiplier > 0]
+    spent = _record_entries(
+        session, actor_name=actor_name, run_id=run_id, kind="profile", reports=accounted
+    )
     audit.append(
         session,
         actor=actor_name,
@@ -215,6 +206,16 @@ def get_run(*, session: Session, actor: Principal, run_id: str) -> tuple[Run, li
         session, actor=actor_name, action="run.read", target=target, details={"rounds": len(rounds)}
     )
     return run, rounds
+
+
+def _record_entries(
+    session: Session, *, actor_name: str, run_id: str, kind: str, reports: Sequence[FitReport]
+) -> dict[str, float]:
+    """One ε entry per report; each institution's ε after it."""
+    for report in reports:
+        record_entry(session, actor_name=actor_name, run_id=run_id, kind=kind, report=report)
+    session.flush()
+    return {report.institution: report.epsilon for report in reports}
 
 
 def find_run(session: Session, run_id: str, *, actor_name: str, action: str) -> Run:
