@@ -8,6 +8,7 @@ quantization range; a refused round replies with a zero delta and zero examples.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 from typing import Any
@@ -26,10 +27,12 @@ from client.contract.wire import (
     PREPROCESSING_KEY,
     PROXIMAL_MU_KEY,
     ROUND_KEY,
+    TASK_EVALUATE,
     TASK_INIT,
     TASK_KEY,
     TASK_PROFILE,
     TASK_SUMMARY,
+    TASK_TRAIN,
     CensusReply,
 )
 from client.data import InstitutionData
@@ -39,7 +42,7 @@ from client.profile_release import institution_profile, model_probabilities, noi
 from client.training import evaluate_model, train_locally
 from privacy.account import HistoryStore, InstitutionAccount
 from privacy.accounting import AccountingStep, noise_multiplier_for
-from privacy.errors import BudgetExceededError, ConfigError
+from privacy.errors import BudgetExceededError, ConfigError, PolicyRefusalError
 from privacy.sampling import effective_sample_rate, steps_per_epoch, training_step
 from privacy.updates import clip_update
 
@@ -86,7 +89,9 @@ class InstitutionClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        if config.get(TASK_KEY) == TASK_SUMMARY:
+        task = str(config.get(TASK_KEY, TASK_TRAIN))
+        self.settings.policy.check_task(task, institution=self.data.name)
+        if task == TASK_SUMMARY:
             return self._summary()
         plan = TrainingPlan.from_config(config)
         spec = self._preprocessing(config)
@@ -117,6 +122,14 @@ class InstitutionClient(NumPyClient):
         planned: AccountingStep | None = None
         if plan.dp.enabled:
             noise = self._noise_multiplier(plan, n)
+        try:
+            self.settings.policy.check_training(
+                dp=plan.dp.enabled, noise_multiplier=noise, institution=self.data.name
+            )
+        except PolicyRefusalError as exc:
+            logger.warning("%s refuses round %d: %s", self.data.name, server_round, exc)
+            return zero, 0, _replace(report, refused=True, reason=str(exc)).to_metrics()
+        if noise is not None:
             planned = training_step(
                 num_examples=n,
                 sample_rate=plan.sample_rate,
@@ -147,7 +160,7 @@ class InstitutionClient(NumPyClient):
             noise_multiplier=noise,
             max_grad_norm=plan.dp.max_grad_norm,
             proximal_mu=float(config.get(PROXIMAL_MU_KEY, 0.0)),
-            seed=_round_seed(plan.seed, self.data.name, server_round),
+            seed=self._round_seed(plan, server_round),
             device=self.device,
         )
         delta = [new - old for new, old in zip(outcome.weights, parameters, strict=True)]
@@ -156,10 +169,10 @@ class InstitutionClient(NumPyClient):
         if outcome.accounting is not None:
             epsilon = account.record([outcome.accounting])
             epsilon_next = account.epsilon([outcome.accounting])
+        # The training loss is not sent: it is a statistic of the rows that no noise covers.
         report = _replace(
             report,
             num_examples=outcome.num_examples,
-            train_loss=outcome.mean_loss,
             epsilon=epsilon,
             epsilon_next=epsilon_next,
             noise_multiplier=noise or 0.0,
@@ -187,7 +200,18 @@ class InstitutionClient(NumPyClient):
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
+        self.settings.policy.check_task(TASK_EVALUATE, institution=self.data.name)
         plan = TrainingPlan.from_config(config)
+        if plan.dp.enabled:
+            # An institution whose budget is spent answers nothing that reads its rows.
+            spent = self._account(plan).epsilon()
+            if spent >= self.settings.budget.epsilon:
+                raise PolicyRefusalError(
+                    f"{self.data.name} has spent its budget (ε {spent:.4g} of "
+                    f"{self.settings.budget.epsilon:.4g}) and answers no more evaluations",
+                    institution=self.data.name,
+                    epsilon=spent,
+                )
         spec = self._preprocessing(config)
         model = build_model(plan.model_spec(spec))
         set_weights(model, parameters)
@@ -227,6 +251,22 @@ class InstitutionClient(NumPyClient):
             account=self._account(plan),
         )
         return [reply.shares], reply.weight, reply.report.to_metrics()
+
+    def _round_seed(self, plan: TrainingPlan, server_round: int) -> int | None:
+        """The seed of a round's DP randomness: none (drawn on the node from the OS's
+        secure source) unless the run asks for a reproducible run and this node's own
+        policy allows it."""
+        if not plan.reproducible:
+            return None
+        if not self.settings.policy.allow_reproducible:
+            logger.warning(
+                "%s: the run asks for reproducible (seeded) DP noise; this node's policy does "
+                "not allow it, so its noise stays unpredictable",
+                self.data.name,
+            )
+            return None
+        digest = hashlib.sha256(f"{plan.seed}:{self.data.name}:{server_round}".encode()).digest()
+        return int.from_bytes(digest[:4], "big")
 
     def _account(self, plan: TrainingPlan) -> InstitutionAccount:
         return InstitutionAccount(
@@ -299,13 +339,6 @@ def _derived_noise(
         sample_rate,
     )
     return sigma
-
-
-def _round_seed(seed: int, institution: str, server_round: int) -> int:
-    import hashlib
-
-    digest = hashlib.sha256(f"{seed}:{institution}:{server_round}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
 
 
 def _device(choice: str) -> torch.device:

@@ -16,6 +16,7 @@ place: ``simulations.cli.app``) and keyword context (``institution=``,
      │    ├── BudgetSpentError                       no run fits the budgets     3
      │    ├── AccountingError                        ε cannot be computed        3
      │    ├── UpdateRejectedError                    a malformed update          3
+ │    ├── PolicyRefusalError                     against the node's policy   3
      │    └── SecureAggregationRequiredError         no update in the clear      3
      ├── DataError (client.contract.errors)          unusable data               4
      │    └── SchemaError                            data ≠ its schema           4
@@ -149,6 +150,10 @@ class UpdateRejectedError(PrivacyError):
 
 class BudgetSpentError(PrivacyError):
     """Too few institutions could afford even one round of the requested run."""
+
+
+class PolicyRefusalError(PrivacyError):
+    """A task or a release asked of a node goes against the institution's own policy."""
 
 
 class SecureAggregationRequiredError(PrivacyError):

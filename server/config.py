@@ -189,6 +189,7 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
         dp=dp,
         # Derived training noise leaves room in each budget for the noisy profile.
         profile_noise_multiplier=profile.noise_multiplier if profile.enabled else None,
+        reproducible=get.flag("insecure-reproducible", False),
     )
     strategy = StrategySettings(
         name=get.text("strategy", "fedavg"),

@@ -32,6 +32,7 @@ def summary(outcome: SimulationOutcome) -> dict[str, Any]:
         "strategy": settings.strategy.name,
         "model": plan.model,
         "seed": plan.seed,
+        "insecure_reproducible": plan.reproducible,
         "num_rounds": plan.num_rounds,
         "dp": {
             "enabled": dp.enabled,

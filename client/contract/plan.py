@@ -37,6 +37,9 @@ class TrainingPlan:
     profile_noise_multiplier: float | None = None
     """σ of the noisy reference profile released after the last round, if the run makes
     one: derived training noise leaves room for it in each institution's budget."""
+    reproducible: bool = False
+    """The run asks for seeded DP randomness (``insecure-reproducible``): a node honours it
+    only where its own policy allows, and then its noise is predictable from the seed."""
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -87,6 +90,7 @@ class TrainingPlan:
             required = [n for n in (*_PLAN_FIELDS, *_DP_FIELDS, "dp") if n not in _DEFAULTED]
             raw = {name: config[_key(name)] for name in required}
             raw["profile_noise_multiplier"] = config.get(PROFILE_NOISE_KEY, -1.0)
+            raw["reproducible"] = config.get(_key("reproducible"), False)
             values = {name: _TYPES[name](value) for name, value in raw.items()}
         except KeyError as exc:
             raise ConfigError(f"round config lacks {exc.args[0]!r}") from exc
@@ -120,9 +124,10 @@ _PLAN_FIELDS = (
     "update_clip_norm",
     "uniform_weights",
     "profile_noise_multiplier",
+    "reproducible",
 )
 _DP_FIELDS = ("noise_multiplier", "target_epsilon", "max_grad_norm", "target_delta", "accountant")
-_DEFAULTED = ("profile_noise_multiplier",)
+_DEFAULTED = ("profile_noise_multiplier", "reproducible")
 """Fields an older coordinator may not send."""
 _OPTIONAL = ("noise_multiplier", "target_epsilon", "profile_noise_multiplier")
 """Fields where ``None`` ("not set") travels as -1."""
@@ -137,6 +142,7 @@ _TYPES: dict[str, Any] = {
     "update_clip_norm": float,
     "uniform_weights": bool,
     "profile_noise_multiplier": float,
+    "reproducible": bool,
     "noise_multiplier": float,
     "target_epsilon": float,
     "max_grad_norm": float,

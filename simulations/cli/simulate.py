@@ -83,7 +83,17 @@ def simulate_command(
     server_learning_rate: Annotated[
         float, Opt("--server-lr", help="FedAdam/FedYogi server learning rate.")
     ] = 0.1,
-    seed: Annotated[int, Opt(help="Fixes splits, initial weights, sampling and noise.")] = 0,
+    seed: Annotated[
+        int, Opt(help="Fixes the splits and the initial weights (not the DP noise).")
+    ] = 0,
+    insecure_reproducible: Annotated[
+        bool,
+        Opt(
+            "--insecure-reproducible",
+            help="Seed the DP sampling and noise from --seed too, so two runs give the same "
+            "model; anyone who knows the seed can then recompute the noise. For tests only.",
+        ),
+    ] = False,
     out: Annotated[Path | None, Opt(help="Output folder (default: runs/<timestamp>).")] = None,
     baseline: Annotated[
         bool, Opt("--baseline/--no-baseline", help="Also train the pooled non-private reference.")
@@ -134,8 +144,11 @@ def simulate_command(
         seed=seed,
         budget=PrivacyBudget(epsilon=budget, delta=delta),
         budgets=_budgets(budget_for or []),
+        # The user of a simulation is every party: its flags set the nodes' own policies.
+        node_policy={"allow-non-dp": not dp, "allow-reproducible": insecure_reproducible},
     )
     run_config: dict[str, Any] = {
+        "insecure-reproducible": insecure_reproducible,
         "num-server-rounds": rounds if rounds is not None else defaults.num_rounds,
         "local-epochs": local_epochs if local_epochs is not None else defaults.local_epochs,
         "strategy": strategy,
@@ -170,6 +183,11 @@ def simulate_command(
         err_console.print(
             "[bold red]DP is OFF[/]: this run trains without differential privacy; "
             "every institution's ε is reported as infinite."
+        )
+    if insecure_reproducible:
+        err_console.print(
+            "[bold red]INSECURE REPRODUCIBLE[/]: the DP noise is seeded from --seed; anyone who "
+            "knows the seed can recompute it and subtract it. The run is marked so."
         )
     if not secagg:
         err_console.print(

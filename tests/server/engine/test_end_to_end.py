@@ -54,6 +54,7 @@ RUN_CONFIG = {
     "min-institutions": 3,
     "profile": False,
     "seed": 0,
+    "insecure-reproducible": True,  # the deployment must match the seeded simulation
     "round-timeout": 120.0,
     "wait-timeout": 120.0,
 }
@@ -139,7 +140,7 @@ class Deployment:
                 "--dataset", "heart-disease", "--partition-id", str(partition),
                 "--budget-epsilon", str(BUDGET.epsilon), "--budget-delta", str(BUDGET.delta),
                 "--history", str(self.root / f"{name}-history.json"),
-                "--state", str(self.root / f"node-{name}"), "--no-check-data",
+                "--state", str(self.root / f"node-{name}"), "--no-check-data", "--allow-reproducible",
                 "--warm" if WARM else "--no-warm",
             ),
         )  # fmt: skip
@@ -229,7 +230,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 def simulate(rounds: int) -> RunResult:
     """The same seeded run on Flower's simulation engine."""
-    scenario = Scenario(institutions=len(INSTITUTIONS), budget=BUDGET)
+    scenario = Scenario(
+        institutions=len(INSTITUTIONS), budget=BUDGET, node_policy={"allow-reproducible": True}
+    )
     settings = federation_settings_from_run_config({**RUN_CONFIG, "num-server-rounds": rounds})
     out: list[RunResult] = []
     server = ServerApp()
