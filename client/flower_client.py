@@ -18,7 +18,7 @@ import torch
 from flwr.client import NumPyClient
 
 from client.contract.plan import TrainingPlan
-from client.contract.preprocessing import PreprocessingSpec, summarize
+from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import ProfileLayout
 from client.contract.report import FitReport
 from client.contract.wire import (
@@ -39,6 +39,7 @@ from client.data import InstitutionData
 from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
 from client.profile_release import institution_profile, model_probabilities, noise_multiplier_of
+from client.summary_release import institution_summary
 from client.training import evaluate_model, train_locally
 from privacy.account import HistoryStore, InstitutionAccount
 from privacy.accounting import AccountingStep, noise_multiplier_for
@@ -91,11 +92,11 @@ class InstitutionClient(NumPyClient):
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         task = str(config.get(TASK_KEY, TASK_TRAIN))
         self.settings.policy.check_task(task, institution=self.data.name)
-        if task == TASK_SUMMARY:
-            return self._summary()
         plan = TrainingPlan.from_config(config)
-        spec = self._preprocessing(config)
         server_round = int(config[ROUND_KEY])
+        if task == TASK_SUMMARY:
+            return self._summary(plan, server_round)
+        spec = self._preprocessing(config)
         zero = [np.zeros_like(p) for p in parameters]
         if config.get(TASK_KEY) == TASK_PROFILE:  # a refused profile is a vector of its own size
             zero = [np.zeros(ProfileLayout.for_schema(self.data.schema).size)]
@@ -226,9 +227,25 @@ class InstitutionClient(NumPyClient):
 
     # ------------------------------------------------------------------ helpers
 
-    def _summary(self) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        summary = summarize(self.data.train, self.data.schema)
-        return [summary], len(self.data.train), {INSTITUTION_KEY: self.data.name}
+    def _summary(
+        self, plan: TrainingPlan, server_round: int
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        report = FitReport(
+            institution=self.data.name,
+            round=server_round,
+            dp=plan.dp.enabled,
+            delta=self.settings.budget.delta,
+            epsilon_budget=self.settings.budget.epsilon if plan.dp.enabled else math.inf,
+            schema_fingerprint=self.data.schema.fingerprint(),
+        )
+        reply = institution_summary(
+            data=self.data,
+            noise_multiplier=plan.summary_noise_multiplier,
+            report=report,
+            account=self._account(plan),
+            policy=self.settings.policy,
+        )
+        return [reply.shares], reply.weight, reply.report.to_metrics()
 
     def _profile(
         self,
@@ -249,6 +266,7 @@ class InstitutionClient(NumPyClient):
             report=report,
             noise_multiplier=noise_multiplier_of(config),
             account=self._account(plan),
+            policy=self.settings.policy,
         )
         return [reply.shares], reply.weight, reply.report.to_metrics()
 
@@ -297,7 +315,11 @@ class InstitutionClient(NumPyClient):
             * plan.local_epochs
             * steps_per_epoch(num_examples, plan.sample_rate),
             accountant=plan.dp.accountant,
-            profile_noise=plan.profile_noise_multiplier,
+            releases=tuple(
+                sigma
+                for sigma in (plan.summary_noise_multiplier, plan.profile_noise_multiplier)
+                if sigma is not None
+            ),
         )
 
 
@@ -314,14 +336,13 @@ def _derived_noise(
     sample_rate: float,
     steps: int,
     accountant: str,
-    profile_noise: float | None = None,
+    releases: tuple[float, ...] = (),
 ) -> float:
-    # A noisy reference profile after the last round is one more Gaussian release of
-    # the same rows (``client.profile_release``): the training noise leaves room for it.
-    reserved = (
-        ()
-        if profile_noise is None
-        else (AccountingStep(noise_multiplier=profile_noise, sample_rate=1.0, steps=1),)
+    # The run's other Gaussian releases of the same rows (a noisy summary before the
+    # first round, a noisy profile after the last) are composed in: the training noise
+    # leaves room for them, so the whole run stays within the target.
+    reserved = tuple(
+        AccountingStep(noise_multiplier=sigma, sample_rate=1.0, steps=1) for sigma in releases
     )
     sigma = noise_multiplier_for(
         target_epsilon=target_epsilon,

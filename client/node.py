@@ -84,6 +84,7 @@ def _policy(node_config: Mapping[str, Any]) -> NodePolicy:
         allow_non_dp=flag("allow-non-dp"),
         min_noise_multiplier=float(node_config.get("min-noise-multiplier", 0.3)),
         allow_reproducible=flag("allow-reproducible"),
+        allow_exact_releases=flag("allow-exact-releases"),
         tasks=TASKS
         if tasks in (None, "")
         else frozenset(t.strip() for t in str(tasks).split(",") if t.strip()),

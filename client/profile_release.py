@@ -32,7 +32,8 @@ from client.data import InstitutionData
 from client.models import build_model, set_weights
 from privacy.account import InstitutionAccount
 from privacy.accounting import AccountingStep
-from privacy.errors import BudgetExceededError, ConfigError
+from privacy.errors import BudgetExceededError, ConfigError, PolicyRefusalError
+from privacy.policy import NodePolicy
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def institution_profile(
     report: FitReport,
     noise_multiplier: float | None,
     account: InstitutionAccount,
+    policy: NodePolicy,
 ) -> ProfileReply:
     """Count the institution's training rows and predictions; add noise if asked.
 
@@ -109,6 +111,12 @@ def institution_profile(
     rows = len(data.train)
     report = _with(report, num_examples=rows, max_grad_norm=layout.sensitivity)
     if noise_multiplier is None:
+        try:
+            policy.check_exact_release("reference profile", institution=data.name)
+        except PolicyRefusalError as exc:
+            logger.warning("%s", exc)
+            refused = _with(report, refused=True, reason=str(exc), num_examples=0)
+            return ProfileReply(np.zeros(layout.size), 0, refused)
         return ProfileReply(profile_shares(layout, counts, rows), rows, report)
 
     step = AccountingStep(noise_multiplier=noise_multiplier, sample_rate=1.0, steps=1)

@@ -33,6 +33,9 @@ class NodePolicy:
         Seed the node's DP randomness from the run's public seed when a run asks
         for a reproducible run (``--insecure-reproducible``): anyone who knows the
         seed can then recompute the noise. Default: the node draws it from the OS.
+    allow_exact_releases : bool
+        Send an exact (noise-free) preprocessing summary or reference profile when a
+        run asks for one (default: never; each is an aggregate of the rows).
     tasks : frozenset[str]
         The tasks the node answers at all.
     """
@@ -40,6 +43,7 @@ class NodePolicy:
     allow_non_dp: bool = False
     min_noise_multiplier: float = 0.3
     allow_reproducible: bool = False
+    allow_exact_releases: bool = False
     tasks: frozenset[str] = field(default_factory=lambda: TASKS)
 
     def __post_init__(self) -> None:
@@ -83,4 +87,15 @@ class NodePolicy:
                 f"policy's lowest is {self.min_noise_multiplier:.4g}",
                 institution=institution,
                 noise_multiplier=noise_multiplier,
+            )
+
+    def check_exact_release(self, what: str, *, institution: str) -> None:
+        """Refuse an exact (noise-free) aggregate of the rows unless allowed."""
+        if not self.allow_exact_releases:
+            raise PolicyRefusalError(
+                f"{institution} refuses to send an exact {what}: its policy allows only "
+                "noised releases (a run asks for noise with summary-noise-multiplier / "
+                "profile-noise-multiplier)",
+                institution=institution,
+                release=what,
             )

@@ -24,6 +24,11 @@ from privacy.config import DPConfig, check_release_noise
 from privacy.errors import ConfigError
 from server.strategies import ROBUST_STRATEGIES, StrategySettings
 
+DEFAULT_SUMMARY_NOISE = 6.0
+"""σ of the preprocessing summary (× one row's contribution bound) unless a run says."""
+DEFAULT_PROFILE_NOISE = 12.0
+"""σ of the reference profile (× its count sensitivity) unless a run says."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class SecAggSettings:
@@ -69,7 +74,7 @@ class ProfileSettings:
     """
 
     enabled: bool = True
-    noise_multiplier: float | None = None
+    noise_multiplier: float | None = DEFAULT_PROFILE_NOISE
 
     def __post_init__(self) -> None:
         check_release_noise(self.noise_multiplier, release="profile")
@@ -112,7 +117,12 @@ class RecordSettings:
 class FederationSettings:
     """Everything the coordinator needs to run one federation."""
 
-    plan: TrainingPlan = field(default_factory=TrainingPlan)
+    plan: TrainingPlan = field(
+        default_factory=lambda: TrainingPlan(
+            summary_noise_multiplier=DEFAULT_SUMMARY_NOISE,
+            profile_noise_multiplier=DEFAULT_PROFILE_NOISE,
+        )
+    )
     strategy: StrategySettings = field(default_factory=StrategySettings)
     secagg: SecAggSettings | None = None
     central_dp: CentralDPSettings | None = None
@@ -166,7 +176,7 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
     get = _Reader(run_config)
     profile = ProfileSettings(
         enabled=get.flag("profile", True),
-        noise_multiplier=get.optional_number("profile-noise-multiplier"),
+        noise_multiplier=get.release_noise("profile-noise-multiplier", DEFAULT_PROFILE_NOISE),
     )
     dp = DPConfig(
         enabled=get.flag("dp", True),
@@ -189,6 +199,9 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
         dp=dp,
         # Derived training noise leaves room in each budget for the noisy profile.
         profile_noise_multiplier=profile.noise_multiplier if profile.enabled else None,
+        summary_noise_multiplier=get.release_noise(
+            "summary-noise-multiplier", DEFAULT_SUMMARY_NOISE
+        ),
         reproducible=get.flag("insecure-reproducible", False),
     )
     strategy = StrategySettings(
@@ -267,6 +280,13 @@ class _Reader:
         if key not in self.config or self.config[key] in ("", None):
             return None
         return self.number(key, 0.0)
+
+    def release_noise(self, key: str, default: float) -> float | None:
+        """σ of a Gaussian release: absent or empty is ``default``; 0 asks for it exact."""
+        if key not in self.config or self.config[key] in ("", None):
+            return default
+        sigma = self.number(key, default)
+        return None if sigma == 0 else sigma
 
     def optional_text(self, key: str) -> str | None:
         if key not in self.config or self.config[key] in ("", None):

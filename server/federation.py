@@ -33,10 +33,16 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp.grid import Grid
 
 from client.contract.preprocessing import PreprocessingSpec, summary_size
-from client.contract.profile import ProfileLayout, ReferenceProfile
+from client.contract.profile import PROFILE_NOISY_RANGE, ProfileLayout, ReferenceProfile
 from client.contract.report import FitReport
 from client.contract.schema import TableSchema
-from client.contract.wire import PREPROCESSING_KEY, TASK_INIT, TASK_KEY, TASK_SUMMARY
+from client.contract.wire import (
+    PREPROCESSING_KEY,
+    ROUND_KEY,
+    TASK_INIT,
+    TASK_KEY,
+    TASK_SUMMARY,
+)
 from privacy.secagg import SecAggParameters, derive_secagg_parameters
 from server.averaging import FederatedAverage, federated_average
 from server.census import take_census
@@ -212,20 +218,26 @@ class Federation:
         institutions: dict[int, Institution],
         schema: TableSchema,
     ) -> PreprocessingSpec:
-        """Fit the preprocessing from the institutions' summed summaries (round 0)."""
+        """Fit the preprocessing from the institutions' summed summaries (round 0).
+
+        A noisy summary's shares can leave [0, 1]; their average is clipped back
+        (post-processing) before the scaling is fitted.
+        """
+        noisy = self.settings.plan.summary_noise_multiplier is not None
+        bound = PROFILE_NOISY_RANGE if noisy else 1.0
         average = self._federated_average(
             grid,
             context,
             manager,
             institutions,
-            config={TASK_KEY: TASK_SUMMARY},
+            config={**self.settings.plan.to_config(), TASK_KEY: TASK_SUMMARY, ROUND_KEY: 0},
             parameters=[],
             size=summary_size(schema),
-            value_range=(0.0, 1.0),
+            value_range=(-bound if noisy else 0.0, bound),
         )
         if average is None or average.rows <= 0:
             raise FederationError("the federated summary failed: no institution's summary arrived")
-        return PreprocessingSpec.from_summary(schema, average.vector)
+        return PreprocessingSpec.from_summary(schema, np.clip(average.vector, 0.0, 1.0))
 
     def _federated_average(
         self,

@@ -37,6 +37,10 @@ class TrainingPlan:
     profile_noise_multiplier: float | None = None
     """σ of the noisy reference profile released after the last round, if the run makes
     one: derived training noise leaves room for it in each institution's budget."""
+    summary_noise_multiplier: float | None = None
+    """σ of the noisy preprocessing summary released before the first round (relative to
+    one row's contribution); ``None`` asks for an exact one, which a node sends only where
+    its own policy allows."""
     reproducible: bool = False
     """The run asks for seeded DP randomness (``insecure-reproducible``): a node honours it
     only where its own policy allows, and then its noise is predictable from the seed."""
@@ -57,6 +61,7 @@ class TrainingPlan:
         if self.update_clip_norm is not None and not self.update_clip_norm > 0:
             raise ConfigError(f"update clip norm must be > 0, got {self.update_clip_norm}")
         check_release_noise(self.profile_noise_multiplier, release="profile")
+        check_release_noise(self.summary_noise_multiplier, release="summary")
 
     @property
     def effective_update_clip_norm(self) -> float:
@@ -91,6 +96,7 @@ class TrainingPlan:
             raw = {name: config[_key(name)] for name in required}
             raw["profile_noise_multiplier"] = config.get(PROFILE_NOISE_KEY, -1.0)
             raw["reproducible"] = config.get(_key("reproducible"), False)
+            raw["summary_noise_multiplier"] = config.get(_key("summary_noise_multiplier"), -1.0)
             values = {name: _TYPES[name](value) for name, value in raw.items()}
         except KeyError as exc:
             raise ConfigError(f"round config lacks {exc.args[0]!r}") from exc
@@ -124,12 +130,18 @@ _PLAN_FIELDS = (
     "update_clip_norm",
     "uniform_weights",
     "profile_noise_multiplier",
+    "summary_noise_multiplier",
     "reproducible",
 )
 _DP_FIELDS = ("noise_multiplier", "target_epsilon", "max_grad_norm", "target_delta", "accountant")
-_DEFAULTED = ("profile_noise_multiplier", "reproducible")
+_DEFAULTED = ("profile_noise_multiplier", "summary_noise_multiplier", "reproducible")
 """Fields an older coordinator may not send."""
-_OPTIONAL = ("noise_multiplier", "target_epsilon", "profile_noise_multiplier")
+_OPTIONAL = (
+    "noise_multiplier",
+    "target_epsilon",
+    "profile_noise_multiplier",
+    "summary_noise_multiplier",
+)
 """Fields where ``None`` ("not set") travels as -1."""
 _TYPES: dict[str, Any] = {
     "model": str,
@@ -142,6 +154,7 @@ _TYPES: dict[str, Any] = {
     "update_clip_norm": float,
     "uniform_weights": bool,
     "profile_noise_multiplier": float,
+    "summary_noise_multiplier": float,
     "reproducible": bool,
     "noise_multiplier": float,
     "target_epsilon": float,

@@ -40,6 +40,17 @@ def summary_size(schema: TableSchema) -> int:
     return size + len(schema.target.labels)
 
 
+def summary_sensitivity(schema: TableSchema) -> float:
+    """L2 bound of one row's contribution to the summed summary.
+
+    A numeric feature adds three values in [0, 1] (its scaled value, its square and
+    whether it is present), a categorical one a one-hot of its categories and
+    "missing", the target a one-hot of its labels.
+    """
+    numeric = sum(isinstance(f, NumericFeature) for f in schema.features)
+    return math.sqrt(3 * numeric + (len(schema.features) - numeric) + 1)
+
+
 def summarize(frame: pd.DataFrame, schema: TableSchema) -> np.ndarray:
     """Per-row averages of ``frame`` (validated against ``schema``), each in [0, 1]."""
     if len(frame) == 0:

@@ -86,6 +86,14 @@ def simulate_command(
     seed: Annotated[
         int, Opt(help="Fixes the splits and the initial weights (not the DP noise).")
     ] = 0,
+    summary_noise_multiplier: Annotated[
+        float | None,
+        Opt(help="σ of the preprocessing summary (default 6, in units of one row's bound; 0: exact)."),
+    ] = None,
+    profile_noise_multiplier: Annotated[
+        float | None,
+        Opt(help="σ of the reference profile (default 12, in units of its sensitivity; 0: exact)."),
+    ] = None,
     insecure_reproducible: Annotated[
         bool,
         Opt(
@@ -145,7 +153,11 @@ def simulate_command(
         budget=PrivacyBudget(epsilon=budget, delta=delta),
         budgets=_budgets(budget_for or []),
         # The user of a simulation is every party: its flags set the nodes' own policies.
-        node_policy={"allow-non-dp": not dp, "allow-reproducible": insecure_reproducible},
+        node_policy={
+            "allow-non-dp": not dp,
+            "allow-reproducible": insecure_reproducible,
+            "allow-exact-releases": 0 in (summary_noise_multiplier, profile_noise_multiplier),
+        },
     )
     run_config: dict[str, Any] = {
         "insecure-reproducible": insecure_reproducible,
@@ -176,6 +188,8 @@ def simulate_command(
         "secagg-threshold": secagg_threshold,
         "secagg-timeout": secagg_timeout,
         "update-clip-norm": update_clip_norm,
+        "summary-noise-multiplier": summary_noise_multiplier,
+        "profile-noise-multiplier": profile_noise_multiplier,
     }
     run_config.update({key: value for key, value in optional.items() if value is not None})
     settings = prepare(scenario, run_config)  # every setting is checked before Ray starts

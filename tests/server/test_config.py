@@ -7,6 +7,8 @@ import pytest
 
 from privacy.errors import ConfigError, UnknownNameError
 from server.config import (
+    DEFAULT_PROFILE_NOISE,
+    DEFAULT_SUMMARY_NOISE,
     FederationSettings,
     ProfileSettings,
     RecordSettings,
@@ -64,7 +66,7 @@ def test_a_noisy_profile_reaches_the_plan_and_the_wire():
 
     noisy = federation_settings_from_run_config({"profile-noise-multiplier": 4.0}).plan
     off = federation_settings_from_run_config({"profile": False, "profile-noise-multiplier": 4.0}).plan
-    exact = federation_settings_from_run_config({}).plan
+    exact = federation_settings_from_run_config({"profile-noise-multiplier": 0}).plan
 
     assert noisy.profile_noise_multiplier == 4.0
     assert off.profile_noise_multiplier is None and exact.profile_noise_multiplier is None
@@ -74,11 +76,24 @@ def test_a_noisy_profile_reaches_the_plan_and_the_wire():
     assert TrainingPlan.from_config(legacy).profile_noise_multiplier is None  # an older plan
 
 
-def test_the_declared_keys_mean_an_exact_profile_by_default():
+def test_the_declared_keys_mean_noisy_releases_by_default():
     config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
 
-    assert {"profile", "profile-noise-multiplier"} <= set(config)
-    assert federation_settings_from_run_config(config).profile == ProfileSettings(enabled=True, noise_multiplier=None)
+    settings = federation_settings_from_run_config(config)
+
+    assert {"profile", "profile-noise-multiplier", "summary-noise-multiplier"} <= set(config)
+    assert settings.profile == ProfileSettings(enabled=True, noise_multiplier=DEFAULT_PROFILE_NOISE)
+    assert settings.plan.summary_noise_multiplier == DEFAULT_SUMMARY_NOISE
+    assert settings.plan.profile_noise_multiplier == DEFAULT_PROFILE_NOISE
+
+
+def test_zero_asks_for_an_exact_release():
+    settings = federation_settings_from_run_config(
+        {"profile-noise-multiplier": 0, "summary-noise-multiplier": "0"}
+    )
+
+    assert settings.profile.noise_multiplier is None
+    assert settings.plan.summary_noise_multiplier is None and settings.plan.profile_noise_multiplier is None
 
 
 @pytest.mark.parametrize(
