@@ -20,8 +20,8 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
     return {
         "title": {"text": title, "font": {"size": 14}, "x": 0.01, "xanchor": "left"},
         "height": 300,
-        "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
-        "legend": {"orientation": "h", "y": -0.2},
+        "margin": {"l": 50, "r": 20, "t": 40, "b": 70},
+        "legend": {"orientation": "h", "y": -0.32},
         **extra,
     }
 
