@@ -260,3 +260,30 @@ def test_signing_out_ends_the_session(app_client: TestClient, seeded: Seeded) ->
 
     assert app_client.get("/runs", follow_redirects=False).status_code == 303
     assert events(seeded, action="console.signout", actor="ops")
+
+
+def test_stored_text_is_escaped_not_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    seeded = seed_store(tmp_path)
+    from server.store import audit
+
+    with seeded.store.session() as session:
+        audit.append(session, actor="<img src=x onerror=alert(1)>", action="x'><script>alert(2)</script>",
+                     details={"note": "</code><script>alert(3)</script>"})
+    app = create_app(ConsoleSettings(database_url=seeded.url), store=seeded.store)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        sign_in(client, seeded.keys["eve"])
+        page = client.get("/audit").text
+
+    assert "<img src=x" not in page and "<script>alert" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    seeded.store.dispose()
+
+
+def test_the_console_does_not_import_the_inference_service() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, server.console.app, server.console.routers.drift; "
+            "sys.exit(any(m == 'deploy' or m.startswith('deploy.') for m in sys.modules))")
+
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
