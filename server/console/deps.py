@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.console.sessions import COOKIE, ConsoleSession, SessionStore, same
@@ -19,7 +18,8 @@ from server.console.settings import ConsoleSettings
 from server.errors import CsrfError, SignInRequiredError
 from server.store import audit, rbac
 from server.store.engine import Store
-from server.store.models import ApiKey, Principal, utcnow
+from server.store.keys import live_key_owner
+from server.store.models import Principal
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -82,15 +82,8 @@ def current_viewer(request: Request, state: StateDep, db: DbDep) -> Viewer:
     session = state.sessions.get(token)
     if session is None or token is None:
         raise SignInRequiredError("sign in with your API key")
-    key = db.scalars(select(ApiKey).where(ApiKey.prefix == session.key_prefix)).one_or_none()
-    now = utcnow()
-    principal = db.get(Principal, session.principal_id)
-    if (
-        key is None
-        or principal is None
-        or key.revoked_at is not None
-        or (key.expires_at is not None and key.expires_at <= now)
-    ):
+    principal = live_key_owner(db, prefix=session.key_prefix)
+    if principal is None or principal.id != session.principal_id:
         state.sessions.end(token)
         raise SignInRequiredError("your API key was revoked or expired: sign in again")
     viewer = Viewer(
