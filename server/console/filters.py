@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -69,9 +70,15 @@ def run_settings(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def as_json(value: Any) -> str:
+    """Compact JSON for display (escaped by the template like any text, unlike ``tojson``)."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
 def install(env: Environment) -> None:
     """Register the filters on a Jinja environment."""
     env.filters["when"] = when
     env.filters["num"] = number
     env.filters["short"] = short
     env.filters["run_settings"] = run_settings
+    env.filters["as_json"] = as_json
