@@ -222,6 +222,7 @@ class LedgerEntry(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "institution_id", "round", "kind"),
         CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+        Index("ix_privacy_ledger_institution_recorded", "institution_id", "recorded_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -3,6 +3,8 @@
 * ``ix_audit_events_actor_seq`` and ``ix_audit_events_action_seq``: an audit page
   filtered by actor or action, newest first, reads one index range.
 * ``ix_runs_started_at``: the runs list, newest first.
+* ``ix_privacy_ledger_institution_recorded``: each institution's last report (last
+  seen, latest budget) without reading its whole ledger.
 
 Revision ID: 0015
 Revises: 0003
@@ -25,9 +27,16 @@ def upgrade() -> None:
     op.create_index("ix_audit_events_actor_seq", "audit_events", ["actor", "seq"], unique=False)
     op.create_index("ix_audit_events_action_seq", "audit_events", ["action", "seq"], unique=False)
     op.create_index("ix_runs_started_at", "runs", ["started_at"], unique=False)
+    op.create_index(
+        "ix_privacy_ledger_institution_recorded",
+        "privacy_ledger",
+        ["institution_id", "recorded_at"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_privacy_ledger_institution_recorded", table_name="privacy_ledger")
     op.drop_index("ix_runs_started_at", table_name="runs")
     op.drop_index("ix_audit_events_action_seq", table_name="audit_events")
     op.drop_index("ix_audit_events_actor_seq", table_name="audit_events")
