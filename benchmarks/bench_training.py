@@ -17,11 +17,11 @@ import warnings
 
 import torch
 
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
 from client.models import build_model
-from client.plan import TrainingPlan
-from client.preprocessing import PreprocessingSpec
 from client.training import train_locally
-from simulations.runner import simulate
+from simulations.runner import prepare, simulate
 from simulations.scenario import Scenario
 
 
@@ -59,7 +59,7 @@ def round_wall_time(institutions: int, *, rounds: int, secagg: bool) -> float:
     scenario = Scenario(dataset="digits", institutions=institutions, partition="iid")
     outcome = simulate(
         scenario,
-        {"num-server-rounds": rounds, "secagg": secagg, "model": "logreg", "learning-rate": 0.5},
+        prepare(scenario, {"num-server-rounds": rounds, "secagg": secagg, "model": "logreg", "learning-rate": 0.5}),
         baseline=False,
     )
     durations = [r.duration_s for r in outcome.result.rounds[1:]]

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from client.errors import DataError, SchemaError
-from client.schema import (
+from client.contract.errors import DataError, SchemaError
+from client.contract.schema import (
     CategoricalFeature,
     NumericFeature,
     TableSchema,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from client.models import get_weights
 from privacy.accounting import AccountingStep
 from privacy.dpsgd import make_private
+from privacy.sampling import batch_size_for
 
 logger = logging.getLogger(__name__)
 
@@ -30,22 +32,6 @@ class LocalOutcome:
     accounting: AccountingStep | None
 
 
-def batch_size_for(num_examples: int, sample_rate: float) -> int:
-    """The loader batch size whose number of batches per epoch is about ``1 / sample_rate``."""
-    batches = max(1, round(1 / sample_rate))
-    return max(1, math.ceil(num_examples / batches))
-
-
-def effective_sample_rate(num_examples: int, sample_rate: float) -> float:
-    """The Poisson sample rate DP-SGD really uses: one over the loader's number of batches."""
-    batch_size = batch_size_for(num_examples, sample_rate)
-    return 1.0 / math.ceil(num_examples / batch_size)
-
-
-def steps_per_epoch(num_examples: int, sample_rate: float) -> int:
-    return round(1 / effective_sample_rate(num_examples, sample_rate))
-
-
 def train_locally(
     model: nn.Module,
     features: np.ndarray,
@@ -57,7 +43,7 @@ def train_locally(
     noise_multiplier: float | None,
     max_grad_norm: float,
     proximal_mu: float = 0.0,
-    seed: int,
+    seed: int | None,
     device: torch.device,
 ) -> LocalOutcome:
     """Train ``model`` in place for ``epochs`` and return its weights.
@@ -67,12 +53,22 @@ def train_locally(
     they are plain SGD on shuffled batches of the same expected size. A
     ``proximal_mu`` > 0 adds FedProx's proximal step towards the starting
     weights after each step; it reads no data, so it costs no privacy.
+
+    ``seed`` ``None`` (the default for every real round) draws the batch sampling
+    and the noise from generators seeded with 64 bits from the OS's secure source
+    (``secrets``), fresh each call: nothing the coordinator knows predicts them.
+    (Opacus's own ``secure_mode`` needs ``torchcsprng``, which has no build for this
+    torch.) A given ``seed`` makes the round reproducible, and its noise predictable.
     """
     model.to(device).train()
     dataset = TensorDataset(
         torch.as_tensor(features, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
     )
-    generator = torch.Generator().manual_seed(seed)
+    if seed is None:
+        sampling_seed, noise_seed = secrets.randbits(62), secrets.randbits(62)
+    else:
+        sampling_seed, noise_seed = seed, seed + 1
+    generator = torch.Generator().manual_seed(sampling_seed)
     loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
         dataset,
         batch_size=batch_size_for(len(dataset), sample_rate),
@@ -89,7 +85,7 @@ def train_locally(
             loader,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
-            noise_seed=seed + 1,
+            noise_seed=noise_seed,
         )
         model, optimizer, loader = private.model, private.optimizer, private.data_loader
     criterion = nn.CrossEntropyLoss()

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from client.errors import DataError
-from client.preprocessing import PreprocessingSpec
-from client.profile import ReferenceProfile, encode_frame
-from client.schema import TableSchema, validate_frame
+from client.contract.errors import DataError
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ReferenceProfile, encode_frame
+from client.contract.schema import TableSchema, validate_frame
 from deploy.drift import STATUSES, drift_plan, score_windows, with_histograms
 from deploy.errors import DeployError
 from deploy.settings import ServeSettings

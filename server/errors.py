@@ -5,7 +5,9 @@
     FedwardenError (privacy.errors)
      └── ServerError                                              (exit 5)
           ├── FederationError        the run cannot go on: too few institutions,
-          │                          schemas that disagree, a failed phase
+          │    │                     schemas that disagree, a failed phase
+          │    └── NodeFailedError   a node gave no reply (an error, a time-out)
+          ├── FlowerCliError         a ``flwr`` command failed       (exit 12)
           └── StoreError             the governance store refuses    (exit 8)
                ├── StoreUnavailableError   the database cannot be reached (exit 8)
                ├── NotFoundError           no such institution, principal, key,
@@ -37,6 +39,21 @@ class ServerError(FedwardenError):
 
 class FederationError(ServerError):
     """A federation run cannot go on."""
+
+
+class NodeFailedError(FederationError):
+    """A node that was asked for a reply gave none (an error, or no reply in time)."""
+
+    def __init__(self, node_id: int, reason: str) -> None:
+        super().__init__(reason, node_id=node_id)
+        self.node_id = node_id
+        self.reason = reason
+
+
+class FlowerCliError(ServerError):
+    """A ``flwr`` command (Flower's own deployment tool) failed."""
+
+    exit_code: ClassVar[int] = 12
 
 
 class StoreError(ServerError):

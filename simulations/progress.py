@@ -7,7 +7,7 @@ import math
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from server.records import RoundRecord, RunResult, RunStart
+from server.run_events import RoundRecord, RunResult, RunStart
 
 
 class ProgressObserver:

@@ -56,6 +56,8 @@ class Scenario:
         )
     )
     budgets: dict[str, float] = field(default_factory=dict)
+    node_policy: dict[str, Any] = field(default_factory=dict)
+    """Every simulated node's own policy keys (``allow-non-dp``, ...): ``privacy.policy``."""
 
     def __post_init__(self) -> None:
         source = get_dataset(self.dataset)  # raises on an unknown name
@@ -108,6 +110,7 @@ class Scenario:
             "seed": self.seed,
             "budget-epsilon": self.budgets.get(name, self.budget.epsilon),
             "budget-delta": self.budget.delta,
+            **self.node_policy,
         }
 
     def load(self, node_config: Mapping[str, Any]) -> InstitutionData:

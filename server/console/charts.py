@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from server.store.models import DriftEvent, LedgerEntry, Round
-from server.store.tracking import EpsilonTotal
+from server.store.spending import EpsilonTotal
 
 Figure = dict[str, Any]
 

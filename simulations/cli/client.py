@@ -47,6 +47,25 @@ def join_command(
     check_data: Annotated[
         bool, typer.Option("--check-data/--no-check-data", help="Load the rows before joining.")
     ] = True,
+    allow_non_dp: Annotated[
+        bool,
+        typer.Option("--allow-non-dp", help="Policy: train rounds a run asks to run without DP."),
+    ] = False,
+    min_noise_multiplier: Annotated[
+        float, typer.Option(help="Policy: the lowest DP-SGD noise multiplier accepted.")
+    ] = 0.3,
+    allow_reproducible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-reproducible",
+            help="Policy: seed the DP noise from the run's public seed when a run asks for it "
+            "(insecure: anyone with the seed can recompute the noise; for tests only).",
+        ),
+    ] = False,
+    tasks: Annotated[
+        str | None,
+        typer.Option(help="Policy: the tasks answered, comma-separated (default: all)."),
+    ] = None,
 ) -> None:
     """Start this institution's SuperNode: its data and its own budget, over TLS, with its key."""
     from client.join import JoinSettings, join
@@ -67,7 +86,12 @@ def join_command(
         "budget-epsilon": budget_epsilon,
         "budget-delta": budget_delta,
         "require-secagg": require_secagg,
+        "allow-non-dp": allow_non_dp,
+        "min-noise-multiplier": min_noise_multiplier,
+        "allow-reproducible": allow_reproducible,
     }
+    if tasks is not None:
+        config["tasks"] = tasks
     if history is not None:
         config["history-path"] = str(history.resolve())
     else:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from privacy.errors import ConfigError
+from privacy.errors import BudgetSpentError, ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -83,7 +83,17 @@ def simulate_command(
     server_learning_rate: Annotated[
         float, Opt("--server-lr", help="FedAdam/FedYogi server learning rate.")
     ] = 0.1,
-    seed: Annotated[int, Opt(help="Fixes splits, initial weights, sampling and noise.")] = 0,
+    seed: Annotated[
+        int, Opt(help="Fixes the splits and the initial weights (not the DP noise).")
+    ] = 0,
+    insecure_reproducible: Annotated[
+        bool,
+        Opt(
+            "--insecure-reproducible",
+            help="Seed the DP sampling and noise from --seed too, so two runs give the same "
+            "model; anyone who knows the seed can then recompute the noise. For tests only.",
+        ),
+    ] = False,
     out: Annotated[Path | None, Opt(help="Output folder (default: runs/<timestamp>).")] = None,
     baseline: Annotated[
         bool, Opt("--baseline/--no-baseline", help="Also train the pooled non-private reference.")
@@ -118,7 +128,7 @@ def simulate_command(
     from server.store.settings import StoreSettings
     from simulations.progress import ProgressObserver
     from simulations.report import write_outputs
-    from simulations.runner import BackendSettings, BudgetSpentError, prepare, simulate
+    from simulations.runner import BackendSettings, prepare, simulate
     from simulations.scenario import Scenario
 
     logging.basicConfig(
@@ -134,8 +144,11 @@ def simulate_command(
         seed=seed,
         budget=PrivacyBudget(epsilon=budget, delta=delta),
         budgets=_budgets(budget_for or []),
+        # The user of a simulation is every party: its flags set the nodes' own policies.
+        node_policy={"allow-non-dp": not dp, "allow-reproducible": insecure_reproducible},
     )
     run_config: dict[str, Any] = {
+        "insecure-reproducible": insecure_reproducible,
         "num-server-rounds": rounds if rounds is not None else defaults.num_rounds,
         "local-epochs": local_epochs if local_epochs is not None else defaults.local_epochs,
         "strategy": strategy,
@@ -165,11 +178,16 @@ def simulate_command(
         "update-clip-norm": update_clip_norm,
     }
     run_config.update({key: value for key, value in optional.items() if value is not None})
-    _, settings = prepare(scenario, run_config)  # every setting is checked before Ray starts
+    settings = prepare(scenario, run_config)  # every setting is checked before Ray starts
     if not dp:
         err_console.print(
             "[bold red]DP is OFF[/]: this run trains without differential privacy; "
             "every institution's ε is reported as infinite."
+        )
+    if insecure_reproducible:
+        err_console.print(
+            "[bold red]INSECURE REPRODUCIBLE[/]: the DP noise is seeded from --seed; anyone who "
+            "knows the seed can recompute it and subtract it. The run is marked so."
         )
     if not secagg:
         err_console.print(
@@ -194,7 +212,7 @@ def simulate_command(
             with ProgressObserver(console, num_rounds=plan.num_rounds) as progress:
                 outcome = simulate(
                     scenario,
-                    run_config,
+                    settings,
                     observers=[progress, ledger, recorder],
                     backend=BackendSettings(ray_address=ray_address, verbose=verbose),
                     baseline=baseline,

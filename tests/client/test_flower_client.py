@@ -7,15 +7,16 @@ import pytest
 from flwr.app import RecordDict
 from opacus.accountants import PRVAccountant
 
+from client.contract.errors import DataError
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.report import FitReport
+from client.contract.schema import validate_frame
+from client.contract.wire import TASK_INIT, TASK_KEY, TASK_SUMMARY
 from client.data import holdout_split
-from client.errors import DataError
 from client.flower_client import InstitutionClient
 from client.history import FileHistory, StateHistory
 from client.node import NodeSettings
-from client.plan import TASK_INIT, TASK_KEY, TASK_SUMMARY, TrainingPlan
-from client.preprocessing import PreprocessingSpec
-from client.report import FitReport
-from client.schema import validate_frame
 from privacy.accounting import AccountingStep
 from privacy.config import DPConfig, PrivacyBudget
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from privacy.config import PrivacyBudget
-from simulations.runner import simulate
+from simulations.runner import prepare, simulate
 from simulations.scenario import Scenario
 
 pytestmark = pytest.mark.slow
@@ -17,7 +17,7 @@ def test_a_run_ends_with_a_profile_of_every_training_row(secagg):
     scenario = Scenario(institutions=2, seed=4)
     training_rows = sum(len(i.train) for i in scenario.all_institutions())
 
-    outcome = simulate(scenario, {"num-server-rounds": 1, "secagg": secagg}, baseline=False)
+    outcome = simulate(scenario, prepare(scenario, {"num-server-rounds": 1, "secagg": secagg}), baseline=False)
 
     profile = outcome.result.profile
     assert profile is not None
@@ -36,7 +36,7 @@ def test_a_noisy_profile_is_accounted_in_each_institutions_epsilon():
     training_rows = sum(len(i.train) for i in scenario.all_institutions())
 
     outcome = simulate(
-        scenario, {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0},
+        scenario, prepare(scenario, {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0}),
         baseline=False
     )
 

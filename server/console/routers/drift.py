@@ -16,7 +16,7 @@ from server.console import charts
 from server.console.deps import DbDep, ViewerDep, render
 from server.store import browse
 from server.store.drift import drift_events
-from server.store.tracking import epsilon_totals
+from server.store.spending import epsilon_totals
 
 router = APIRouter()
 

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse
 from server.console import charts
 from server.console.deps import DbDep, ViewerDep, render
 from server.store import browse
-from server.store.tracking import epsilon_totals
+from server.store.spending import epsilon_totals
 
 router = APIRouter()
 

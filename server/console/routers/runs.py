@@ -10,7 +10,8 @@ from fastapi.responses import HTMLResponse
 from server.console import charts
 from server.console.deps import DbDep, StateDep, ViewerDep, render
 from server.store import browse
-from server.store.tracking import get_run, ledger_entries
+from server.store.runs import get_run
+from server.store.spending import ledger_entries
 
 router = APIRouter()
 

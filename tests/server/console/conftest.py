@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from client.report import FitReport
+from client.contract.report import FitReport
 from privacy.pki import generate_node_key
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.console.app import create_app
 from server.console.settings import ConsoleSettings
-from server.records import Institution, RoundRecord, RunResult, RunStart
+from server.run_events import Institution, RoundRecord, RunResult, RunStart
 from server.store.drift import record_drift_change
 from server.store.engine import Store, open_store
 from server.store.governance import bootstrap_admin, create_principal, issue_key

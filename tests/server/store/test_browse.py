@@ -12,7 +12,7 @@ from server.errors import PermissionDeniedError
 from server.store import audit, browse
 from server.store.engine import Store
 from server.store.models import AuditEvent, utcnow
-from server.store.tracking import start_run
+from server.store.runs import start_run
 
 
 def test_runs_come_in_pages_newest_first_with_round_counts(store: Store, principal_factory) -> None:  # type: ignore[no-untyped-def]

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from client.report import FitReport
-from server.records import RoundRecord
-from server.store import tracking
+from client.contract.report import FitReport
+from server.run_events import RoundRecord
+from server.store import runs, spending
 from server.store.models import LedgerEntry
 
 
@@ -26,18 +26,18 @@ def _round(number: int, budgets: dict[str, float]) -> RoundRecord:
 def test_the_latest_reported_budget_counts(store, principal_factory) -> None:  # type: ignore[no-untyped-def]
     olga = principal_factory("olga", "operator")[0]
     with store.session() as session:
-        a = tracking.start_run(session=session, actor=olga, name="a", config={}).id
-        tracking.record_round(session=session, actor=olga, run_id=a,
+        a = runs.start_run(session=session, actor=olga, name="a", config={}).id
+        runs.record_round(session=session, actor=olga, run_id=a,
                               record=_round(1, {"Cleveland": 1.0, "Hungary": float("inf")}))
-        b = tracking.start_run(session=session, actor=olga, name="b", config={}).id
-        tracking.record_round(session=session, actor=olga, run_id=b, record=_round(1, {"Cleveland": 3.0}))
-        tracking.record_round(session=session, actor=olga, run_id=a, record=_round(2, {"Cleveland": 2.0}))
+        b = runs.start_run(session=session, actor=olga, name="b", config={}).id
+        runs.record_round(session=session, actor=olga, run_id=b, record=_round(1, {"Cleveland": 3.0}))
+        runs.record_round(session=session, actor=olga, run_id=a, record=_round(2, {"Cleveland": 2.0}))
         # run a's round 2 was recorded last, but run b's report is the newer one
         later = session.scalars(select(LedgerEntry).where(LedgerEntry.run_id == b)).one()
         later.recorded_at = later.recorded_at + timedelta(hours=1)
 
     with store.session() as session:
-        totals = {t.institution: t for t in tracking.epsilon_totals(session=session, actor=olga)}
+        totals = {t.institution: t for t in spending.epsilon_totals(session=session, actor=olga)}
 
     assert totals["Cleveland"].budget == 3.0
     assert totals["Hungary"].budget is None and totals["Hungary"].left is None
