@@ -15,9 +15,11 @@
                ├── ConflictError           it already exists, or the change
                │                           would break an invariant  (exit 8)
                ├── AuthenticationError     no, wrong, revoked or expired API key
-               │                                                      (exit 6)
+               │    │                                                 (exit 6)
+               │    └── SignInRequiredError   no live console session (exit 6)
                ├── PermissionDeniedError   the principal lacks the permission
-               │                                                      (exit 7)
+               │    │                                                 (exit 7)
+               │    └── CsrfError            a console form without its token (exit 7)
                └── AuditChainError         the audit log was tampered with
                                                                       (exit 9)
 """
@@ -86,6 +88,14 @@ class PermissionDeniedError(StoreError):
     """An authenticated principal lacks the permission an action needs."""
 
     exit_code: ClassVar[int] = 7
+
+
+class SignInRequiredError(AuthenticationError):
+    """A console request has no session, or its session expired or its key was revoked."""
+
+
+class CsrfError(PermissionDeniedError):
+    """A console form came without the session's anti-forgery token, or with a wrong one."""
 
 
 class AuditChainError(StoreError):

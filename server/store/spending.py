@@ -155,10 +155,22 @@ def epsilon_totals(
 
 def _latest_budgets(session: Session, *, institution: str | None) -> dict[str, float]:
     """Each institution's most recently reported budget."""
-    query = (
+    reported = LedgerEntry.budget_epsilon.is_not(None)
+    latest = (
+        select(LedgerEntry.institution_id, func.max(LedgerEntry.recorded_at).label("at"))
+        .where(reported)
+        .group_by(LedgerEntry.institution_id)
+        .subquery()
+    )
+    query = (  # only each institution's latest report(s), not every ledger row
         select(Institution.name, LedgerEntry.budget_epsilon)
         .join(Institution, Institution.id == LedgerEntry.institution_id)
-        .where(LedgerEntry.budget_epsilon.is_not(None))
+        .join(
+            latest,
+            (latest.c.institution_id == LedgerEntry.institution_id)
+            & (latest.c.at == LedgerEntry.recorded_at),
+        )
+        .where(reported)
         .order_by(LedgerEntry.recorded_at, LedgerEntry.id)
     )
     if institution is not None:
