@@ -34,6 +34,7 @@ from deploy.settings import ServeSettings
 from server.store import repository as repo
 from server.store.engine import open_store
 from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.settings import StoreSettings
 from simulations.scenario import Scenario
 
 MODEL = "heart-disease"
@@ -78,7 +79,7 @@ def main() -> None:
 
     # One service (one onnxruntime session): monitoring is switched on and off between calls,
     # so that nothing but the monitor differs.
-    settings = ServeSettings(database_url=url, providers="cpu", drift_window_rows=5000)
+    settings = ServeSettings(store=StoreSettings.load(url), providers="cpu", drift_window_rows=5000)
     service = Service.build(settings, store=store)
     service.catalog.refresh()  # no background threads: nothing else runs during timing
     identity = service.authenticator.identify(f"Bearer {key}")

@@ -18,7 +18,7 @@ import warnings
 
 from client.image_datasets import fashion_mnist_available
 from privacy.config import PrivacyBudget
-from simulations.runner import simulate
+from simulations.runner import prepare, simulate
 from simulations.scenario import Scenario
 
 ANCHOR = "Tramèr & Boneh 2021, central DP-SGD, end-to-end CNN: ~86% at ε ≈ 3 (δ = 1e-5)"
@@ -41,19 +41,16 @@ def run(
         budget=PrivacyBudget(epsilon=epsilon, delta=1e-5),
     )
     began = time.perf_counter()
-    outcome = simulate(
-        scenario,
-        {
-            "num-server-rounds": rounds,
-            "model": "dpcnn",
-            "learning-rate": lr,
-            "sample-rate": sample_rate,
-            "local-epochs": local_epochs,
-            "secagg": True,
-            "profile": False,
-        },
-        baseline=False,
-    )
+    run_config = {
+        "num-server-rounds": rounds,
+        "model": "dpcnn",
+        "learning-rate": lr,
+        "sample-rate": sample_rate,
+        "local-epochs": local_epochs,
+        "secagg": True,
+        "profile": False,
+    }
+    outcome = simulate(scenario, prepare(scenario, run_config), baseline=False)
     accuracy = outcome.result.rounds[-1].accuracy
     assert accuracy is not None
     return accuracy, time.perf_counter() - began

@@ -29,12 +29,12 @@ import httpx
 import pandas as pd
 import torch
 
-from client.models import ModelSpec
-from client.preprocessing import PreprocessingSpec
+from client.contract.architecture import ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
 from deploy.onnx_export import serving_module
 from deploy.predictor import LoadedModel
 from deploy.serving_model import encode_rows, frame_to_rows
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.store import repository as repo
 from server.store.engine import open_store
 from server.store.governance import bootstrap_admin, create_principal, issue_key

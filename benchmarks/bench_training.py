@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from client.contract.architecture import ModelSpec
 from client.image_datasets import fashion_mnist_available
-from client.models import ModelSpec, build_model
+from client.models import build_model
 from client.training import PREFERRED_GRAD_SAMPLE_MODE, train_locally
 from privacy.dpsgd import GRAD_SAMPLE_MODES
-from simulations.runner import simulate
+from simulations.runner import prepare, simulate
 from simulations.scenario import Scenario
 
 BATCH = 256
@@ -152,20 +153,17 @@ def round_wall_time(institutions: int, *, rounds: int, fraction_fit: float) -> t
     """Median wall time of rounds 2..N and the peak memory of the whole simulation."""
     scenario = Scenario(dataset="fashion-mnist-small", institutions=institutions, partition="iid")
     with TreeMemory() as memory:
-        outcome = simulate(
-            scenario,
-            {
-                "num-server-rounds": rounds,
-                "secagg": True,
-                "dp": True,
-                "model": "dpcnn",
-                "learning-rate": 1.0,
-                "sample-rate": 0.2,
-                "fraction-fit": fraction_fit,
-                "profile": False,  # the reference profile runs once, after the rounds
-            },
-            baseline=False,
-        )
+        run_config = {
+            "num-server-rounds": rounds,
+            "secagg": True,
+            "dp": True,
+            "model": "dpcnn",
+            "learning-rate": 1.0,
+            "sample-rate": 0.2,
+            "fraction-fit": fraction_fit,
+            "profile": False,  # the reference profile runs once, after the rounds
+        }
+        outcome = simulate(scenario, prepare(scenario, run_config), baseline=False)
     durations = [r.duration_s for r in outcome.result.rounds[1:]]
     return statistics.median(durations), memory.peak_bytes
 

@@ -17,9 +17,10 @@ from flwr.client import Client, ClientApp
 
 from client.data import DataLoaderFn, InstitutionData, load_node_data
 from client.flower_client import InstitutionClient
-from client.history import FileHistory, HistoryStore, StateHistory
+from client.history import FileHistory, StateHistory
 from client.mods import secure_aggregation_mod_for, update_guard_mod
 from client.node import NodeSettings
+from privacy.account import HistoryStore
 
 logger = logging.getLogger(__name__)
 

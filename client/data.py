@@ -11,9 +11,9 @@ from typing import Any
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from client.contract.errors import DataError
+from client.contract.schema import TableSchema
 from client.datasets import FileSource, get_dataset
-from client.errors import DataError
-from client.schema import TableSchema
 from privacy.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -18,9 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from client.files import read_table
-from client.image_datasets import FashionMnistSource, SmallFashionMnistSource
-from client.schema import (
+from client.contract.files import read_table
+from client.contract.schema import (
     CategoricalFeature,
     NumericFeature,
     TableSchema,
@@ -28,6 +27,7 @@ from client.schema import (
     load_schema,
     validate_frame,
 )
+from client.image_datasets import FashionMnistSource, SmallFashionMnistSource
 from client.sources import DatasetSource, TrainingDefaults
 from privacy.errors import UnknownNameError
 

@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import cast
 
 from flwr.app import ConfigRecord, RecordDict
 
-from client.errors import DataError
+from client.contract.errors import DataError
+from privacy.account import HistoryStore
 from privacy.accounting import AccountingStep
 
 _STATE_KEY = "fedwarden.privacy-history"
-
-
-class HistoryStore(ABC):
-    """Reads and appends an institution's accounting history."""
-
-    @abstractmethod
-    def load(self) -> list[AccountingStep]:
-        """Every step spent so far, oldest first."""
-
-    @abstractmethod
-    def append(self, step: AccountingStep) -> None:
-        """Record steps that were taken."""
 
 
 class StateHistory(HistoryStore):

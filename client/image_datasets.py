@@ -20,8 +20,8 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from client.errors import DataError
-from client.schema import TableSchema
+from client.contract.errors import DataError
+from client.contract.schema import TableSchema
 from client.sources import DatasetSource, TrainingDefaults
 
 FASHION_MNIST_DIR_ENV = "FEDWARDEN_FASHION_MNIST_DIR"

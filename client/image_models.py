@@ -20,7 +20,7 @@ from torch import nn
 from privacy.errors import ConfigError
 
 if TYPE_CHECKING:
-    from client.models import ModelSpec
+    from client.contract.architecture import ModelSpec
 
 
 class DpCnn(nn.Module):

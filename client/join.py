@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from client.contract.processes import ProcessGroup, child_env, executable
 from client.errors import JoinError
-from client.processes import ProcessGroup, child_env, executable
 from privacy.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pandas as pd
 
-from client.schema import TableSchema
+from client.contract.schema import TableSchema
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from client.models import get_weights
 from privacy.accounting import AccountingStep
 from privacy.dpsgd import make_private
+from privacy.sampling import batch_size_for
 
 logger = logging.getLogger(__name__)
 
@@ -44,22 +46,6 @@ class LocalOutcome:
     accounting: AccountingStep | None
 
 
-def batch_size_for(num_examples: int, sample_rate: float) -> int:
-    """The loader batch size whose number of batches per epoch is about ``1 / sample_rate``."""
-    batches = max(1, round(1 / sample_rate))
-    return max(1, math.ceil(num_examples / batches))
-
-
-def effective_sample_rate(num_examples: int, sample_rate: float) -> float:
-    """The Poisson sample rate DP-SGD really uses: one over the loader's number of batches."""
-    batch_size = batch_size_for(num_examples, sample_rate)
-    return 1.0 / math.ceil(num_examples / batch_size)
-
-
-def steps_per_epoch(num_examples: int, sample_rate: float) -> int:
-    return round(1 / effective_sample_rate(num_examples, sample_rate))
-
-
 def train_locally(
     model: nn.Module,
     features: np.ndarray,
@@ -71,7 +57,7 @@ def train_locally(
     noise_multiplier: float | None,
     max_grad_norm: float,
     proximal_mu: float = 0.0,
-    seed: int,
+    seed: int | None,
     device: torch.device,
     grad_sample_mode: str | None = None,
 ) -> LocalOutcome:
@@ -84,13 +70,23 @@ def train_locally(
     weights after each step; it reads no data, so it costs no privacy.
     ``grad_sample_mode`` picks how DP-SGD gets per-sample gradients (the same
     step either way); ``None`` takes the one measured fastest for the model.
+
+    ``seed`` ``None`` (the default for every real round) draws the batch sampling
+    and the noise from generators seeded with 64 bits from the OS's secure source
+    (``secrets``), fresh each call: nothing the coordinator knows predicts them.
+    (Opacus's own ``secure_mode`` needs ``torchcsprng``, which has no build for this
+    torch.) A given ``seed`` makes the round reproducible, and its noise predictable.
     """
     model.to(device).train()
     dataset = TensorDataset(
         torch.as_tensor(features, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long)
     )
     pin = device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
-    generator = torch.Generator().manual_seed(seed)
+    if seed is None:
+        sampling_seed, noise_seed = secrets.randbits(62), secrets.randbits(62)
+    else:
+        sampling_seed, noise_seed = seed, seed + 1
+    generator = torch.Generator().manual_seed(sampling_seed)
     loader: DataLoader[tuple[torch.Tensor, ...]] = DataLoader(
         dataset,
         batch_size=batch_size_for(len(dataset), sample_rate),
@@ -109,7 +105,7 @@ def train_locally(
             loader,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
-            noise_seed=seed + 1,
+            noise_seed=noise_seed,
             grad_sample_mode=grad_sample_mode or grad_sample_mode_for(model),
         )
         model, optimizer, loader = private.model, private.optimizer, private.data_loader

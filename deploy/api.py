@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from deploy.errors import InvalidRequestError, ServingError
+from deploy.errors import InvalidRequestError, RequestTooLargeError, ServingError
 from deploy.metrics import ServiceMetrics
 from deploy.routes import health_router, models_router
 from deploy.service import Service
@@ -124,10 +124,6 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-class _BodyTooLargeError(Exception):
-    pass
-
-
 class Instrumentation:
     """Pure ASGI middleware: refuses bodies over the limit (413) and records metrics."""
 
@@ -158,12 +154,12 @@ class Instrumentation:
                 message = await receive()
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    raise _BodyTooLargeError
+                    raise RequestTooLargeError
                 return message
 
             try:
                 await self.app(scope, limited_receive, counted_send)
-            except _BodyTooLargeError:
+            except RequestTooLargeError:
                 if not status["started"]:
                     await self._too_large(scope, counted_send)
         self._observe(scope, int(status["code"]), time.perf_counter() - began)

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from client.preprocessing import PreprocessingSpec
-from client.profile import ReferenceProfile, encode_frame
-from client.schema import TableSchema
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ReferenceProfile, encode_frame
+from client.contract.schema import TableSchema
 from deploy.drift import STATUSES, drift_plan, score_windows, with_histograms
 from deploy.errors import DeployError
 from deploy.settings import ServeSettings
@@ -156,7 +156,7 @@ def _read_rows(path: Path, schema: TableSchema) -> pd.DataFrame:
     """The features of a CSV, Parquet or NPZ file's rows, checked against ``schema`` (as an
     institution's file is). Served rows have no target: a target column, if any, is replaced
     by a placeholder nothing reads."""
-    from client.files import read_raw, validate_file_frame
+    from client.contract.files import read_raw, validate_file_frame
 
     frame = read_raw(path, schema)
     mapping = schema.target.mapping

@@ -7,6 +7,7 @@
           ├── ExportError           an artifact cannot be built or fails parity
           └── ServingError          the inference service cannot start or answer
                └── InvalidRequestError   a request's rows are malformed (HTTP 4xx)
+                    └── RequestTooLargeError  the body is over the limit (HTTP 413)
 """
 
 from __future__ import annotations
@@ -36,3 +37,10 @@ class InvalidRequestError(ServingError):
     def __init__(self, message: str, *, status_code: int = 422, **context: Any) -> None:
         super().__init__(message, **context)
         self.status_code = status_code
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """A request body is larger than the service accepts (HTTP 413)."""
+
+    def __init__(self, message: str = "the request body is too large", **context: Any) -> None:
+        super().__init__(message, status_code=413, **context)

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from client.errors import DataError
-from client.profile import ReferenceProfile
+from client.contract.errors import DataError
+from client.contract.profile import ReferenceProfile
 from deploy.drift import STATUSES, DriftPlan, WindowScores, score_windows, with_histograms
 from deploy.metrics import ServiceMetrics
 from deploy.predictor import LoadedModel

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from client.preprocessing import PreprocessingSpec
+from client.contract.preprocessing import PreprocessingSpec
 from deploy.errors import ServingError
-from deploy.onnx_export import INPUT_NAMES, sha256_file
+from deploy.onnx_contract import INPUT_NAMES, sha256_file
 from deploy.validation import UNLIMITED, RequestLimits, RowEncoder
 
 logger = logging.getLogger(__name__)

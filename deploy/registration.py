@@ -19,12 +19,12 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from client.errors import DataError
-from client.models import ModelSpec
-from client.preprocessing import PreprocessingSpec
-from client.profile import ReferenceProfile
+from client.contract.architecture import ModelSpec
+from client.contract.errors import DataError
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ReferenceProfile
 from deploy.onnx_export import ExportedModel, export_model
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.errors import NotFoundError
 from server.store import repository as repo
 from server.store.engine import Store

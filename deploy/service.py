@@ -19,7 +19,6 @@ from deploy.predictor import ModelHolder, choose_providers
 from deploy.settings import ServeSettings
 from deploy.validation import RequestLimits
 from server.store.engine import Store, open_store
-from server.store.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class Service:
     @classmethod
     def build(cls, settings: ServeSettings, *, store: Store | None = None) -> Service:
         owns = store is None
-        store = store or open_store(StoreSettings.load(settings.database_url))
+        store = store or open_store(settings.store)
         holder = ModelHolder()
         metrics = ServiceMetrics()
         return cls(

@@ -1,9 +1,15 @@
-"""The inference service's settings, read once in the entry point (``FEDWARDEN_`` variables)."""
+"""The inference service's settings, read once in the entry point (``FEDWARDEN_`` variables).
+
+One settings tree: ``ServeSettings`` nests the store's own ``StoreSettings`` (the
+database URL and its one default live there).
+"""
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.store.settings import StoreSettings
 
 
 class ServeSettings(BaseSettings):
@@ -15,7 +21,7 @@ class ServeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FEDWARDEN_", extra="ignore", frozen=True)
 
-    database_url: str = "sqlite:///fedwarden.db"
+    store: StoreSettings = Field(default_factory=StoreSettings)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)

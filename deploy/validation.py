@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from client.schema import CategoricalFeature, NumericFeature, TableSchema, canonical
+from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, canonical
 from deploy.errors import InvalidRequestError
 
 MISSING_CATEGORY = -1

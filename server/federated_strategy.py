@@ -36,28 +36,27 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.criterion import Criterion
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 
-from client.flower_client import PREPROCESSING_KEY, ROUND_KEY
-from client.plan import TASK_EVALUATE, TASK_KEY, TASK_TRAIN, TrainingPlan
-from client.report import FitReport
+from client.contract.plan import TrainingPlan
+from client.contract.report import FitReport
+from client.contract.wire import (
+    ACCURACY_KEY,
+    PREPROCESSING_KEY,
+    ROUND_KEY,
+    TASK_EVALUATE,
+    TASK_KEY,
+    TASK_TRAIN,
+)
 from privacy.accounting import AccountingStep, compute_epsilon
 from privacy.errors import ConfigError, UpdateRejectedError
 from privacy.updates import update_norm, validate_update
-from server.checkpoints import RunCheckpoint, capture_strategy_state, restore_strategy_state
+from server.checkpoint_format import RunCheckpoint, capture_strategy_state, restore_strategy_state
 from server.config import CentralDPSettings
-from server.records import Institution
+from server.errors import NodeFailedError
+from server.run_events import Institution
 
 logger = logging.getLogger(__name__)
 
 _NORM_TOLERANCE = 1e-5
-
-
-class NodeFailedError(Exception):
-    """A node that was asked for a reply gave none (an error, or no reply in time)."""
-
-    def __init__(self, node_id: int, reason: str) -> None:
-        super().__init__(reason)
-        self.node_id = node_id
-        self.reason = reason
 
 
 @dataclass
@@ -299,7 +298,7 @@ class FedwardenStrategy(Strategy):
         loss = sum(res.loss * res.num_examples for _, res in results) / total
         correct = 0.0
         for proxy, res in results:
-            accuracy = float(res.metrics.get("fw.accuracy", math.nan))
+            accuracy = float(res.metrics.get(ACCURACY_KEY, math.nan))
             log.accuracy_by_institution[self._name(proxy.node_id)] = accuracy
             correct += accuracy * res.num_examples
         log.loss = float(loss)

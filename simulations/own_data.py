@@ -4,7 +4,7 @@ Either a folder with one file per institution (CSV, Parquet or NPZ; the file's
 name without its suffix is the institution's name), or one file split into
 institutions by the values of a column (a hospital or region column). Every
 file is read and validated as ``fedwarden client join`` reads an institution's
-file (``client.files.read_table``), so a simulation fails with the same
+file (``client.contract.files.read_table``), so a simulation fails with the same
 message, naming the file, the column and the row, that a real node would.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from client.contract.errors import DataError, SchemaError
+from client.contract.files import FORMATS, read_raw, validate_file_frame
+from client.contract.schema import TableSchema, load_schema
 from client.data import InstitutionData, holdout_split, load_node_data
-from client.errors import DataError, SchemaError
-from client.files import FORMATS, read_raw, validate_file_frame
-from client.schema import TableSchema, load_schema
 from privacy.errors import ConfigError
 
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".npz")
@@ -126,7 +126,7 @@ def load_own_institution(node_config: Mapping[str, Any], *, seed: int) -> Instit
 def _validated(node_config: Mapping[str, Any]) -> pd.DataFrame:
     delimiter = node_config.get("delimiter")
     if SPLIT_BY_KEY not in node_config:
-        from client.files import read_table
+        from client.contract.files import read_table
 
         return read_table(
             Path(node_config["data-path"]),

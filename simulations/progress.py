@@ -12,7 +12,7 @@ import math
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from server.records import RoundRecord, RunResult, RunStart
+from server.run_events import RoundRecord, RunResult, RunStart
 
 PHASES = (
     "start-up", "census", "summary", "initial model", "round", "profile", "baseline", "export"

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from server.records import json_safe
+from server.run_events import json_safe
 from simulations.runner import SimulationOutcome
 
 SUMMARY_FILE = "summary.json"
@@ -32,6 +32,7 @@ def summary(outcome: SimulationOutcome) -> dict[str, Any]:
         "strategy": settings.strategy.name,
         "model": plan.model,
         "seed": plan.seed,
+        "insecure_reproducible": plan.reproducible,
         "num_rounds": plan.num_rounds,
         "dp": {
             "enabled": dp.enabled,

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from client.contract.schema import TableSchema
 from client.data import InstitutionData, holdout_split
 from client.datasets import get_dataset
 from client.node import DEFAULT_BUDGET_DELTA, DEFAULT_BUDGET_EPSILON
-from client.schema import TableSchema
 from privacy.config import PrivacyBudget
 from privacy.errors import ConfigError
 from simulations.own_data import OwnData, load_own_institution
@@ -62,6 +62,8 @@ class Scenario:
     )
     budgets: dict[str, float] = field(default_factory=dict)
     own_data: OwnData | None = None
+    node_policy: dict[str, Any] = field(default_factory=dict)
+    """Every simulated node's own policy keys (``allow-non-dp``, ...): ``privacy.policy``."""
 
     def __post_init__(self) -> None:
         if self.own_data is not None:
@@ -140,6 +142,7 @@ class Scenario:
                 "seed": self.seed,
                 "budget-epsilon": self.budgets.get(name, self.budget.epsilon),
                 "budget-delta": self.budget.delta,
+                **self.node_policy,
             }
         return {
             **flower_node_config,
@@ -151,6 +154,7 @@ class Scenario:
             "seed": self.seed,
             "budget-epsilon": self.budgets.get(name, self.budget.epsilon),
             "budget-delta": self.budget.delta,
+            **self.node_policy,
         }
 
     def load(self, node_config: Mapping[str, Any]) -> InstitutionData:

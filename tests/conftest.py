@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from client.schema import CategoricalFeature, NumericFeature, TableSchema, TargetSpec
+from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, TargetSpec
 
 
 @pytest.fixture

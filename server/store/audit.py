@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from privacy.errors import ConfigError, FedwardenError
-from server.records import json_safe
+from server.run_events import json_safe
 from server.store.locks import LockPurpose, lock_for_transaction
 from server.store.models import AuditEvent, utcnow
 

@@ -111,6 +111,17 @@ def authenticate(session: Session, token: str | None) -> Principal:
     return owner
 
 
+def live_key_owner(session: Session, *, prefix: str) -> Principal | None:
+    """The owner of the key with ``prefix`` if that key is still valid (not revoked, not
+    expired), else ``None``: for sessions that were opened with the key and must end with it."""
+    row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        return None
+    return session.get(Principal, row.principal_id)
+
+
 def _failure(
     session: Session, *, reason: str, prefix: str | None, owner: str | None = None
 ) -> AuthenticationError:

@@ -169,7 +169,10 @@ class Run(Base):
     """One federated training run."""
 
     __tablename__ = "runs"
-    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        Index("ix_runs_started_at", "started_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -219,6 +222,7 @@ class LedgerEntry(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "institution_id", "round", "kind"),
         CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+        Index("ix_privacy_ledger_institution_recorded", "institution_id", "recorded_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -325,7 +329,11 @@ class AuditEvent(Base):
     """One link of the append-only audit chain; ``hash`` covers every other column."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_time", "time"),)
+    __table_args__ = (
+        Index("ix_audit_events_time", "time"),
+        Index("ix_audit_events_actor_seq", "actor", "seq"),
+        Index("ix_audit_events_action_seq", "action", "seq"),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     time: Mapped[datetime]

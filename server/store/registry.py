@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from privacy.errors import ConfigError, FedwardenError
 from server.errors import ConflictError, NotFoundError
-from server.records import json_safe
+from server.run_events import json_safe
 from server.store import audit, rbac
 from server.store.locks import LockPurpose, lock_for_transaction
 from server.store.models import (
@@ -59,7 +59,7 @@ def run_lineage(*, session: Session, run_id: str, up_to_round: int | None = None
         rounds = rounds.where(Round.round <= up_to_round)
         ledger = ledger.where(LedgerEntry.round <= up_to_round)
     last = session.scalars(rounds.order_by(Round.round.desc())).first()
-    entries = session.execute(ledger.order_by(LedgerEntry.round)).tuples()
+    entries = session.execute(ledger.order_by(LedgerEntry.round))
     epsilon: dict[str, float] = {}
     dp: dict[str, dict[str, float]] = {}
     trained: set[str] = set()

@@ -12,7 +12,7 @@ changes or reads in the same transaction::
         alice = repo.authenticate(session, api_key)
         repo.promote_model_version(session, actor=alice, name="heart", version=3)
 
-The functions live in small modules (``governance``, ``tracking``,
+The functions live in small modules (``governance``, ``runs``, ``spending``, ``checkpoints``,
 ``registry``, ``oversight``); import them from here.
 """
 
@@ -25,6 +25,7 @@ from server.store.anchoring import (
     verify_receipt,
 )
 from server.store.audit import ChainBreak, ChainReport
+from server.store.checkpoints import checkpoint_for_export, latest_checkpoint, save_checkpoint
 from server.store.drift import drift_events, latest_drift_event, record_drift_change
 from server.store.engine import Store, open_store
 from server.store.governance import (
@@ -75,22 +76,17 @@ from server.store.registry import (
     run_lineage,
     serving_catalog,
 )
-from server.store.settings import StoreSettings
-from server.store.tracking import (
-    EpsilonTotal,
-    checkpoint_for_export,
+from server.store.runs import (
     end_run,
-    epsilon_totals,
     get_run,
-    latest_checkpoint,
-    ledger_entries,
     record_profile,
     record_round,
     resume_run,
     run_profile,
-    save_checkpoint,
     start_run,
 )
+from server.store.settings import StoreSettings
+from server.store.spending import EpsilonTotal, epsilon_totals, ledger_entries
 
 __all__ = [
     "ApiKey",

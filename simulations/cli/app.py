@@ -18,6 +18,7 @@ from privacy.errors import FedwardenError
 from simulations.cli.admin import admin_app
 from simulations.cli.audit import audit_app
 from simulations.cli.client import client_app
+from simulations.cli.console import console_command
 from simulations.cli.coordinator import coordinator_app
 from simulations.cli.db import db_app
 from simulations.cli.drift import drift_app
@@ -56,6 +57,7 @@ app.command("export")(export_command)
 app.add_typer(models_app, name="models")
 app.command("serve")(serve_command)
 app.add_typer(drift_app, name="drift")
+app.command("console")(console_command)
 
 
 def main() -> None:
@@ -67,7 +69,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")
-        sys.exit(130)
+        sys.exit(130)  # EXIT_CODES[130]
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

@@ -24,9 +24,9 @@ def check_command(
     ] = None,
 ) -> None:
     """Validate a file against the schema, as `client join` would, without a coordinator."""
+    from client.contract.files import read_table
+    from client.contract.schema import load_schema
     from client.data import holdout_split
-    from client.files import read_table
-    from client.schema import load_schema
 
     table_schema = load_schema(schema)
     rows = read_table(data, table_schema, delimiter=delimiter)
@@ -86,6 +86,25 @@ def join_command(
     check_data: Annotated[
         bool, typer.Option("--check-data/--no-check-data", help="Load the rows before joining.")
     ] = True,
+    allow_non_dp: Annotated[
+        bool,
+        typer.Option("--allow-non-dp", help="Policy: train rounds a run asks to run without DP."),
+    ] = False,
+    min_noise_multiplier: Annotated[
+        float, typer.Option(help="Policy: the lowest DP-SGD noise multiplier accepted.")
+    ] = 0.3,
+    allow_reproducible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-reproducible",
+            help="Policy: seed the DP noise from the run's public seed when a run asks for it "
+            "(insecure: anyone with the seed can recompute the noise; for tests only).",
+        ),
+    ] = False,
+    tasks: Annotated[
+        str | None,
+        typer.Option(help="Policy: the tasks answered, comma-separated (default: all)."),
+    ] = None,
 ) -> None:
     """Start this institution's SuperNode: its data and its own budget, over TLS, with its key."""
     from client.join import JoinSettings, join
@@ -108,7 +127,12 @@ def join_command(
         "budget-epsilon": budget_epsilon,
         "budget-delta": budget_delta,
         "require-secagg": require_secagg,
+        "allow-non-dp": allow_non_dp,
+        "min-noise-multiplier": min_noise_multiplier,
+        "allow-reproducible": allow_reproducible,
     }
+    if tasks is not None:
+        config["tasks"] = tasks
     if history is not None:
         config["history-path"] = str(history.resolve())
     else:

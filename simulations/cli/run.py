@@ -28,7 +28,7 @@ def run_start_command(
     app_dir: AppDir = None,
 ) -> None:
     """Submit a federation run (rounds, strategy, DP, SecAgg, budget cap) to the coordinator."""
-    from server.deployment.runs import default_app_dir, load_run_config, new_record, submit
+    from server.engine.runs import default_app_dir, load_run_config, new_record, submit
 
     app = app_dir or default_app_dir()
     record = new_record(load_run_config(config, app_dir=app), state_dir=state)
@@ -47,7 +47,7 @@ def run_resume_command(
     app_dir: AppDir = None,
 ) -> None:
     """Carry a run on from its last completed round (its checkpoint in the store)."""
-    from server.deployment.runs import RunRecord, default_app_dir, submit
+    from server.engine.runs import RunRecord, default_app_dir, submit
 
     record = RunRecord.load(state, run)
     code = submit(
@@ -63,7 +63,7 @@ def run_status_command(
     state: StateDir,
 ) -> None:
     """The run's Flower runs (first, then each resume) and their status, as JSON."""
-    from server.deployment.runs import RunRecord, flower_status
+    from server.engine.runs import RunRecord, flower_status
 
     record = RunRecord.load(state, run)
     out = {
@@ -80,7 +80,7 @@ def run_status_command(
 @run_app.command("list")
 def run_list_command(state: StateDir) -> None:
     """Every run started from this coordinator: fedwarden id, Flower runs, Flower status."""
-    from server.deployment.runs import flower_runs, list_records
+    from server.engine.runs import flower_runs, list_records
 
     statuses = {int(r["run-id"]): str(r.get("status", "?")) for r in flower_runs(state)}
     for record in list_records(state):
@@ -96,7 +96,7 @@ def run_stop_command(
     state: StateDir,
 ) -> None:
     """Stop the run's current Flower run."""
-    from server.deployment.runs import RunRecord, stop
+    from server.engine.runs import RunRecord, stop
     from server.errors import NotFoundError
 
     record = RunRecord.load(state, run)

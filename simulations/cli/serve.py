@@ -33,9 +33,10 @@ def serve_command(
     from deploy.settings import ServeSettings
     from server.store.settings import StoreSettings
 
-    url = StoreSettings.load(database_url).database_url
+    store = StoreSettings.load(database_url)
+    url = store.database_url
     settings = ServeSettings(
-        database_url=url,
+        store=store,
         host=host,
         port=port,
         workers=workers,
@@ -48,7 +49,8 @@ def serve_command(
     with opened(url):
         pass  # fail now, in one line, if the store is unreachable
     drift_plan(settings)  # and if a drift detector or threshold is wrong
-    for key, value in settings.model_dump(mode="json").items():
+    os.environ["FEDWARDEN_DATABASE_URL"] = url  # the store's own settings read it back
+    for key, value in settings.model_dump(mode="json", exclude={"store"}).items():
         # Lists (the drift detectors) travel as JSON, as pydantic-settings reads them back.
         os.environ[f"FEDWARDEN_{key.upper()}"] = (
             value if isinstance(value, str) else json.dumps(value)

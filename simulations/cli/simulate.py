@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from client.files import FORMATS
-from privacy.errors import ConfigError
+from client.contract.files import FORMATS
+from privacy.errors import BudgetSpentError, ConfigError
 
 # soft_wrap: a line is never broken mid-record (a terminal wraps it, a file keeps it whole);
 # Rich writes no colour or cursor codes where the output is not a terminal.
@@ -114,7 +114,25 @@ def simulate_command(
         float,
         Opt(help="Share of institutions sampled each round (cross-device style; 1: all)."),
     ] = 1.0,
-    seed: Annotated[int, Opt(help="Fixes splits, initial weights, sampling and noise.")] = 0,
+    seed: Annotated[
+        int, Opt(help="Fixes the splits and the initial weights (not the DP noise).")
+    ] = 0,
+    summary_noise_multiplier: Annotated[
+        float | None,
+        Opt(help="σ of the preprocessing summary (default 6, in units of one row's bound; 0: exact)."),
+    ] = None,
+    profile_noise_multiplier: Annotated[
+        float | None,
+        Opt(help="σ of the reference profile (default 12, in units of its sensitivity; 0: exact)."),
+    ] = None,
+    insecure_reproducible: Annotated[
+        bool,
+        Opt(
+            "--insecure-reproducible",
+            help="Seed the DP sampling and noise from --seed too, so two runs give the same "
+            "model; anyone who knows the seed can then recompute the noise. For tests only.",
+        ),
+    ] = False,
     out: Annotated[Path | None, Opt(help="Output folder (default: runs/<timestamp>).")] = None,
     baseline: Annotated[
         bool, Opt("--baseline/--no-baseline", help="Also train the pooled non-private reference.")
@@ -158,7 +176,7 @@ def simulate_command(
     from server.store.settings import StoreSettings
     from simulations.progress import ProgressObserver
     from simulations.report import write_outputs
-    from simulations.runner import BackendSettings, BudgetSpentError, prepare, simulate
+    from simulations.runner import BackendSettings, prepare, simulate
     from simulations.scenario import Scenario
 
     logging.basicConfig(
@@ -174,8 +192,15 @@ def simulate_command(
         seed=seed,
         budget=PrivacyBudget(epsilon=budget, delta=delta),
         budgets=_budgets(budget_for or []),
+        # The user of a simulation is every party: its flags set the nodes' own policies.
+        node_policy={
+            "allow-non-dp": not dp,
+            "allow-reproducible": insecure_reproducible,
+            "allow-exact-releases": 0 in (summary_noise_multiplier, profile_noise_multiplier),
+        },
     )
     run_config: dict[str, Any] = {
+        "insecure-reproducible": insecure_reproducible,
         "num-server-rounds": rounds if rounds is not None else defaults.num_rounds,
         "local-epochs": local_epochs if local_epochs is not None else defaults.local_epochs,
         "strategy": strategy,
@@ -204,13 +229,20 @@ def simulate_command(
         "secagg-threshold": secagg_threshold,
         "secagg-timeout": secagg_timeout,
         "update-clip-norm": update_clip_norm,
+        "summary-noise-multiplier": summary_noise_multiplier,
+        "profile-noise-multiplier": profile_noise_multiplier,
     }
     run_config.update({key: value for key, value in optional.items() if value is not None})
-    _, settings = prepare(scenario, run_config)  # every setting is checked before Ray starts
+    settings = prepare(scenario, run_config)  # every setting is checked before Ray starts
     if not dp:
         err_console.print(
             "[bold red]DP is OFF[/]: this run trains without differential privacy; "
             "every institution's ε is reported as infinite."
+        )
+    if insecure_reproducible:
+        err_console.print(
+            "[bold red]INSECURE REPRODUCIBLE[/]: the DP noise is seeded from --seed; anyone who "
+            "knows the seed can recompute it and subtract it. The run is marked so."
         )
     if not secagg:
         err_console.print(
@@ -235,7 +267,7 @@ def simulate_command(
             try:
                 outcome = simulate(
                     scenario,
-                    run_config,
+                    settings,
                     observers=[progress, ledger, recorder],
                     backend=BackendSettings(ray_address=ray_address, verbose=verbose),
                     baseline=baseline,

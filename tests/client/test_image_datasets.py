@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from client.contract.architecture import ModelSpec
+from client.contract.schema import TableSchema
 from client.datasets import get_dataset
 from client.image_datasets import (
     DEFAULT_FASHION_MNIST_DIR,
@@ -16,8 +18,7 @@ from client.image_datasets import (
     load_fashion_mnist,
     read_idx,
 )
-from client.models import ModelSpec, build_model
-from client.schema import TableSchema
+from client.models import build_model
 from client.training import evaluate_model, train_locally
 from simulations.own_data import OwnData
 from simulations.scenario import Scenario
@@ -78,7 +79,7 @@ def test_idx_files_read_as_fashion_mnist(tmp_path, monkeypatch):
 
 
 def test_missing_fashion_mnist_says_how_to_install_it(tmp_path, monkeypatch):
-    from client.errors import DataError
+    from client.contract.errors import DataError
 
     monkeypatch.setenv(FASHION_MNIST_DIR_ENV, str(tmp_path))
     load_fashion_mnist.cache_clear()

@@ -23,21 +23,23 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from client.models import ModelSpec, build_model, get_weights, set_weights
-from client.plan import TrainingPlan
-from client.preprocessing import PreprocessingSpec
-from client.profile import ProfileLayout, ReferenceProfile, encode_frame
-from client.report import FitReport
+from client.contract.architecture import ModelSpec
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ProfileLayout, ReferenceProfile, encode_frame
+from client.contract.report import FitReport
+from client.models import build_model, get_weights, set_weights
 from client.training import train_locally
 from deploy.api import create_app
 from deploy.registration import export_and_register
 from deploy.settings import ServeSettings
-from server.checkpoints import RunCheckpoint
-from server.records import Institution, RoundRecord, RunResult, RunStart
+from server.checkpoint_format import RunCheckpoint
+from server.run_events import Institution, RoundRecord, RunResult, RunStart
 from server.store import repository as repo
 from server.store.engine import Store, open_store
 from server.store.governance import bootstrap_admin, create_principal, issue_key
 from server.store.recorder import StoreRecorder
+from server.store.settings import StoreSettings
 from simulations.scenario import Scenario
 
 
@@ -129,7 +131,7 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
 
 
 def settings_for(url: str, **changes: object) -> ServeSettings:
-    return ServeSettings(database_url=url, poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
+    return ServeSettings(store=StoreSettings.load(url), poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from client.models import ModelSpec, build_model, set_weights
+from client.contract.architecture import ModelSpec
+from client.models import build_model, set_weights
 from deploy.serving_model import frame_to_rows
 from server.store import repository as repo
 
@@ -132,6 +133,7 @@ def test_predictions_are_counted_per_key_not_audited_per_request(model_store):
 
     from deploy.api import create_app
     from deploy.settings import ServeSettings
+    from server.store.settings import StoreSettings
 
     def usage_events() -> list[dict]:
         with model_store.store.session() as session:
@@ -139,7 +141,7 @@ def test_predictions_are_counted_per_key_not_audited_per_request(model_store):
             return [e for e in repo.tail_audit_log(session=session, actor=eve, limit=500) if e["action"] == "predict.usage"]
 
     before = len(usage_events())
-    settings = ServeSettings(database_url=model_store.url, usage_flush_interval_s=3600)
+    settings = ServeSettings(store=StoreSettings.load(model_store.url), usage_flush_interval_s=3600)
     with TestClient(create_app(settings)) as app_client:
         for _ in range(7):
             assert app_client.post("/v1/models/heart/predict", json={"rows": rows(model_store, 2)}, headers=auth(model_store)).status_code == 200

@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-from client.models import ModelSpec, build_model, set_weights
-from client.preprocessing import PreprocessingSpec
+from client.contract.architecture import ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
+from client.models import build_model, set_weights
 from deploy.serving_model import frame_to_rows
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.store import repository as repo
 from server.store.engine import open_store
 from simulations.cli.app import main

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from client.models import ModelSpec, build_model
+from client.contract.architecture import ModelSpec
+from client.models import build_model
 from client.training import grad_sample_mode_for, train_locally
 from privacy.dpsgd import GRAD_SAMPLE_MODES
 from privacy.errors import UnknownNameError

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from client.errors import SchemaError
+from client.contract.errors import SchemaError
 from privacy.errors import ConfigError
 from simulations.own_data import OwnData
 from simulations.scenario import Scenario

@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 
 from privacy.config import PrivacyBudget
-from simulations.runner import simulate
+from simulations.runner import prepare, simulate
 from simulations.scenario import Scenario
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("secagg", [False, True])
-def test_a_run_ends_with_a_profile_of_every_training_row(secagg):
-    scenario = Scenario(institutions=2, seed=4)
+def test_an_exact_profile_of_every_training_row_where_the_nodes_allow_it(secagg):
+    scenario = Scenario(institutions=2, seed=4, node_policy={"allow-exact-releases": True})
     training_rows = sum(len(i.train) for i in scenario.all_institutions())
+    config = {"num-server-rounds": 1, "secagg": secagg, "profile-noise-multiplier": 0}
 
-    outcome = simulate(scenario, {"num-server-rounds": 1, "secagg": secagg}, baseline=False)
+    outcome = simulate(scenario, prepare(scenario, config), baseline=False)
 
     profile = outcome.result.profile
     assert profile is not None
@@ -29,6 +30,16 @@ def test_a_run_ends_with_a_profile_of_every_training_row(secagg):
     assert [b.name for b in profile.layout.blocks][-2:] == ["prediction", "probability:disease"]
 
 
+def test_nodes_refuse_an_exact_profile_by_default():
+    scenario = Scenario(institutions=2, seed=4)
+    config = {"num-server-rounds": 1, "secagg": False, "profile-noise-multiplier": 0}
+
+    outcome = simulate(scenario, prepare(scenario, config), baseline=False)
+
+    assert outcome.result.profile is None
+    assert all(r.refused and "exact reference profile" in r.reason for r in outcome.result.profile_reports)
+
+
 def test_a_noisy_profile_is_accounted_in_each_institutions_epsilon():
     # Training noise is derived from the whole budget, as by default: it must leave room
     # for the profile's release, or both institutions would refuse to send it.
@@ -36,7 +47,7 @@ def test_a_noisy_profile_is_accounted_in_each_institutions_epsilon():
     training_rows = sum(len(i.train) for i in scenario.all_institutions())
 
     outcome = simulate(
-        scenario, {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0},
+        scenario, prepare(scenario, {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0}),
         baseline=False
     )
 

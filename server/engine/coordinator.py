@@ -1,0 +1,73 @@
+"""Running the coordinator: the SuperLink started, its node keys pushed, its life audited.
+
+``run_coordinator`` is what ``fedwarden coordinator start`` calls: it starts the
+SuperLink (TLS, node authentication, a state database) as a child process,
+waits until it answers, registers the store's node keys with it, audits the
+start and the stop, and returns the SuperLink's exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from client.contract.processes import ProcessGroup, child_env, executable
+from server.engine.flwr_cli import flwr_home, write_connection
+from server.engine.superlink import (
+    RefusalWatcher,
+    SuperLinkSettings,
+    push_node_keys,
+    superlink_argv,
+    wait_until_ready,
+)
+from server.store import audit
+from server.store.engine import Store
+
+logger = logging.getLogger(__name__)
+
+
+def run_coordinator(
+    *, settings: SuperLinkSettings, store: Store, on_ready: Callable[[int], None]
+) -> int:
+    """Run the SuperLink in the foreground until it stops; ``on_ready(nodes)`` once it serves.
+
+    A failure during start-up stops the SuperLink before the error propagates.
+    """
+    settings.check()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    url = store.engine.url.render_as_string(hide_password=False)
+    write_connection(
+        state_dir=settings.state_dir,
+        address=settings.address,
+        ca_certificate=settings.ca_certificate,
+    )
+    env = child_env(FLWR_HOME=str(flwr_home(settings.state_dir)), FEDWARDEN_DATABASE_URL=url)
+    group = ProcessGroup()
+    watcher = RefusalWatcher(store)
+    group.start(
+        superlink_argv(settings, program=executable("flower-superlink")),
+        env=env,
+        log_path=settings.state_dir / "superlink.log",
+        on_line=watcher,
+    )
+    try:
+        wait_until_ready(settings)
+        nodes = push_node_keys(store=store, state_dir=settings.state_dir)
+        with store.session() as session:
+            audit.append(
+                session, actor="system", action="coordinator.start",
+                target=f"superlink:{settings.address}",
+                details={"nodes": len(nodes), "tls": True, "node_auth": True},
+            )  # fmt: skip
+    except BaseException:
+        group.stop()
+        raise
+    on_ready(len(nodes))
+    code = group.wait()
+    with store.session() as session:
+        audit.append(
+            session, actor="system", action="coordinator.stop",
+            target=f"superlink:{settings.address}",
+            details={"exit_code": code, "refused_nodes": watcher.refusals},
+        )  # fmt: skip
+    return code
