@@ -32,13 +32,7 @@ def test_the_declared_run_config_means_the_documented_defaults():
 
 def test_every_key_the_translator_reads_is_declared():
     settings = federation_settings_from_run_config(
-        {
-            **app_config(),
-            "noise-multiplier": 1.3,
-            "secagg": False,
-            "central-dp": True,
-            "epsilon-cap": 2.0,
-        }
+        {**app_config(), "noise-multiplier": 1.3, "secagg": False, "central-dp": True, "epsilon-cap": 2.0}
     )
     assert settings.plan.dp.noise_multiplier == 1.3
     assert settings.secagg is None
@@ -56,24 +50,12 @@ def test_every_key_the_translator_reads_is_declared():
         ({"accountant": "gdp"}, ConfigError, "unknown accountant 'gdp'"),
         ({"min-institutions": 1}, ConfigError, "needs >= 2 institutions"),
         ({"strategy": "krum"}, ConfigError, "needs each institution's update"),
-        (
-            {"central-noise-multiplier": 0.0, "central-dp": True},
-            ConfigError,
-            "central noise multiplier",
-        ),
+        ({"central-noise-multiplier": 0.0, "central-dp": True}, ConfigError, "central noise multiplier"),
         ({"min-secure-participants": 1}, ConfigError, "'min-secure-participants' must be"),
         ({"min-secure-participants": "k"}, ConfigError, "'min-secure-participants' must be int"),
         ({"secagg-timeout": -1.0}, ConfigError, "'secagg-timeout' must be a finite"),
-        (
-            {"central-dp": True, "strategy": "fedadam"},
-            ConfigError,
-            "after its server-side optimiser",
-        ),
-        (
-            {"central-dp": True, "strategy": "fedyogi"},
-            ConfigError,
-            "after its server-side optimiser",
-        ),
+        ({"central-dp": True, "strategy": "fedadam"}, ConfigError, "after its server-side optimiser"),
+        ({"central-dp": True, "strategy": "fedyogi"}, ConfigError, "after its server-side optimiser"),
     ],
 )
 def test_malformed_run_config_names_the_key(overrides, error, phrase):
@@ -86,9 +68,7 @@ def test_a_noisy_profile_reaches_the_plan_and_the_wire():
     from server.config import federation_settings_from_run_config
 
     noisy = federation_settings_from_run_config({"profile-noise-multiplier": 4.0}).plan
-    off = federation_settings_from_run_config(
-        {"profile": False, "profile-noise-multiplier": 4.0}
-    ).plan
+    off = federation_settings_from_run_config({"profile": False, "profile-noise-multiplier": 4.0}).plan
     exact = federation_settings_from_run_config({}).plan
 
     assert noisy.profile_noise_multiplier == 4.0
@@ -103,9 +83,7 @@ def test_the_declared_keys_mean_an_exact_profile_by_default():
     config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
 
     assert {"profile", "profile-noise-multiplier"} <= set(config)
-    assert federation_settings_from_run_config(config).profile == ProfileSettings(
-        enabled=True, noise_multiplier=None
-    )
+    assert federation_settings_from_run_config(config).profile == ProfileSettings(enabled=True, noise_multiplier=None)
 
 
 @pytest.mark.parametrize(
@@ -122,12 +100,8 @@ def test_run_config_values(config, expected):
 
 @pytest.mark.parametrize(
     "config",
-    [
-        {"profile": "sometimes"},
-        {"profile-noise-multiplier": "loud"},
-        {"profile-noise-multiplier": -1.0},
-        {"profile-noise-multiplier": float("inf")},
-    ],
+    [{"profile": "sometimes"}, {"profile-noise-multiplier": "loud"}, {"profile-noise-multiplier": -1.0},
+     {"profile-noise-multiplier": float("inf")}],
 )
 def test_bad_values_fail_loudly(config):
     with pytest.raises(ConfigError):
@@ -136,24 +110,13 @@ def test_bad_values_fail_loudly(config):
 
 def test_where_the_run_is_recorded_comes_from_the_run_config(monkeypatch, tmp_path):
     monkeypatch.delenv("FEDWARDEN_DATABASE_URL", raising=False)
-    config = {
-        **app_config(),
-        "database-url": "sqlite:///x.db",
-        "output-dir": str(tmp_path),
-        "run-id": "abc",
-        "run-name": "study",
-        "resume": "true",
-    }
+    config = {**app_config(), "database-url": "sqlite:///x.db", "output-dir": str(tmp_path),
+              "run-id": "abc", "run-name": "study", "resume": "true"}
 
     record = federation_settings_from_run_config(config).record
 
-    assert record == RecordSettings(
-        database_url="sqlite:///x.db",
-        output_dir=tmp_path,
-        run_id="abc",
-        run_name="study",
-        resume=True,
-    )
+    assert record == RecordSettings(database_url="sqlite:///x.db", output_dir=tmp_path, run_id="abc",
+                                    run_name="study", resume=True)
     assert federation_settings_from_run_config(app_config()).record == RecordSettings()
 
 
@@ -161,12 +124,7 @@ def test_the_store_url_falls_back_to_the_environment_only_when_the_run_names_non
     monkeypatch.setenv("FEDWARDEN_DATABASE_URL", "sqlite:///env.db")
 
     assert federation_settings_from_run_config({}).record.database_url == "sqlite:///env.db"
-    assert (
-        federation_settings_from_run_config(
-            {"database-url": "sqlite:///run.db"}
-        ).record.database_url
-        == "sqlite:///run.db"
-    )
+    assert federation_settings_from_run_config({"database-url": "sqlite:///run.db"}).record.database_url == "sqlite:///run.db"
 
 
 def test_resuming_without_a_store_is_refused(monkeypatch):
