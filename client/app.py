@@ -20,6 +20,7 @@ from client.flower_client import InstitutionClient
 from client.history import FileHistory, StateHistory
 from client.mods import secure_aggregation_mod_for, update_guard_mod
 from client.node import NodeSettings
+from client.secagg_guard import secagg_guard_mod_for
 from privacy.account import HistoryStore
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,12 @@ def create_client_app(
         return InstitutionClient(data=data, settings=settings, history=history).to_client()
 
     return ClientApp(
-        client_fn=client_fn, mods=[secure_aggregation_mod_for(node_config), update_guard_mod]
+        client_fn=client_fn,
+        mods=[
+            secagg_guard_mod_for(node_config),
+            secure_aggregation_mod_for(node_config),
+            update_guard_mod,
+        ],
     )
 
 

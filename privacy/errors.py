@@ -16,8 +16,10 @@ place: ``simulations.cli.app``) and keyword context (``institution=``,
      │    ├── BudgetSpentError                       no run fits the budgets     3
      │    ├── AccountingError                        ε cannot be computed        3
      │    ├── UpdateRejectedError                    a malformed update          3
- │    ├── PolicyRefusalError                     against the node's policy   3
-     │    └── SecureAggregationRequiredError         no update in the clear      3
+     │    ├── PolicyRefusalError                     against the node's policy   3
+     │    ├── SecureAggregationRequiredError         no update in the clear      3
+     │    └── UnsafeSecureAggregationError           a SecAgg+ step would leak   3
+     │         └── TooFewParticipantsError           a sum of fewer than k       3
      ├── DataError (client.contract.errors)          unusable data               4
      │    └── SchemaError                            data ≠ its schema           4
      ├── JoinError (client.errors)                   a node cannot join          11
@@ -36,7 +38,6 @@ place: ``simulations.cli.app``) and keyword context (``institution=``,
 
 A test holds every error class to this table: a code means one thing.
 """
-
 
 from __future__ import annotations
 
@@ -158,3 +159,21 @@ class PolicyRefusalError(PrivacyError):
 
 class SecureAggregationRequiredError(PrivacyError):
     """The coordinator asked for an update in the clear, and this institution refuses."""
+
+
+class UnsafeSecureAggregationError(PrivacyError):
+    """A SecAgg+ request would reveal more than the sum; the node refuses to answer it.
+
+    Raised by the node's guard in front of Flower's ``secaggplus_mod`` (an unmask
+    request whose lists overlap, name strangers or drop too many nodes) and by
+    the coordinator when it would have to release a sum of too few institutions.
+    """
+
+
+class TooFewParticipantsError(UnsafeSecureAggregationError):
+    """Fewer than k institutions take part, so their sum would say too much about each."""
+
+    def __init__(self, message: str, *, participants: int, minimum: int, **context: object) -> None:
+        super().__init__(message, participants=participants, minimum=minimum, **context)
+        self.participants = participants
+        self.minimum = minimum

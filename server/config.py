@@ -22,7 +22,8 @@ from client.contract.profile import PROFILE_NOISY_RANGE
 from client.contract.values import parse_flag
 from privacy.config import DPConfig, check_release_noise
 from privacy.errors import ConfigError
-from server.strategies import ROBUST_STRATEGIES, StrategySettings
+from privacy.secagg import MIN_SECURE_PARTICIPANTS, check_min_participants
+from server.strategies import CENTRAL_DP_STRATEGIES, ROBUST_STRATEGIES, StrategySettings
 
 DEFAULT_SUMMARY_NOISE = 6.0
 """σ of the preprocessing summary (× one row's contribution bound) unless a run says."""
@@ -32,11 +33,25 @@ DEFAULT_PROFILE_NOISE = 12.0
 
 @dataclass(frozen=True, kw_only=True)
 class SecAggSettings:
-    """SecAgg+ settings; ``None`` fields are derived from the number of institutions."""
+    """SecAgg+ settings; ``None`` fields are derived from the number of institutions.
+
+    ``min_participants`` is k (run config ``min-secure-participants``): the
+    coordinator never runs a secure round of fewer institutions. ``timeout_s``
+    (``secagg-timeout``) is each stage's wait; ``None`` derives a finite one from
+    the previous round's duration (``privacy.secagg.secagg_timeout_s``).
+    """
 
     num_shares: int | None = None
     reconstruction_threshold: int | None = None
     timeout_s: float | None = None
+    min_participants: int = MIN_SECURE_PARTICIPANTS
+
+    def __post_init__(self) -> None:
+        check_min_participants(self.min_participants, source="run config 'min-secure-participants'")
+        if self.timeout_s is not None and not (0 < self.timeout_s < math.inf):
+            raise ConfigError(
+                f"run config 'secagg-timeout' must be a finite number > 0, got {self.timeout_s}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,6 +168,13 @@ class FederationSettings:
                 f"{self.strategy.name!r} is not an average",
                 strategy=self.strategy.name,
             )
+        if self.central_dp is not None and self.strategy.name not in CENTRAL_DP_STRATEGIES:
+            raise ConfigError(
+                f"central DP with strategy {self.strategy.name!r} would add Flower's noise after "
+                "its server-side optimiser step, so the noise no longer matches the update's "
+                f"sensitivity; use {' or '.join(sorted(CENTRAL_DP_STRATEGIES))} with central DP",
+                strategy=self.strategy.name,
+            )
         if self.central_dp is not None and not self.plan.uniform_weights:
             raise ConfigError("central DP needs equally weighted institutions (uniform weights)")
 
@@ -224,6 +246,7 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
             num_shares=get.optional_integer("secagg-num-shares"),
             reconstruction_threshold=get.optional_integer("secagg-threshold"),
             timeout_s=get.optional_number("secagg-timeout"),
+            min_participants=get.integer("min-secure-participants", MIN_SECURE_PARTICIPANTS),
         )
     return FederationSettings(
         plan=plan,

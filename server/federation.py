@@ -43,7 +43,8 @@ from client.contract.wire import (
     TASK_KEY,
     TASK_SUMMARY,
 )
-from privacy.secagg import SecAggParameters, derive_secagg_parameters
+from privacy.errors import TooFewParticipantsError
+from privacy.secagg import SecAggParameters, derive_secagg_parameters, secagg_timeout_s
 from server.averaging import FederatedAverage, federated_average
 from server.census import take_census
 from server.checkpoint_format import RunCheckpoint
@@ -71,14 +72,15 @@ from server.workflows import (
 
 logger = logging.getLogger(__name__)
 
+
 class Federation:
     """Runs one federation with ``settings``, reporting to ``observers``."""
 
-    def __init__(
-        self, settings: FederationSettings, observers: Sequence[RunObserver] = ()
-    ) -> None:
+    def __init__(self, settings: FederationSettings, observers: Sequence[RunObserver] = ()) -> None:
         self.settings = settings
         self.observers = list(observers)
+        self._last_secure_s: float | None = None
+        """How long the last secure round took: the next one's SecAgg+ timeout derives from it."""
 
     def run(
         self, grid: Grid, context: Context, *, resume: RunCheckpoint | None = None
@@ -103,34 +105,19 @@ class Federation:
         resume: RunCheckpoint | None,
     ) -> RunResult:
         settings = self.settings
-        wanted = settings.min_institutions
-        if not manager.wait_for(wanted, timeout=int(settings.wait_timeout_s)):
-            raise FederationError(
-                f"only {manager.num_available()} of the {wanted} institutions needed connected "
-                f"within {settings.wait_timeout_s:g} s"
-            )
-        institutions, schema = self._census(grid, manager)
         secure = settings.secagg is not None
-        if resume is None:
-            spec = self._summary(grid, context, manager, institutions, schema)
-            preprocessing = spec.to_json()
-            initial = self._initial_weights(grid, institutions, preprocessing)
-            first_round = 1
-        else:
-            spec = PreprocessingSpec.from_json(resume.preprocessing)
-            if spec.schema.fingerprint() != schema.fingerprint():
-                raise FederationError(
-                    "cannot resume: the institutions' schema differs from the checkpoint's"
-                )
-            preprocessing, initial = resume.preprocessing, resume.weights
-            first_round = resume.round + 1
-            logger.info("resuming after round %d", resume.round)
+        least = self._least_per_round()
+        institutions, schema = self._census(grid, manager, least=least)
+        spec, initial, first_round = self._starting_point(
+            grid, context, manager, institutions, schema=schema, resume=resume
+        )
+        preprocessing = spec.to_json() if resume is None else resume.preprocessing
         model_spec = settings.plan.model_spec(spec).to_dict()
         strategy = FedwardenStrategy(
             build_strategy(
                 settings.strategy,
                 initial_parameters=ndarrays_to_parameters(initial),
-                min_clients=2,
+                min_clients=least,
             ),
             plan=settings.plan,
             preprocessing=preprocessing,
@@ -166,11 +153,9 @@ class Federation:
         stopped = "completed every round"
         for server_round in range(first_round, settings.plan.num_rounds + 1):
             schedulable = strategy.schedulable()
-            if len(schedulable) < 2:
-                stopped = (
-                    f"stopped before round {server_round}: fewer than two institutions can "
-                    "afford another round within their privacy budgets"
-                )
+            reason = _stop_reason(server_round, len(schedulable), least=least)
+            if reason is not None:
+                stopped = reason
                 logger.warning(stopped)
                 break
             round_config[Key.CURRENT_ROUND] = server_round
@@ -178,6 +163,8 @@ class Federation:
             began = time.perf_counter()
             fit, secagg = self._fit_workflow(strategy, manager, len(schedulable), institutions)
             fit(grid, legacy)
+            if secure:
+                self._last_secure_s = time.perf_counter() - began
             evaluate(grid, legacy)
             checkpoint = strategy.checkpoint(
                 server_round=server_round,
@@ -218,12 +205,49 @@ class Federation:
             observer.on_run_end(result)
         return result
 
+    def _starting_point(
+        self,
+        grid: Grid,
+        context: Context,
+        manager: ClientManager,
+        institutions: dict[int, Institution],
+        *,
+        schema: TableSchema,
+        resume: RunCheckpoint | None,
+    ) -> tuple[PreprocessingSpec, list[np.ndarray], int]:
+        """The preprocessing, the weights and the first round: fresh, or from a checkpoint."""
+        if resume is None:
+            spec = self._summary(grid, context, manager, institutions, schema)
+            return spec, self._initial_weights(grid, institutions, spec.to_json()), 1
+        spec = PreprocessingSpec.from_json(resume.preprocessing)
+        if spec.schema.fingerprint() != schema.fingerprint():
+            raise FederationError(
+                "cannot resume: the institutions' schema differs from the checkpoint's"
+            )
+        logger.info("resuming after round %d", resume.round)
+        return spec, resume.weights, resume.round + 1
+
     def _census(
-        self, grid: Grid, manager: ClientManager
+        self, grid: Grid, manager: ClientManager, *, least: int
     ) -> tuple[dict[int, Institution], TableSchema]:
-        """Who the federation is (``server.census.take_census``), told to the observers."""
+        """Wait for the institutions and take the census; refuse a secure run of fewer than k."""
+        settings = self.settings
+        wanted = max(settings.min_institutions, least)
+        if not manager.wait_for(wanted, timeout=int(settings.wait_timeout_s)):
+            raise FederationError(
+                f"only {manager.num_available()} of the {wanted} institutions needed connected "
+                f"within {settings.wait_timeout_s:g} s"
+            )
         notify_phase(self.observers, "census")
-        return take_census(grid, manager, settings=self.settings)
+        institutions, schema = take_census(grid, manager, settings=settings)
+        if settings.secagg is not None and len(institutions) < least:
+            raise TooFewParticipantsError(
+                f"only {len(institutions)} institutions answered the census; a secure sum needs "
+                f"at least {least} (min-secure-participants)",
+                participants=len(institutions),
+                minimum=least,
+            )
+        return institutions, schema
 
     def _summary(
         self,
@@ -275,7 +299,7 @@ class Federation:
                 clipping_range=max(abs(value_range[0]), abs(value_range[1])),
                 max_weight=max(i.num_train for i in institutions.values()),
             )
-            workflow = secure_fit_workflow(secagg)
+            workflow = self._timed(secure_fit_workflow(secagg))
         return federated_average(
             grid,
             context,
@@ -372,7 +396,9 @@ class Federation:
     ) -> tuple[Workflow, SecAggParameters | None]:
         if self.settings.secagg is None:
             return plain_fit_workflow(timeout_s=self.settings.round_timeout_s), None
-        sampled = max(2, int(schedulable * self.settings.strategy.fraction_fit))
+        sampled = max(
+            self._least_per_round(), int(schedulable * self.settings.strategy.fraction_fit)
+        )
         plan = self.settings.plan
         parameters = self._secagg_parameters(
             sampled,
@@ -394,8 +420,43 @@ class Federation:
             max_weight=max_weight,
             num_shares=secagg.num_shares,
             reconstruction_threshold=secagg.reconstruction_threshold,
-            timeout_s=secagg.timeout_s or self.settings.round_timeout_s,
+            timeout_s=secagg_timeout_s(
+                configured_s=secagg.timeout_s or self.settings.round_timeout_s,
+                previous_round_s=self._last_secure_s,
+            ),
+            min_participants=secagg.min_participants,
         )
+
+    def _least_per_round(self) -> int:
+        """The fewest institutions a round may have: k with secure aggregation, else 2."""
+        secagg = self.settings.secagg
+        return 2 if secagg is None else max(2, secagg.min_participants)
+
+    def _timed(self, workflow: Workflow) -> Workflow:
+        """``workflow``, noting how long it took (the next SecAgg+ timeout derives from it)."""
+
+        def timed(grid: Grid, context: LegacyContext) -> None:
+            began = time.perf_counter()
+            workflow(grid, context)
+            self._last_secure_s = time.perf_counter() - began
+
+        return timed
+
+
+def _stop_reason(server_round: int, schedulable: int, *, least: int) -> str | None:
+    """Why round ``server_round`` must not run with ``schedulable`` institutions, if it must not."""
+    if schedulable < 2:
+        return (
+            f"stopped before round {server_round}: fewer than two institutions can "
+            "afford another round within their privacy budgets"
+        )
+    if schedulable < least:
+        # Their sum would say too much about each: no secure round of fewer than k.
+        return (
+            f"stopped before round {server_round}: only {schedulable} institutions can afford "
+            f"another round, fewer than the {least} a secure sum needs (min-secure-participants)"
+        )
+    return None
 
 
 def _record(

@@ -111,6 +111,16 @@ STRATEGIES: dict[str, Callable[[StrategySettings, Parameters, int], Strategy]] =
 ROBUST_STRATEGIES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
 """Strategies that must see each institution's update (not only their sum)."""
 
+CENTRAL_DP_STRATEGIES = frozenset({"fedavg", "fedprox"})
+"""Strategies whose server step is the plain average that Flower's central-DP wrapper noises.
+
+Flower's ``DifferentialPrivacyClientSideFixedClipping`` adds its noise to what the
+wrapped strategy returns: for FedAvg and FedProx that is the average of updates
+clipped to the bound (sensitivity bound / contributors); for FedAdam, FedYogi or
+any other server optimiser it is the optimiser's output, whose sensitivity the
+noise no longer matches. An allow-list, so a new strategy is refused until checked.
+"""
+
 
 def build_strategy(
     settings: StrategySettings, *, initial_parameters: Parameters, min_clients: int

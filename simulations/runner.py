@@ -20,7 +20,12 @@ from client.app import create_client_app
 from client.models import IMAGE_MODELS
 from privacy.account import InstitutionAccount, MemoryHistory
 from privacy.config import PrivacyBudget
-from privacy.errors import BudgetExceededError, BudgetSpentError, ConfigError
+from privacy.errors import (
+    BudgetExceededError,
+    BudgetSpentError,
+    ConfigError,
+    TooFewParticipantsError,
+)
 from privacy.sampling import training_step
 from server.app import create_server_app
 from server.config import FederationSettings, federation_settings_from_run_config
@@ -66,6 +71,14 @@ def prepare(scenario: Scenario, run_config: Mapping[str, Any]) -> FederationSett
         raise ConfigError(
             f"model {settings.plan.model!r} needs images; {scenario.name!r} is a table "
             "(use logreg or mlp)"
+        )
+    if settings.secagg is not None and scenario.num_institutions < settings.secagg.min_participants:
+        raise TooFewParticipantsError(
+            f"{scenario.num_institutions} institutions cannot run secure aggregation: a secure "
+            f"sum needs at least {settings.secagg.min_participants} (min-secure-participants); "
+            "add institutions or run --no-secagg",
+            participants=scenario.num_institutions,
+            minimum=settings.secagg.min_participants,
         )
     _check_budgets(scenario, settings)
     return settings

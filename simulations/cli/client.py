@@ -105,9 +105,17 @@ def join_command(
         str | None,
         typer.Option(help="Policy: the tasks answered, comma-separated (default: all)."),
     ] = None,
+    min_secure_participants: Annotated[
+        int,
+        typer.Option(
+            "--min-secure-participants",
+            help="Refuse SecAgg+ rounds of fewer institutions than this (at least 2).",
+        ),
+    ] = 3,
 ) -> None:
     """Start this institution's SuperNode: its data and its own budget, over TLS, with its key."""
     from client.join import JoinSettings, join
+    from client.secagg_guard import min_secure_participants as check_min_participants
     from privacy.errors import ConfigError
 
     config: dict[str, Any] = {}
@@ -133,6 +141,13 @@ def join_command(
     }
     if tasks is not None:
         config["tasks"] = tasks
+    state_dir = state or Path.home() / ".fedwarden" / "node"
+    # The node's own SecAgg+ rule, and where it records the requests it refuses.
+    config |= {
+        "min-secure-participants": min_secure_participants,
+        "audit-log": str(state_dir.resolve() / "audit.jsonl"),
+    }
+    check_min_participants(config)
     if history is not None:
         config["history-path"] = str(history.resolve())
     else:
@@ -153,7 +168,7 @@ def join_command(
         ca_certificate=ca,
         node_key=key,
         node_config=config,
-        state_dir=state or Path.home() / ".fedwarden" / "node",
+        state_dir=state_dir,
         runtime_port=runtime_port,
         warm=warm,
     )

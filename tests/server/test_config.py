@@ -53,6 +53,11 @@ def test_every_key_the_translator_reads_is_declared():
         ({"min-institutions": 1}, ConfigError, "needs >= 2 institutions"),
         ({"strategy": "krum"}, ConfigError, "needs each institution's update"),
         ({"central-noise-multiplier": 0.0, "central-dp": True}, ConfigError, "central noise multiplier"),
+        ({"min-secure-participants": 1}, ConfigError, "'min-secure-participants' must be"),
+        ({"min-secure-participants": "k"}, ConfigError, "'min-secure-participants' must be int"),
+        ({"secagg-timeout": -1.0}, ConfigError, "'secagg-timeout' must be a finite"),
+        ({"central-dp": True, "strategy": "fedadam"}, ConfigError, "after its server-side optimiser"),
+        ({"central-dp": True, "strategy": "fedyogi"}, ConfigError, "after its server-side optimiser"),
     ],
 )
 def test_malformed_run_config_names_the_key(overrides, error, phrase):
@@ -142,3 +147,15 @@ def test_resuming_without_a_store_is_refused(monkeypatch):
 
     with pytest.raises(ConfigError, match="resuming a run needs the store"):
         federation_settings_from_run_config({"resume": True})
+
+
+def test_k_for_secure_rounds_comes_from_the_run_config_with_a_default_of_three():
+    assert federation_settings_from_run_config({}).secagg == SecAggSettings(min_participants=3)
+    settings = federation_settings_from_run_config({"min-secure-participants": 4})
+    assert settings.secagg is not None and settings.secagg.min_participants == 4
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedprox"])
+def test_central_dp_is_allowed_where_the_noise_lands_on_the_average(strategy):
+    settings = federation_settings_from_run_config({"central-dp": True, "strategy": strategy})
+    assert settings.central_dp is not None

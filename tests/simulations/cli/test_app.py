@@ -42,6 +42,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
             3,
             "one round already costs more than the budget",
         ),
+        (["--institutions", "2"], 3, "a secure sum needs at least 3"),
     ],
 )
 def test_bad_input_gets_one_line_and_an_exit_code(
@@ -58,3 +59,15 @@ def test_bad_input_gets_one_line_and_an_exit_code(
 def test_unknown_option_is_a_usage_error(monkeypatch, capsys):
     exit_code, output = run_cli(monkeypatch, capsys, "simulate", "--frobnicate")
     assert exit_code == 2 and "No such option" in output
+
+
+def test_a_node_cannot_set_k_below_two(monkeypatch, capsys, tmp_path):
+    exit_code, output = run_cli(
+        monkeypatch, capsys, "client", "join", "--coordinator", "127.0.0.1:1",
+        "--ca", str(tmp_path / "ca.pem"), "--key", str(tmp_path / "node.key"),
+        "--budget-epsilon", "1", "--dataset", "heart-disease", "--no-check-data",
+        "--history", str(tmp_path / "h.json"), "--state", str(tmp_path / "state"),
+        "--min-secure-participants", "1",
+    )
+
+    assert exit_code == 2 and "'min-secure-participants' must be an integer >= 2" in output
