@@ -31,14 +31,22 @@ def join_command(
     budget_delta: Annotated[float, typer.Option("--budget-delta", help="δ of the budget.")] = 1e-5,
     history: Annotated[
         Path | None,
-        typer.Option("--history", help="File keeping the privacy history across runs."),
+        typer.Option(
+            "--history",
+            help="History file to use instead of the state folder's (one per institution and "
+            "data file).",
+        ),
     ] = None,
     require_secagg: Annotated[
         bool, typer.Option("--require-secagg/--allow-clear", help="Refuse unmasked rounds.")
     ] = True,
     state: Annotated[
         Path | None,
-        typer.Option("--state", help="The node's FLWR_HOME (default ~/.fedwarden/node)."),
+        typer.Option(
+            "--state",
+            help="The node's state folder: its privacy history and FLWR_HOME "
+            "(default ~/.fedwarden/node); must be writable.",
+        ),
     ] = None,
     runtime_port: Annotated[int, typer.Option(help="Local Runtime API port (0: any free).")] = 0,
     warm: Annotated[
@@ -49,7 +57,7 @@ def join_command(
     ] = True,
 ) -> None:
     """Start this institution's SuperNode: its data and its own budget, over TLS, with its key."""
-    from client.join import JoinSettings, join
+    from client.join import JoinSettings, default_state_dir, join, node_history
     from privacy.errors import ConfigError
 
     config: dict[str, Any] = {}
@@ -68,14 +76,13 @@ def join_command(
         "budget-delta": budget_delta,
         "require-secagg": require_secagg,
     }
-    if history is not None:
-        config["history-path"] = str(history.resolve())
-    else:
-        typer.echo(
-            "warning: without --history the budget is enforced per run only; a resumed or "
-            "later run starts from ε = 0",
-            err=True,
-        )
+    state_dir = (state or default_state_dir()).expanduser()
+    kept = node_history(config, state_dir=state_dir, override=history)
+    config["history-path"] = str(kept.path)
+    typer.echo(
+        f"privacy history of {kept.institution}: {kept.path} (ε {kept.epsilon_spent:.4g} "
+        f"already spent of {kept.budget.epsilon:g}, δ={kept.budget.delta:g})"
+    )
     if check_data:
         from client.data import load_node_data
         from client.node import NodeSettings
@@ -88,7 +95,7 @@ def join_command(
         ca_certificate=ca,
         node_key=key,
         node_config=config,
-        state_dir=state or Path.home() / ".fedwarden" / "node",
+        state_dir=state_dir,
         runtime_port=runtime_port,
         warm=warm,
     )
