@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,9 @@ import numpy as np
 from client.contract.schema import TableSchema
 from client.data import InstitutionData, holdout_split
 from client.datasets import get_dataset
+from client.history import FileHistory, history_file, settings_fingerprint
 from client.node import DEFAULT_BUDGET_DELTA, DEFAULT_BUDGET_EPSILON
+from privacy.account import InstitutionAccount
 from privacy.config import PrivacyBudget
 from privacy.errors import ConfigError
 from simulations.own_data import OwnData, load_own_institution
@@ -48,6 +51,9 @@ class Scenario:
     own_data : OwnData | None
         The consortium's own files instead of an embedded dataset: one
         institution per file, or per value of a column.
+    history_dir : Path | None
+        A folder keeping each institution's privacy history across runs (a file
+        per institution and partition); ``None``: every run starts from ε = 0.
     """
 
     dataset: str = "heart-disease"
@@ -64,6 +70,7 @@ class Scenario:
     own_data: OwnData | None = None
     node_policy: dict[str, Any] = field(default_factory=dict)
     """Every simulated node's own policy keys (``allow-non-dp``, ...): ``privacy.policy``."""
+    history_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.own_data is not None:
@@ -136,26 +143,79 @@ class Scenario:
         index = int(flower_node_config["partition-id"])
         name = self.institution_names()[index]
         if self.own_data is not None:
-            return {
+            config: dict[str, Any] = {
                 **flower_node_config,
                 **self.own_data.node_config(name),
                 "seed": self.seed,
-                "budget-epsilon": self.budgets.get(name, self.budget.epsilon),
+                "budget-epsilon": self.budget_of(name).epsilon,
                 "budget-delta": self.budget.delta,
                 **self.node_policy,
             }
-        return {
-            **flower_node_config,
-            "institution": name,
+        else:
+            config = {
+                **flower_node_config,
+                "institution": name,
+                "dataset": self.dataset,
+                "partition": self.partition,
+                "alpha": self.alpha,
+                "num-institutions": self.num_institutions,
+                "seed": self.seed,
+                "budget-epsilon": self.budget_of(name).epsilon,
+                "budget-delta": self.budget.delta,
+                **self.node_policy,
+            }
+        history = self.history_path(name)
+        if history is not None:
+            config["history-path"] = str(history)
+        return config
+
+    def budget_of(self, institution: str) -> PrivacyBudget:
+        return PrivacyBudget(
+            epsilon=self.budgets.get(institution, self.budget.epsilon), delta=self.budget.delta
+        )
+
+    def history_path(self, institution: str) -> Path | None:
+        """The file keeping ``institution``'s history, keyed by its partition (or ``None``).
+
+        The key covers what picks its rows: the dataset and its schema, the split
+        (partitioner, α, number of institutions) and the seed.
+        """
+        if self.history_dir is None:
+            return None
+        natural = get_dataset(self.dataset).institutions() is not None
+        key = {
             "dataset": self.dataset,
-            "partition": self.partition,
-            "alpha": self.alpha,
-            "num-institutions": self.num_institutions,
+            "institution": institution,
             "seed": self.seed,
-            "budget-epsilon": self.budgets.get(name, self.budget.epsilon),
-            "budget-delta": self.budget.delta,
-            **self.node_policy,
+            "partition": None
+            if natural
+            else {
+                "name": self.partition,
+                "alpha": self.alpha if self.partition != "iid" else None,
+                "institutions": self.num_institutions,
+            },
         }
+        fingerprint = settings_fingerprint(
+            key, schema_fingerprint=get_dataset(self.dataset).schema.fingerprint()
+        )
+        return history_file(self.history_dir, institution=institution, fingerprint=fingerprint)
+
+    def epsilon_spent(self, *, accountant: str) -> dict[str, float]:
+        """Each institution's ε in its kept history (0 without ``history_dir``)."""
+        spent: dict[str, float] = {}
+        for name in self.institution_names():
+            path = self.history_path(name)
+            if path is None:
+                spent[name] = 0.0
+                continue
+            account = InstitutionAccount(
+                institution=name,
+                budget=self.budget_of(name),
+                history=FileHistory(path),
+                accountant=accountant,
+            )
+            spent[name] = account.epsilon()
+        return spent
 
     def load(self, node_config: Mapping[str, Any]) -> InstitutionData:
         """The rows of the institution ``node_config`` describes (see ``node_config``)."""

@@ -70,14 +70,22 @@ def join_command(
     budget_delta: Annotated[float, typer.Option("--budget-delta", help="δ of the budget.")] = 1e-5,
     history: Annotated[
         Path | None,
-        typer.Option("--history", help="File keeping the privacy history across runs."),
+        typer.Option(
+            "--history",
+            help="History file to use instead of the state folder's (one per institution and "
+            "data file).",
+        ),
     ] = None,
     require_secagg: Annotated[
         bool, typer.Option("--require-secagg/--allow-clear", help="Refuse unmasked rounds.")
     ] = True,
     state: Annotated[
         Path | None,
-        typer.Option("--state", help="The node's FLWR_HOME (default ~/.fedwarden/node)."),
+        typer.Option(
+            "--state",
+            help="The node's state folder: its privacy history and FLWR_HOME "
+            "(default ~/.fedwarden/node); must be writable.",
+        ),
     ] = None,
     runtime_port: Annotated[int, typer.Option(help="Local Runtime API port (0: any free).")] = 0,
     warm: Annotated[
@@ -114,7 +122,7 @@ def join_command(
     ] = 3,
 ) -> None:
     """Start this institution's SuperNode: its data and its own budget, over TLS, with its key."""
-    from client.join import JoinSettings, join
+    from client.join import JoinSettings, default_state_dir, join, node_history
     from client.secagg_guard import min_secure_participants as check_min_participants
     from privacy.errors import ConfigError
 
@@ -141,21 +149,19 @@ def join_command(
     }
     if tasks is not None:
         config["tasks"] = tasks
-    state_dir = state or Path.home() / ".fedwarden" / "node"
+    state_dir = (state or default_state_dir()).expanduser()
     # The node's own SecAgg+ rule, and where it records the requests it refuses.
     config |= {
         "min-secure-participants": min_secure_participants,
         "audit-log": str(state_dir.resolve() / "audit.jsonl"),
     }
     check_min_participants(config)
-    if history is not None:
-        config["history-path"] = str(history.resolve())
-    else:
-        typer.echo(
-            "warning: without --history the budget is enforced per run only; a resumed or "
-            "later run starts from ε = 0",
-            err=True,
-        )
+    kept = node_history(config, state_dir=state_dir, override=history)
+    config["history-path"] = str(kept.path)
+    typer.echo(
+        f"privacy history of {kept.institution}: {kept.path} (ε {kept.epsilon_spent:.4g} "
+        f"already spent of {kept.budget.epsilon:g}, δ={kept.budget.delta:g})"
+    )
     if check_data:
         from client.data import load_node_data
         from client.node import NodeSettings

@@ -80,6 +80,14 @@ def simulate_command(
     delta: Annotated[float, Opt(help="δ of every budget and ε report.")] = 1e-5,
     accountant: Annotated[str, Opt(help="prv or rdp.")] = "prv",
     budget: Annotated[float, Opt(help="Each institution's ε budget.")] = 1.0,
+    history: Annotated[
+        Path | None,
+        Opt(
+            "--history",
+            help="Folder keeping each institution's ε history across runs (default: none, "
+            "every run starts from ε = 0).",
+        ),
+    ] = None,
     budget_for: Annotated[
         list[str] | None, Opt(help="NAME=EPSILON: one institution's budget (repeatable).")
     ] = None,
@@ -170,12 +178,13 @@ def simulate_command(
     own = _own_data(data=data, schema=schema, split_by=split_by, delimiter=delimiter)
     defaults = FileSource.defaults if own is not None else get_dataset(dataset).defaults
     # Heavy imports (torch, Flower, Ray) load here, so `fedwarden --help` stays fast.
+    from client.history import ensure_writable
     from privacy.config import PrivacyBudget
     from server.ledger import LedgerObserver
     from server.store.recorder import StoreRecorder
     from server.store.settings import StoreSettings
     from simulations.progress import ProgressObserver
-    from simulations.report import write_outputs
+    from simulations.report import PrivacyHistory, write_outputs
     from simulations.runner import BackendSettings, prepare, simulate
     from simulations.scenario import Scenario
 
@@ -198,6 +207,7 @@ def simulate_command(
             "allow-reproducible": insecure_reproducible,
             "allow-exact-releases": 0 in (summary_noise_multiplier, profile_noise_multiplier),
         },
+        history_dir=ensure_writable(history, what="history folder") if history else None,
     )
     run_config: dict[str, Any] = {
         "insecure-reproducible": insecure_reproducible,
@@ -234,20 +244,7 @@ def simulate_command(
     }
     run_config.update({key: value for key, value in optional.items() if value is not None})
     settings = prepare(scenario, run_config)  # every setting is checked before Ray starts
-    if not dp:
-        err_console.print(
-            "[bold red]DP is OFF[/]: this run trains without differential privacy; "
-            "every institution's ε is reported as infinite."
-        )
-    if insecure_reproducible:
-        err_console.print(
-            "[bold red]INSECURE REPRODUCIBLE[/]: the DP noise is seeded from --seed; anyone who "
-            "knows the seed can recompute it and subtract it. The run is marked so."
-        )
-    if not secagg:
-        err_console.print(
-            "[yellow]secure aggregation is off[/]: the coordinator sees each institution's update"
-        )
+    _warn(dp=dp, secagg=secagg, insecure_reproducible=insecure_reproducible)
     plan = settings.plan
     console.print(
         f"fedwarden simulate: {scenario.name}, {scenario.num_institutions} institutions, "
@@ -256,6 +253,7 @@ def simulate_command(
         + (", SecAgg+" if secagg else "")
         + (", central DP" if central_dp else "")
     )
+    epsilon_before = _report_history(scenario, accountant=accountant, dp=dp)
     ledger = LedgerObserver(out_dir)
     store_settings = StoreSettings.load(
         database_url, default_url=f"sqlite:///{(out_dir / 'fedwarden.db').resolve()}"
@@ -280,8 +278,16 @@ def simulate_command(
                 registered = _register(
                     recorder, outcome, name=model_name or scenario.name, out_dir=out_dir
                 )
-    summary_path, plot_path = write_outputs(outcome, out_dir)
+    epsilon_after = _epsilon_after(scenario, outcome, accountant=accountant, dp=dp)
+    summary_path, plot_path = write_outputs(
+        outcome,
+        out_dir,
+        history=PrivacyHistory(
+            folder=scenario.history_dir, before=epsilon_before, after=epsilon_after
+        ),
+    )
     _print_outcome(outcome, plan_rounds=plan.num_rounds, central_delta=central_delta)
+    _print_history(scenario, epsilon_before, epsilon_after)
     console.print(f"wrote {summary_path}, {plot_path} and {ledger.path}")
     console.print(f"run {recorder.run_id} recorded in {recorder.store.url}")
     if registered is not None:
@@ -293,6 +299,63 @@ def simulate_command(
     console.print(f"({outcome.wall_time_s:.1f} s)")
     if not any(r.participants for r in outcome.result.rounds):
         raise BudgetSpentError("no institution trained a single round; see the refusals above")
+
+
+def _report_history(scenario: Any, *, accountant: str, dp: bool) -> dict[str, float]:
+    """Each institution's ε before the run; stop here if fewer than two can still train.
+
+    Raises
+    ------
+    BudgetSpentError
+        Fewer than two institutions have budget left for this run.
+    """
+    from client.history import can_spend
+
+    if scenario.history_dir is None:
+        console.print(
+            "no --history: each simulated institution starts from ε = 0, and what this run "
+            "spends is not kept"
+        )
+        return dict.fromkeys(scenario.institution_names(), 0.0)
+    before: dict[str, float] = scenario.epsilon_spent(accountant=accountant)
+    console.print(f"privacy history in {scenario.history_dir}:")
+    able = []
+    for name, spent in before.items():
+        budget = scenario.budget_of(name).epsilon
+        exhausted = dp and not can_spend(epsilon_spent=spent, epsilon_budget=budget)
+        note = "  [red]budget spent: will refuse this run[/]" if exhausted else ""
+        console.print(f"  {name}: ε {spent:.3f} spent of {budget:g} before this run{note}")
+        if not exhausted:
+            able.append(name)
+    if len(able) < 2:
+        raise BudgetSpentError(
+            f"not training: only {len(able)} of {len(before)} institutions have privacy budget "
+            f"left in {scenario.history_dir} (a federation needs 2)",
+            institutions=sorted(set(before) - set(able)),
+        )
+    return before
+
+
+def _epsilon_after(scenario: Any, outcome: Any, *, accountant: str, dp: bool) -> dict[str, float]:
+    """Each institution's ε after the run: from its kept history, else from the last round."""
+    if not dp:
+        return dict.fromkeys(scenario.institution_names(), math.inf)
+    if scenario.history_dir is not None:
+        return dict(scenario.epsilon_spent(accountant=accountant))
+    after = dict.fromkeys(scenario.institution_names(), 0.0)
+    for record in outcome.result.rounds:
+        after.update({k: v for k, v in record.epsilon.items() if k in after})
+    return after
+
+
+def _print_history(scenario: Any, before: dict[str, float], after: dict[str, float]) -> None:
+    kept = "kept" if scenario.history_dir is not None else "not kept"
+    console.print(f"ε per institution, before → after this run ({kept}):")
+    for name in scenario.institution_names():
+        budget = scenario.budget_of(name).epsilon
+        console.print(
+            f"  {name}: {before.get(name, 0.0):.3f} → {after.get(name, 0.0):.3f} of {budget:g}"
+        )
 
 
 def _print_outcome(outcome: Any, *, plan_rounds: int, central_delta: float) -> None:
@@ -383,3 +446,21 @@ def _budgets(items: list[str]) -> dict[str, float]:
             raise ConfigError(f"--budget-for expects NAME=EPSILON with EPSILON > 0, got {item!r}")
         budgets[name] = epsilon
     return budgets
+
+
+def _warn(*, dp: bool, secagg: bool, insecure_reproducible: bool) -> None:
+    """Say loudly what a run gives up."""
+    if not dp:
+        err_console.print(
+            "[bold red]DP is OFF[/]: this run trains without differential privacy; "
+            "every institution's ε is reported as infinite."
+        )
+    if insecure_reproducible:
+        err_console.print(
+            "[bold red]INSECURE REPRODUCIBLE[/]: the DP noise is seeded from --seed; anyone who "
+            "knows the seed can recompute it and subtract it. The run is marked so."
+        )
+    if not secagg:
+        err_console.print(
+            "[yellow]secure aggregation is off[/]: the coordinator sees each institution's update"
+        )

@@ -96,7 +96,7 @@ class Deployment:
         with self.log(name).open("ab") as out:
             process = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
-                cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+                cwd=Path(__file__).resolve().parents[3], start_new_session=True,
             )  # fmt: skip
         self.processes[name] = process
         return process
