@@ -97,7 +97,7 @@ class ContinuingClient(InstitutionClient):
         if plan.dp.noise_multiplier is not None or not self.prior:
             return super()._noise_multiplier(plan, num_examples)
         budget = self.settings.budget
-        profile = plan.profile_noise_multiplier
+        releases = (plan.summary_noise_multiplier, plan.profile_noise_multiplier)
         sigma = continuing_noise_multiplier(
             prior=self.prior,
             run_epsilon=min(plan.dp.target_epsilon or budget.epsilon, budget.epsilon),
@@ -108,9 +108,11 @@ class ContinuingClient(InstitutionClient):
             * plan.local_epochs
             * steps_per_epoch(num_examples, plan.sample_rate),
             accountant=plan.dp.accountant,
-            reserved=()
-            if profile is None
-            else (AccountingStep(noise_multiplier=profile, sample_rate=1.0, steps=1),),
+            reserved=tuple(
+                AccountingStep(noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                for sigma in releases
+                if sigma is not None
+            ),
         )
         return sigma if sigma is not None else super()._noise_multiplier(plan, num_examples)
 
