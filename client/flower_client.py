@@ -22,7 +22,7 @@ from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
 from client.plan import TASK_INIT, TASK_KEY, TASK_PROFILE, TASK_SUMMARY, TrainingPlan
 from client.preprocessing import PreprocessingSpec, summarize
-from client.profile import ProfileLayout
+from client.profile import federation_layout
 from client.profiling import institution_profile, model_probabilities, noise_multiplier_of
 from client.report import FitReport
 from client.training import effective_sample_rate, evaluate_model, steps_per_epoch, train_locally
@@ -88,7 +88,7 @@ class InstitutionClient(NumPyClient):
         server_round = int(config[ROUND_KEY])
         zero = [np.zeros_like(p) for p in parameters]
         if config.get(TASK_KEY) == TASK_PROFILE:  # a refused profile is a vector of its own size
-            zero = [np.zeros(ProfileLayout.for_schema(self.data.schema).size)]
+            zero = [np.zeros(federation_layout(self.data.schema).size)]
         report = FitReport(
             institution=self.data.name,
             round=server_round,

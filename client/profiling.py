@@ -28,7 +28,7 @@ from client.history import HistoryStore
 from client.models import build_model, set_weights
 from client.plan import PROFILE_NOISE_KEY, TrainingPlan
 from client.preprocessing import PreprocessingSpec
-from client.profile import ProfileLayout, encode_frame, profile_shares
+from client.profile import encode_frame, federation_layout, profile_shares
 from client.report import FitReport
 from privacy.accounting import AccountingStep, compute_epsilon
 from privacy.budget import ensure_within_budget
@@ -108,9 +108,11 @@ def institution_profile(
         The institution's privacy history, budget and accountant: a noisy
         release is checked against the budget first and then recorded.
     """
-    layout = ProfileLayout.for_schema(data.schema)
+    layout = federation_layout(data.schema)
     numeric, categorical = encode_frame(data.train, data.schema)
-    counts = layout.counts(numeric, categorical, probabilities)
+    index = {label: i for i, label in enumerate(data.schema.target.labels)}
+    labels = data.train[data.schema.target.name].map(index).to_numpy(dtype=np.int64)
+    counts = layout.counts(numeric, categorical, probabilities, labels)
     rows = len(data.train)
     report = _with(report, num_examples=rows, max_grad_norm=layout.sensitivity)
     if noise_multiplier is None:

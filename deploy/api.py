@@ -99,7 +99,7 @@ def register_error_handlers(app: FastAPI) -> None:
 
     async def fedwarden_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, InvalidRequestError):
-            return error_response(exc.status_code, "invalid_request", exc.message)
+            return error_response(exc.status_code, exc.code, exc.message)
         assert isinstance(exc, FedwardenError)
         for kind, status, code in STATUS:
             if isinstance(exc, kind):

@@ -121,7 +121,7 @@ def _score_file(
             model=name,
             version=version,
         )
-    profile = ReferenceProfile.from_dict(stored)
+    profile = ReferenceProfile.from_dict(stored).without_calibration()
     frame = _read_rows(path, preprocessing.schema)
     numeric, categorical = encode_frame(frame, preprocessing.schema)
     notes = []

@@ -261,7 +261,7 @@ class DriftMonitors:
             logger.info("%s v%d has no reference profile: no drift monitoring", name, version)
             return None
         try:
-            profile = ReferenceProfile.from_dict(dict(stored))
+            profile = ReferenceProfile.from_dict(dict(stored)).without_calibration()
         except DataError as exc:
             logger.error("reference profile of %s v%d is unreadable: %s", name, version, exc)
             return None

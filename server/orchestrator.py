@@ -42,7 +42,7 @@ from flwr.serverapp.grid import Grid
 from client.flower_client import PREPROCESSING_KEY
 from client.plan import TASK_INIT, TASK_KEY, TASK_SUMMARY
 from client.preprocessing import PreprocessingSpec, summary_size
-from client.profile import ProfileLayout, ReferenceProfile
+from client.profile import ReferenceProfile, federation_layout
 from client.report import FitReport
 from client.schema import TableSchema
 from privacy.secagg import SecAggParameters, derive_secagg_parameters
@@ -376,7 +376,7 @@ class Federation:
                 settings=profile_settings,
             ),
             parameters=weights,
-            size=ProfileLayout.for_schema(schema).size,
+            size=federation_layout(schema).size,
             value_range=(-bound, bound),
         )
         if average is None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from client.flower_client import PREPROCESSING_KEY, ROUND_KEY
 from client.plan import PROFILE_NOISE_KEY, TASK_KEY, TASK_PROFILE, TrainingPlan
-from client.profile import ProfileLayout, ReferenceProfile
+from client.profile import ReferenceProfile, federation_layout
 from client.profiling import PROFILE_NOISY_RANGE
 from client.report import FitReport
 from client.schema import TableSchema
@@ -119,7 +119,7 @@ def assemble_profile(
     if rows <= 0:
         logger.warning("no institution contributed to the reference profile")
         return None, reports
-    profile = ProfileLayout.for_schema(schema).decode(
+    profile = federation_layout(schema).decode(
         average,
         rows=rows,
         noisy=settings.noise_multiplier is not None,
