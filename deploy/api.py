@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deploy.errors import InvalidRequestError, ServingError
 from deploy.metrics import ServiceMetrics
@@ -51,6 +52,10 @@ STATUS: list[tuple[type[FedwardenError], int, str]] = [
     (StoreUnavailableError, 503, "unavailable"),
     (ServingError, 503, "unavailable"),
 ]
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated",
+              403: "forbidden", 413: "too_large"}  # fmt: skip
 
 
 def create_app(settings: ServeSettings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -110,10 +115,21 @@ def register_error_handlers(app: FastAPI) -> None:
     async def malformed(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = []
+        if any(error.get("type") == "json_invalid" for error in exc.errors()):
+            return error_response(422, "invalid_request", "body: not valid JSON")
         for error in exc.errors()[:5]:
             where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         return error_response(422, "invalid_request", "; ".join(problems) or "malformed request")
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own answers (no such route, method not allowed) in the same format.
+        assert isinstance(exc, StarletteHTTPException)
+        code = HTTP_CODES.get(exc.status_code, "error")
+        response = error_response(exc.status_code, code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s", request.url.path)
@@ -121,6 +137,7 @@ def register_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(FedwardenError, fedwarden_error)
     app.add_exception_handler(RequestValidationError, malformed)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
 
 
