@@ -49,6 +49,9 @@ def serve_command(
         pass  # fail now, in one line, if the store is unreachable
     drift_plan(settings)  # and if a drift detector or threshold is wrong
     for key, value in settings.model_dump(mode="json").items():
+        if value is None:  # unset is how an optional setting says "none"
+            os.environ.pop(f"FEDWARDEN_{key.upper()}", None)
+            continue
         # Lists (the drift detectors) travel as JSON, as pydantic-settings reads them back.
         os.environ[f"FEDWARDEN_{key.upper()}"] = (
             value if isinstance(value, str) else json.dumps(value)
