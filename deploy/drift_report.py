@@ -102,7 +102,7 @@ def summarize(
                 features=[],
             )
     if summary.recommends_retraining:
-        summary.epsilon = _epsilon_left(session, actor=actor, notes=summary.notes)
+        summary.epsilon = epsilon_left(session, actor=actor, notes=summary.notes)
     return summary
 
 
@@ -195,16 +195,23 @@ def _predict(
     return model.run(numeric, categorical).probabilities
 
 
-def _epsilon_left(session: Session, *, actor: Principal, notes: list[str]) -> list[EpsilonLeft]:
+def epsilon_left(session: Session, *, actor: Principal, notes: list[str]) -> list[EpsilonLeft]:
+    """The ε each institution has left for a retraining run (a note if none has any)."""
     try:
         totals = repo.epsilon_totals(session=session, actor=actor)
     except PermissionDeniedError:
         notes.append("ε left per institution needs the ledger:read permission")
         return []
-    return [
+    entries = [
         EpsilonLeft(institution=t.institution, spent=t.epsilon, budget=t.budget, left=t.left)
         for t in totals
     ]
+    if entries and all(e.left is not None and e.left <= 0 for e in entries):
+        notes.append(
+            "no institution has ε left to take part in a retraining run: the consortium "
+            "must agree new budgets first"
+        )
+    return entries
 
 
 def plot(summary: DriftSummary) -> bytes:

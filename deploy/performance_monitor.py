@@ -108,55 +108,25 @@ class PerformanceMonitors:
 
     def evaluate(self, model: LoadedModel, *, persist: bool = True) -> dict[str, Any]:
         """The performance report of ``model``'s window (the endpoint's response body)."""
-        now = time.time()
         with self.store.session() as session:
             rows = repo.window_predictions(
                 session,
                 model=model.name,
-                since=datetime.fromtimestamp(now - self.plan.window_s, UTC),
+                since=datetime.fromtimestamp(time.time() - self.plan.window_s, UTC),
                 limit=self.plan.window_rows,
             )
-        calibration = self.calibration(model)
-        thresholds = self.plan.thresholds(calibration)
-        versions = []
-        served: dict[str, Any] = {}
-        for version in sorted({v for v, _, _ in rows}, reverse=True):
-            probabilities = np.array([p for v, p, _ in rows if v == version], dtype=np.float64)
-            labelled = [(p, y) for v, p, y in rows if v == version and y is not None]
-            realised = realised_metrics(
-                np.array([p for p, _ in labelled], dtype=np.float64).reshape(
-                    len(labelled), probabilities.shape[1]
-                ),
-                np.array([y for _, y in labelled], dtype=np.int64),
-            )
-            realised["status"] = self.plan.status(realised, realised["rows"], thresholds)
-            entry = {"version": version, "served_rows": len(probabilities), "realised": realised}
-            if version == model.version:
-                served = {"probabilities": probabilities, "realised": realised}
-            versions.append(entry)
-        estimated = calibration.estimate(served.get("probabilities", np.zeros((0, 2))))
-        estimated["status"] = self.plan.status(estimated, estimated["rows"], thresholds)
-        realised = served.get("realised") or {
-            "rows": 0, **dict.fromkeys(METRICS), "calibration": [], "status": "insufficient_data"
-        }  # fmt: skip
-        report = {
-            "model": model.name,
-            "version": model.version,
-            "window_s": self.plan.window_s,
-            "served_rows": len(served.get("probabilities", ())),
-            "thresholds": thresholds,
-            "reference": {
-                "accuracy": calibration.reference.get("accuracy"),
-                "calibrated": calibration.calibrated,
-            },
-            "realised": realised,
-            "estimated": estimated,
-            "versions": versions,
-        }
+        report = performance_report(
+            rows,
+            model=model.name,
+            version=model.version,
+            calibration=self.calibration(model),
+            plan=self.plan,
+        )
+        realised, estimated = report["realised"], report["estimated"]
         self._gauges(model.name, realised, estimated)
         if persist:
             for kind, part in (("realised", realised), ("estimated", estimated)):
-                self._persist(model, kind, part, thresholds)
+                self._persist(model, kind, part, report["thresholds"])
         return report
 
     def evaluate_all(self, models: list[LoadedModel]) -> None:
@@ -216,3 +186,52 @@ class PerformanceMonitors:
             )  # fmt: skip
             self._persisted[key] = status
             return True
+
+
+def performance_report(
+    rows: list[tuple[int, list[Any], int | None]],
+    *,
+    model: str,
+    version: int,
+    calibration: FederatedCalibration,
+    plan: PerformancePlan,
+) -> dict[str, Any]:
+    """Realised metrics per version and the served ``version``'s estimate, from window rows
+    (``(version, probabilities, label)``, as ``repo.window_predictions`` returns them)."""
+    thresholds = plan.thresholds(calibration)
+    versions = []
+    served: dict[str, Any] = {}
+    for number in sorted({v for v, _, _ in rows}, reverse=True):
+        probabilities = np.array([p for v, p, _ in rows if v == number], dtype=np.float64)
+        labelled = [(p, y) for v, p, y in rows if v == number and y is not None]
+        realised = realised_metrics(
+            np.array([p for p, _ in labelled], dtype=np.float64).reshape(
+                len(labelled), probabilities.shape[1]
+            ),
+            np.array([y for _, y in labelled], dtype=np.int64),
+        )
+        realised["status"] = plan.status(realised, realised["rows"], thresholds)
+        versions.append(
+            {"version": number, "served_rows": len(probabilities), "realised": realised}
+        )
+        if number == version:
+            served = {"probabilities": probabilities, "realised": realised}
+    estimated = calibration.estimate(served.get("probabilities", np.zeros((0, 2))))
+    estimated["status"] = plan.status(estimated, estimated["rows"], thresholds)
+    realised = served.get("realised") or {
+        "rows": 0, **dict.fromkeys(METRICS), "calibration": [], "status": "insufficient_data"
+    }  # fmt: skip
+    return {
+        "model": model,
+        "version": version,
+        "window_s": plan.window_s,
+        "served_rows": len(served.get("probabilities", ())),
+        "thresholds": thresholds,
+        "reference": {
+            "accuracy": calibration.reference.get("accuracy"),
+            "calibrated": calibration.calibrated,
+        },
+        "realised": realised,
+        "estimated": estimated,
+        "versions": versions,
+    }

@@ -191,3 +191,25 @@ def test_a_performance_change_is_audited_once(model_store):
         changes = session.scalars(select(AuditEvent).where(AuditEvent.action == "performance.change")).all()
     # Realised and estimated each change at most once from their initial "ok" here.
     assert len({(c.details["kind"], c.details["to"]) for c in changes}) == len(changes)
+
+
+def test_the_performance_report_recommends_retraining_and_shows_the_budget_left(
+    api, model_store, cli, tmp_path, monkeypatch
+):
+    frame, truth = labelled(model_store, 150)
+    served = predict(api, model_store, frame)
+    api.post("/v1/models/heart/feedback", headers=auth(model_store),
+             json={"outcomes": [{"prediction_id": p["prediction_id"], "label": y} for p, y in zip(served, truth, strict=True)]})
+    api.get("/v1/models/heart/performance", headers=auth(model_store, "ops"))  # flushes what was served
+    common = ("--database-url", model_store.url, "--api-key", model_store.keys["ops"])
+
+    code, calm = cli("performance", "report", "--model", "heart", "--out", str(tmp_path / "calm.png"), *common)
+    monkeypatch.setenv("FEDWARDEN_PERFORMANCE_MIN_ACCURACY", "0.99")
+    alarm_code, alarmed = cli("performance", "report", "--model", "heart", "--out", str(tmp_path / "alarm.html"), *common)
+
+    assert code == 0 and alarm_code == 0, calm + alarmed
+    assert "realised" in calm and "retraining" not in calm
+    assert (tmp_path / "calm.png").read_bytes()[:4] == b"\x89PNG"
+    assert "accuracy ≥ 0.990" in alarmed and "a retraining run is recommended" in alarmed
+    assert "VA Long Beach" in alarmed and "no institution has ε left" in " ".join(alarmed.split())
+    assert "<h2>Performance fell: a retraining run is recommended</h2>" in (tmp_path / "alarm.html").read_text()
