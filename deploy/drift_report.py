@@ -163,6 +163,16 @@ def _read_rows(path: Path, schema: TableSchema) -> pd.DataFrame:
         frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
         raise DataError(f"cannot read {path}: {exc}", path=str(path)) from exc
+    unknown = sorted(
+        set(map(str, frame.columns)) - set(schema.feature_names) - {schema.target.name}
+    )
+    if unknown:
+        # As the inference API does: a column the model does not know is a mistake, not noise.
+        raise DataError(
+            f"{path}: unknown column {unknown[0]!r}; the model's features are "
+            f"{', '.join(schema.feature_names)}",
+            path=str(path),
+        )
     mapping = schema.target.mapping
     placeholder = next(iter(mapping)) if mapping else schema.target.labels[0]
     frame = frame.assign(**{schema.target.name: placeholder})
