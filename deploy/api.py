@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deploy.docs import mount_docs
 from deploy.errors import InvalidRequestError, ServingError
 from deploy.metrics import ServiceMetrics
 from deploy.routes import health_router, models_router
@@ -82,7 +83,10 @@ def create_app(settings: ServeSettings | None = None, *, store: Store | None = N
             "Authenticate with `Authorization: Bearer <API key>`."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    mount_docs(app)
     app.include_router(models_router)
     app.include_router(health_router)
     register_error_handlers(app)

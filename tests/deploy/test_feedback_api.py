@@ -213,3 +213,14 @@ def test_the_performance_report_recommends_retraining_and_shows_the_budget_left(
     assert "accuracy ≥ 0.990" in alarmed and "a retraining run is recommended" in alarmed
     assert "VA Long Beach" in alarmed and "no institution has ε left" in " ".join(alarmed.split())
     assert "<h2>Performance fell: a retraining run is recommended</h2>" in (tmp_path / "alarm.html").read_text()
+
+
+def test_the_docs_load_without_the_internet(api):
+    page = api.get("/docs")
+    script = api.get("/docs/assets/swagger-ui-bundle.js")
+    document = api.get("/docs/openapi.json").json()
+
+    assert page.status_code == 200 and "cdn" not in page.text.lower()
+    assert "/docs/assets/swagger-ui-bundle.js" in page.text and "/docs/assets/swagger-ui.css" in page.text
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert document["openapi"] == "3.0.3" and "/v1/models/{name}/feedback" in document["paths"]
