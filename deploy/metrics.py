@@ -61,7 +61,7 @@ class ServiceMetrics:
         )
         self.drift_status = Gauge(
             "fedwarden_drift_status",
-            "Drift status at the last check: 0 ok, 1 warning, 2 drift.",
+            "Drift status at the last check: -1 insufficient data, 0 ok, 1 warning, 2 drift.",
             ["model"],
             registry=self.registry,
         )

@@ -104,9 +104,13 @@ class DriftFeature(BaseModel):
 class DriftReport(BaseModel):
     model: str
     version: int
-    status: str = Field(description="The worst status of any feature: ok, warning or drift.")
+    status: str = Field(
+        description="The worst status of any feature: ok, warning or drift; insufficient_data "
+        "(and no feature scores) while the window holds fewer than min_rows rows."
+    )
     window_rows: int = Field(description="Rows in the window (the last rows served, in its span).")
     window_span_s: float = Field(description="Seconds between the window's oldest row and now.")
+    min_rows: int = Field(default=0, description="Rows a window needs before it is scored.")
     features: list[DriftFeature]
 
 
