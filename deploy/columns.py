@@ -38,6 +38,10 @@ class ColumnEncoder:
             lookup: dict[Any, int] = {c: i for i, c in enumerate(feature.categories)}
             self.index.append(lookup)
         self._codes = [np.array(sorted(f.missing_values), dtype=np.float64) for f in self.numeric]
+        self._low = np.array([f.range[0] for f in self.numeric], dtype=np.float64)[:, None]
+        self._high = np.array([f.range[1] for f in self.numeric], dtype=np.float64)[:, None]
+        self._nullable = np.array([f.nullable for f in self.numeric], dtype=bool)[:, None]
+        self._coded = [j for j, f in enumerate(self.numeric) if f.missing_values]
 
     def encode(self, columns: Any, *, limits: RequestLimits) -> tuple[np.ndarray, np.ndarray]:
         """``(numeric float32, categorical int64)``; raise on the first problem."""
@@ -49,13 +53,13 @@ class ColumnEncoder:
                 f"columns: unknown feature {unknown[0]!r}", feature=unknown[0]
             )
         rows = self._rows(columns, limits)
-        numeric = np.empty((rows, len(self.numeric)), dtype=np.float32)
-        for j, feature in enumerate(self.numeric):
-            numeric[:, j] = self._numbers(feature, self._codes[j], columns.get(feature.name), rows)
-        categorical = np.empty((rows, len(self.categorical)), dtype=np.int64)
-        for j, cat in enumerate(self.categorical):
-            categorical[:, j] = self._categories(cat, self.index[j], columns.get(cat.name), rows)
-        return numeric, categorical
+        numeric = self._all_numbers(columns, rows)
+        codes = [
+            self._categories(cat, self.index[j], columns.get(cat.name), rows)
+            for j, cat in enumerate(self.categorical)
+        ]
+        categorical = np.array(codes, dtype=np.int64).reshape(len(codes), rows).T
+        return numeric, np.ascontiguousarray(categorical)
 
     @staticmethod
     def _rows(columns: Mapping[str, Any], limits: RequestLimits) -> int:
@@ -78,6 +82,37 @@ class ColumnEncoder:
                     f"columns.{name}: {length} values, but other columns have {rows}"
                 )
         return rows
+
+    def _all_numbers(self, columns: Mapping[str, Any], rows: int) -> np.ndarray:
+        """Every numeric column checked at once; a problem is located column by column."""
+        if not self.numeric:
+            return np.empty((rows, 0), dtype=np.float32)
+        values = [columns.get(f.name) for f in self.numeric]
+        if any(v is None or not _NUMBER_TYPES.issuperset(map(type, v)) for v in values):
+            return self._column_by_column(columns, rows)
+        try:
+            x = np.array(values, dtype=np.float64)  # (features, rows); None becomes NaN
+        except OverflowError:
+            return self._column_by_column(columns, rows)
+        absent = np.isnan(x)
+        for j in self._coded:
+            for code in self._codes[j]:
+                absent[j] |= x[j] == code
+        bad = (
+            np.isinf(x)
+            | (absent & ~self._nullable)
+            | (~absent & ((x < self._low) | (x > self._high)))
+        )
+        if bad.any():
+            return self._column_by_column(columns, rows)
+        x[absent] = np.nan
+        return np.ascontiguousarray(x.T, dtype=np.float32)
+
+    def _column_by_column(self, columns: Mapping[str, Any], rows: int) -> np.ndarray:
+        numeric = np.empty((rows, len(self.numeric)), dtype=np.float32)
+        for j, feature in enumerate(self.numeric):
+            numeric[:, j] = self._numbers(feature, self._codes[j], columns.get(feature.name), rows)
+        return numeric
 
     @staticmethod
     def _numbers(
@@ -134,21 +169,23 @@ class ColumnEncoder:
     @staticmethod
     def _categories(
         feature: CategoricalFeature, index: dict[Any, int], values: list[Any] | None, rows: int
-    ) -> np.ndarray:
+    ) -> list[int]:
         name = feature.name
         if values is None:
             if not feature.nullable:
                 raise InvalidRequestError(
                     f"columns.{name}: missing, and this feature cannot be missing", feature=name
                 )
-            return np.full(rows, MISSING_CATEGORY, dtype=np.int64)
+            return [MISSING_CATEGORY] * rows
         if not _CATEGORY_TYPES.issuperset(map(type, values)):
             row = next(i for i, v in enumerate(values) if type(v) not in _CATEGORY_TYPES)
             raise InvalidRequestError(
                 f"columns.{name}[{row}]: expected a category, got {type(values[row]).__name__}",
                 feature=name,
             )
-        codes = [index.get(v) if type(v) is str else None for v in values]
+        codes = list(map(index.get, values))
+        if None not in codes:
+            return codes  # type: ignore[return-value]
         for row, code in enumerate(codes):
             if code is not None:
                 continue
@@ -172,4 +209,4 @@ class ColumnEncoder:
                     feature=name,
                 )
             codes[row] = found
-        return np.array(codes, dtype=np.int64)
+        return codes  # type: ignore[return-value]

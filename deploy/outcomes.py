@@ -29,7 +29,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 
@@ -80,7 +79,7 @@ class OutcomeLog:
         self.store = store
         self.retention_s = retention_s
         self.enabled = enabled
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[str, int, float, list[str], list[str | None], np.ndarray]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
 
@@ -101,17 +100,9 @@ class OutcomeLog:
             requests = [request_id]
         else:
             requests = [f"{request_id}:{i}" for i in range(rows)]
-        if not self.enabled:
-            return ids, requests
-        now = datetime.now(UTC)
-        listed = probabilities.tolist()
-        batch = [
-            {"id": i, "request_id": r, "model": model, "version": version,
-             "served_at": now, "probabilities": p, "label": None, "labelled_at": None}
-            for i, r, p in zip(ids, requests, listed, strict=True)
-        ]  # fmt: skip
-        with self._lock:
-            self._pending.extend(batch)
+        if self.enabled:
+            with self._lock:  # expanded into rows when flushed, off the predict path
+                self._pending.append((model, version, time.time(), ids, requests, probabilities))
         return ids, requests
 
     def flush(self) -> int:
@@ -121,14 +112,21 @@ class OutcomeLog:
                 pending, self._pending = self._pending, []
             if not pending:
                 return 0
+            rows = [
+                {"id": i, "request_id": r, "model": model, "version": version,
+                 "served_at": datetime.fromtimestamp(stamp, UTC), "probabilities": p,
+                 "label": None, "labelled_at": None}
+                for model, version, stamp, ids, requests, probabilities in pending
+                for i, r, p in zip(ids, requests, probabilities.tolist(), strict=True)
+            ]  # fmt: skip
             try:
                 with self.store.session() as session:
-                    repo.record_predictions(session, rows=pending)
+                    repo.record_predictions(session, rows=rows)
             except Exception:
                 with self._lock:
                     self._pending = pending + self._pending
                 raise
-            return len(pending)
+            return len(rows)
 
     def expire(self) -> int:
         """Delete what is older than the retention limit."""
