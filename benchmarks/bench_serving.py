@@ -66,14 +66,16 @@ def median_us(work: Callable[[], Any], *, calls: int) -> float:
 
 
 def answer(model: LoadedModel, probabilities: np.ndarray, ids: list[str]) -> dict[str, Any]:
+    """The predict route's answer (``deploy.routes.predict``)."""
     labels = model.labels
+    predicted = [labels[i] for i in probabilities.argmax(axis=1)]
     return {
         "model": model.name,
         "version": model.version,
         "predictions": [
-            {"label": labels[int(np.argmax(row))], "probabilities": dict(zip(labels, row, strict=True)),
+            {"label": label, "probabilities": dict(zip(labels, row, strict=True)),
              "prediction_id": i, "request_id": None}
-            for row, i in zip(probabilities.tolist(), ids, strict=True)
+            for label, row, i in zip(predicted, probabilities.tolist(), ids, strict=True)
         ],
     }  # fmt: skip
 
