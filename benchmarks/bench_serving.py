@@ -82,7 +82,9 @@ def answer(model: LoadedModel, probabilities: np.ndarray, ids: list[str]) -> dic
 
 def in_process(model: LoadedModel, rows: list[dict], store_url: str, *, calls: int) -> None:
     batch = rows[:64]
-    columns = {name: [row.get(name) for row in batch] for name in model.preprocessing.schema.feature_names}
+    columns = {
+        name: [row.get(name) for row in batch] for name in model.preprocessing.schema.feature_names
+    }
     row_body, column_body = orjson.dumps({"rows": batch}), orjson.dumps({"columns": columns})
     limits = RequestLimits()
     store = open_store(store_url)
@@ -104,7 +106,9 @@ def in_process(model: LoadedModel, rows: list[dict], store_url: str, *, calls: i
                 encoded = model.encode_columns(body.columns, limits=limits)
             else:
                 encoded = model.encode(body.rows or [], limits=limits)
-            ids, _ = outcomes.record(model=model.name, version=1, probabilities=probabilities, request_id=None)
+            ids, _ = outcomes.record(
+                model=model.name, version=1, probabilities=probabilities, request_id=None
+            )
             orjson.dumps(answer(model, probabilities, ids))
             del encoded
 
@@ -117,7 +121,9 @@ def in_process(model: LoadedModel, rows: list[dict], store_url: str, *, calls: i
                         ("rows: orjson + row checks + answer + ids", by("rows")),
                         ("columns: orjson + numpy checks + answer + ids", by("columns"))):  # fmt: skip
         outside = median_us(work, calls=calls)
-        print(f"{label:<48} {outside:8.1f} µs outside the model ({outside / model_us:4.2f}x the model)")
+        print(
+            f"{label:<48} {outside:8.1f} µs outside the model ({outside / model_us:4.2f}x the model)"
+        )
         outcomes._pending.clear()
     store.dispose()
 
@@ -129,7 +135,9 @@ def load(url: str, body: bytes, key: str, *, seconds: float, connections: int) -
 
     def worker() -> None:
         count = 0
-        with httpx.Client(headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}) as client:
+        with httpx.Client(
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        ) as client:
             while time.monotonic() < stop:
                 client.post(url, content=body).raise_for_status()
                 count += 1
@@ -144,14 +152,31 @@ def load(url: str, body: bytes, key: str, *, seconds: float, connections: int) -
     return sum(done) / (time.monotonic() - began)
 
 
-def over_http(url: str, key: str, rows: list[dict], features: list[str], *, seconds: float, connections: int) -> None:
+def over_http(
+    url: str, key: str, rows: list[dict], features: list[str], *, seconds: float, connections: int
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "simulations.cli", "serve", "--database-url", url, "--port", str(port),
-         "--log-level", "warning", "--max-rows", "1024", "--max-body-bytes", str(8 << 20)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "simulations.cli",
+            "serve",
+            "--database-url",
+            url,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--max-rows",
+            "1024",
+            "--max-body-bytes",
+            str(8 << 20),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -162,14 +187,28 @@ def over_http(url: str, key: str, rows: list[dict], features: list[str], *, seco
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        print(f"== over HTTP: fedwarden serve (1 uvicorn worker), {connections} Python clients, {seconds:g} s each")
+        print(
+            f"== over HTTP: fedwarden serve (1 uvicorn worker), {connections} Python clients, {seconds:g} s each"
+        )
         for batch in (1, 64, 1024):
             part = (rows * (1 + batch // len(rows)))[:batch]
-            bodies = {"rows": orjson.dumps({"rows": part}),
-                      "columns": orjson.dumps({"columns": {f: [r.get(f) for r in part] for f in features}})}
+            bodies = {
+                "rows": orjson.dumps({"rows": part}),
+                "columns": orjson.dumps(
+                    {"columns": {f: [r.get(f) for r in part] for f in features}}
+                ),
+            }
             for fmt, body in bodies.items():
-                rps = load(f"{base}/v1/models/heart-disease/predict", body, key, seconds=seconds, connections=connections)
-                print(f"batch {batch:>4} {fmt:<7}: {rps:8.1f} requests/s {rps * batch:10.1f} rows/s")
+                rps = load(
+                    f"{base}/v1/models/heart-disease/predict",
+                    body,
+                    key,
+                    seconds=seconds,
+                    connections=connections,
+                )
+                print(
+                    f"batch {batch:>4} {fmt:<7}: {rps:8.1f} requests/s {rps * batch:10.1f} rows/s"
+                )
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -179,30 +218,59 @@ def int8(label: str, path: Path, spec: PreprocessingSpec, test: pd.DataFrame) ->
     numeric, categorical = encode_rows(frame_to_rows(test, spec), spec)
     labels = spec.labels(test)
     for mode in ("dynamic", "static"):
-        decision = quantize_artifact(path, mode=mode, numeric=numeric, categorical=categorical, labels=labels,
-                                     tolerance_points=100.0, repeats=300)
+        decision = quantize_artifact(
+            path,
+            mode=mode,
+            numeric=numeric,
+            categorical=categorical,
+            labels=labels,
+            tolerance_points=100.0,
+            repeats=300,
+        )
         for measured in ([decision.fp32] if mode == "dynamic" else []) + list(decision.candidates):
-            print(f"{label:<26} {measured.kind:<8} batch 1 {measured.ms_batch_1 * 1e3:8.1f} µs  "
-                  f"batch 64 {measured.ms_batch_64 * 1e3:8.1f} µs  accuracy {measured.accuracy:.4f}  "
-                  f"speed-up b1 {decision.fp32.ms_batch_1 / measured.ms_batch_1:4.2f}x "
-                  f"b64 {decision.fp32.ms_batch_64 / measured.ms_batch_64:4.2f}x")
+            print(
+                f"{label:<26} {measured.kind:<8} batch 1 {measured.ms_batch_1 * 1e3:8.1f} µs  "
+                f"batch 64 {measured.ms_batch_64 * 1e3:8.1f} µs  accuracy {measured.accuracy:.4f}  "
+                f"speed-up b1 {decision.fp32.ms_batch_1 / measured.ms_batch_1:4.2f}x "
+                f"b64 {decision.fp32.ms_batch_64 / measured.ms_batch_64:4.2f}x"
+            )
         for measured in decision.candidates:
             path.with_name(f"{path.stem}.int8-{measured.kind}.onnx").unlink(missing_ok=True)
 
 
 def larger_mlp(spec: PreprocessingSpec, train: pd.DataFrame, folder: Path) -> Path:
-    model_spec = ModelSpec(name="mlp", num_features=len(spec.output_names), num_classes=len(spec.schema.target.labels),
-                           hidden=1024)
+    model_spec = ModelSpec(
+        name="mlp",
+        num_features=len(spec.output_names),
+        num_classes=len(spec.schema.target.labels),
+        hidden=1024,
+    )
     network = build_model(model_spec, seed=0)
-    train_locally(network, spec.transform(train), spec.labels(train), epochs=15, learning_rate=0.02, sample_rate=0.1,
-                  noise_multiplier=None, max_grad_norm=1.0, seed=0, device=torch.device("cpu"))
-    exported = export_model(weights=get_weights(network), model_spec=model_spec, preprocessing=spec,
-                            path=folder / "mlp-1024.onnx")
+    train_locally(
+        network,
+        spec.transform(train),
+        spec.labels(train),
+        epochs=15,
+        learning_rate=0.02,
+        sample_rate=0.1,
+        noise_multiplier=None,
+        max_grad_norm=1.0,
+        seed=0,
+        device=torch.device("cpu"),
+    )
+    exported = export_model(
+        weights=get_weights(network),
+        model_spec=model_spec,
+        preprocessing=spec,
+        path=folder / "mlp-1024.onnx",
+    )
     return exported.path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--calls", type=int, default=2000)
@@ -211,32 +279,63 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="fedwarden-bench-"))
     try:
-        subprocess.run([sys.executable, "-m", "simulations.cli", "simulate", "--rounds", "2", "--no-baseline",
-                        "--out", str(work)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simulations.cli",
+                "simulate",
+                "--rounds",
+                "2",
+                "--no-baseline",
+                "--out",
+                str(work),
+            ],
+            check=True,
+            capture_output=True,
+        )
         url = f"sqlite:///{work / 'fedwarden.db'}"
         store = open_store(url)
         with store.session() as session:
             admin, _ = bootstrap_admin(session=session)
-            create_principal(session=session, actor=admin, name="bench", role="consumer", kind="service")
+            create_principal(
+                session=session, actor=admin, name="bench", role="consumer", kind="service"
+            )
             create_principal(session=session, actor=admin, name="ops", role="operator")
             key, _ = issue_key(session=session, actor=admin, principal="bench")
-            ops = repo.authenticate(session, issue_key(session=session, actor=admin, principal="ops")[0])
+            ops = repo.authenticate(
+                session, issue_key(session=session, actor=admin, principal="ops")[0]
+            )
             repo.promote_model_version(session=session, actor=ops, name="heart-disease", version=1)
             version = repo.get_model_version(session=session, actor=ops, name="heart-disease")
             checkpoint = RunCheckpoint.from_bytes(
-                repo.checkpoint_for_export(session=session, actor=ops, run_id=version.run_id).blob)
+                repo.checkpoint_for_export(session=session, actor=ops, run_id=version.run_id).blob
+            )
             path, sha = Path(version.artifact_path), version.artifact_sha256
         store.dispose()
         spec = PreprocessingSpec.from_json(checkpoint.preprocessing)
-        model = LoadedModel(name="heart-disease", version=1, path=path, sha256=sha, preprocessing=spec,
-                            providers=["CPUExecutionProvider"])
+        model = LoadedModel(
+            name="heart-disease",
+            version=1,
+            path=path,
+            sha256=sha,
+            preprocessing=spec,
+            providers=["CPUExecutionProvider"],
+        )
         institutions = Scenario().all_institutions()
         test = pd.concat([i.test for i in institutions], ignore_index=True)
         train = pd.concat([i.train for i in institutions], ignore_index=True)
         rows = frame_to_rows(test, spec)
 
         in_process(model, rows, url, calls=args.calls)
-        over_http(url, key, rows, spec.schema.feature_names, seconds=args.seconds, connections=args.connections)
+        over_http(
+            url,
+            key,
+            rows,
+            spec.schema.feature_names,
+            seconds=args.seconds,
+            connections=args.connections,
+        )
         print("== FP32 vs INT8 (onnxruntime.quantization), 1 thread, accuracy on the held-out rows")
         int8("heart-disease (federated)", path, spec, test)
         int8("MLP 1024-1024 (pooled)", larger_mlp(spec, train, work), spec, test)
