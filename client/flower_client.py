@@ -19,7 +19,7 @@ from flwr.client import NumPyClient
 
 from client.contract.plan import TrainingPlan
 from client.contract.preprocessing import PreprocessingSpec
-from client.contract.profile import ProfileLayout
+from client.contract.profile import federation_layout
 from client.contract.report import FitReport
 from client.contract.wire import (
     ACCURACY_KEY,
@@ -99,7 +99,7 @@ class InstitutionClient(NumPyClient):
         spec = self._preprocessing(config)
         zero = [np.zeros_like(p) for p in parameters]
         if config.get(TASK_KEY) == TASK_PROFILE:  # a refused profile is a vector of its own size
-            zero = [np.zeros(ProfileLayout.for_schema(self.data.schema).size)]
+            zero = [np.zeros(federation_layout(self.data.schema).size)]
         report = FitReport(
             institution=self.data.name,
             round=server_round,

@@ -25,7 +25,12 @@ import torch
 
 from client.contract.plan import TrainingPlan
 from client.contract.preprocessing import PreprocessingSpec
-from client.contract.profile import PROFILE_NOISY_RANGE, ProfileLayout, encode_frame, profile_shares
+from client.contract.profile import (
+    PROFILE_NOISY_RANGE,
+    encode_frame,
+    federation_layout,
+    profile_shares,
+)
 from client.contract.report import FitReport
 from client.contract.wire import PROFILE_NOISE_KEY
 from client.data import InstitutionData
@@ -105,9 +110,11 @@ def institution_profile(
         The institution's privacy account: a noisy release is checked against
         the budget first and then recorded.
     """
-    layout = ProfileLayout.for_schema(data.schema)
+    layout = federation_layout(data.schema)
     numeric, categorical = encode_frame(data.train, data.schema)
-    counts = layout.counts(numeric, categorical, probabilities)
+    index = {label: i for i, label in enumerate(data.schema.target.labels)}
+    labels = data.train[data.schema.target.name].map(index).to_numpy(dtype=np.int64)
+    counts = layout.counts(numeric, categorical, probabilities, labels)
     rows = len(data.train)
     report = _with(report, num_examples=rows, max_grad_norm=layout.sensitivity)
     if noise_multiplier is None:

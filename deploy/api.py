@@ -18,7 +18,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deploy.docs import mount_docs
 from deploy.errors import InvalidRequestError, RequestTooLargeError, ServingError
 from deploy.metrics import ServiceMetrics
 from deploy.routes import health_router, models_router
@@ -53,6 +55,10 @@ STATUS: list[tuple[type[FedwardenError], int, str]] = [
 ]
 
 
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated",
+              403: "forbidden", 413: "too_large"}  # fmt: skip
+
+
 def create_app(settings: ServeSettings | None = None, *, store: Store | None = None) -> FastAPI:
     """The inference API; ``store`` (tests) replaces the one named by the settings."""
     settings = settings or ServeSettings()
@@ -77,7 +83,10 @@ def create_app(settings: ServeSettings | None = None, *, store: Store | None = N
             "Authenticate with `Authorization: Bearer <API key>`."
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    mount_docs(app)
     app.include_router(models_router)
     app.include_router(health_router)
     register_error_handlers(app)
@@ -99,7 +108,7 @@ def register_error_handlers(app: FastAPI) -> None:
 
     async def fedwarden_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, InvalidRequestError):
-            return error_response(exc.status_code, "invalid_request", exc.message)
+            return error_response(exc.status_code, exc.code, exc.message)
         assert isinstance(exc, FedwardenError)
         for kind, status, code in STATUS:
             if isinstance(exc, kind):
@@ -110,10 +119,21 @@ def register_error_handlers(app: FastAPI) -> None:
     async def malformed(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = []
+        if any(error.get("type") == "json_invalid" for error in exc.errors()):
+            return error_response(422, "invalid_request", "body: not valid JSON")
         for error in exc.errors()[:5]:
             where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         return error_response(422, "invalid_request", "; ".join(problems) or "malformed request")
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own answers (no such route, method not allowed) in the same format.
+        assert isinstance(exc, StarletteHTTPException)
+        code = HTTP_CODES.get(exc.status_code, "error")
+        response = error_response(exc.status_code, code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s", request.url.path)
@@ -121,6 +141,7 @@ def register_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(FedwardenError, fedwarden_error)
     app.add_exception_handler(RequestValidationError, malformed)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
 
 

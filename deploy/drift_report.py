@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
+from client.contract.errors import DataError
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import ReferenceProfile, encode_frame
 from client.contract.schema import TableSchema
@@ -101,7 +102,7 @@ def summarize(
                 features=[],
             )
     if summary.recommends_retraining:
-        summary.epsilon = _epsilon_left(session, actor=actor, notes=summary.notes)
+        summary.epsilon = epsilon_left(session, actor=actor, notes=summary.notes)
     return summary
 
 
@@ -120,7 +121,7 @@ def _score_file(
             model=name,
             version=version,
         )
-    profile = ReferenceProfile.from_dict(stored)
+    profile = ReferenceProfile.from_dict(stored).without_calibration()
     frame = _read_rows(path, preprocessing.schema)
     numeric, categorical = encode_frame(frame, preprocessing.schema)
     notes = []
@@ -159,6 +160,16 @@ def _read_rows(path: Path, schema: TableSchema) -> pd.DataFrame:
     from client.contract.files import read_raw, validate_file_frame
 
     frame = read_raw(path, schema)
+    unknown = sorted(
+        set(map(str, frame.columns)) - set(schema.feature_names) - {schema.target.name}
+    )
+    if unknown:
+        # As the inference API does: a column the model does not know is a mistake, not noise.
+        raise DataError(
+            f"{path}: unknown column {unknown[0]!r}; the model's features are "
+            f"{', '.join(schema.feature_names)}",
+            path=str(path),
+        )
     mapping = schema.target.mapping
     placeholder = next(iter(mapping)) if mapping else schema.target.labels[0]
     frame = frame.assign(**{schema.target.name: placeholder})
@@ -191,16 +202,23 @@ def _predict(
     return model.run(numeric, categorical).probabilities
 
 
-def _epsilon_left(session: Session, *, actor: Principal, notes: list[str]) -> list[EpsilonLeft]:
+def epsilon_left(session: Session, *, actor: Principal, notes: list[str]) -> list[EpsilonLeft]:
+    """The ε each institution has left for a retraining run (a note if none has any)."""
     try:
         totals = repo.epsilon_totals(session=session, actor=actor)
     except PermissionDeniedError:
         notes.append("ε left per institution needs the ledger:read permission")
         return []
-    return [
+    entries = [
         EpsilonLeft(institution=t.institution, spent=t.epsilon, budget=t.budget, left=t.left)
         for t in totals
     ]
+    if entries and all(e.left is not None and e.left <= 0 for e in entries):
+        notes.append(
+            "no institution has ε left to take part in a retraining run: the consortium "
+            "must agree new budgets first"
+        )
+    return entries
 
 
 def plot(summary: DriftSummary) -> bytes:

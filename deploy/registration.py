@@ -23,7 +23,11 @@ from client.contract.architecture import ModelSpec
 from client.contract.errors import DataError
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import ReferenceProfile
-from deploy.onnx_export import ExportedModel, export_model
+from client.contract.schema import TableSchema, validate_frame
+from deploy.onnx_contract import sha256_file
+from deploy.onnx_export import ExportedModel, export_model, sample_rows
+from deploy.quantize import DEFAULT_TOLERANCE_POINTS, QuantizationDecision, quantize_artifact
+from deploy.serving_model import encode_rows, frame_to_rows
 from server.checkpoint_format import RunCheckpoint
 from server.errors import NotFoundError
 from server.store import repository as repo
@@ -39,6 +43,7 @@ class Registered:
     version: int
     round: int
     exported: ExportedModel
+    quantization: dict[str, Any] | None = None
 
 
 def export_and_register(
@@ -50,14 +55,25 @@ def export_and_register(
     artifact_dir: Path,
     round: int | None = None,
     held_out: pd.DataFrame | None = None,
+    quantize: str | None = None,
+    quantize_tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
+    held_out_path: Path | None = None,
 ) -> Registered:
-    """Export the run's model after ``round`` (default: its last) and register it in staging."""
+    """Export the run's model after ``round`` (default: its last) and register it in staging.
+
+    With ``quantize`` (``dynamic``, ``static`` or ``auto``) the artifact is
+    quantised to INT8 and checked on ``held_out`` (accuracy against its labels)
+    or, without it, on rows sampled from the schema (agreement with FP32);
+    ``deploy.quantize`` decides, and its decision goes into the lineage.
+    """
     with store.session() as session:
         row = repo.checkpoint_for_export(
             session=session, actor=_same(session, actor), run_id=run_id, round=round
         )
         checkpoint = RunCheckpoint.from_bytes(row.blob)
     preprocessing = PreprocessingSpec.from_json(checkpoint.preprocessing)
+    if held_out_path is not None:
+        held_out = read_labelled_rows(held_out_path, preprocessing.schema)
     model_spec = ModelSpec.from_dict(checkpoint.model_spec)
     path = artifact_dir.resolve() / f"{name}-{run_id[:8]}-round{checkpoint.round}.onnx"
     exported = export_model(
@@ -68,6 +84,21 @@ def export_and_register(
         held_out=held_out,
         seed=checkpoint.round,
     )
+    decision = None
+    if quantize is not None:
+        decision = _quantized(
+            exported.path,
+            preprocessing,
+            held_out,
+            quantize,
+            tolerance_points=quantize_tolerance_points,
+            seed=checkpoint.round,
+        )
+        if decision.path != exported.path:
+            exported = ExportedModel(
+                path=decision.path, sha256=sha256_file(decision.path), parity=exported.parity
+            )
+            path = decision.path
     with store.session() as session:
         lineage = repo.run_lineage(session=session, run_id=run_id, up_to_round=checkpoint.round)
         lineage["parity"] = {
@@ -75,6 +106,8 @@ def export_and_register(
             "max_abs_diff": exported.parity.max_abs_diff,
         }
         lineage["run_config"] = checkpoint.run_config
+        if decision is not None:
+            lineage["quantization"] = decision.to_lineage()
         profile = _profile_for(
             repo.run_profile(session=session, run_id=run_id), round=checkpoint.round
         )
@@ -94,7 +127,51 @@ def export_and_register(
         )
         number = version.version
     logger.info("registered %s v%d from run %s round %d", name, number, run_id, checkpoint.round)
-    return Registered(name=name, version=number, round=checkpoint.round, exported=exported)
+    return Registered(
+        name=name,
+        version=number,
+        round=checkpoint.round,
+        exported=exported,
+        quantization=None if decision is None else decision.to_lineage(),
+    )
+
+
+def read_labelled_rows(path: Path, schema: TableSchema) -> pd.DataFrame:
+    """Rows with their target from a CSV or Parquet file, checked against ``schema``."""
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in (".csv", ".parquet", ".pq"):
+        raise DataError(f"{path} is not a CSV or Parquet file", path=str(path))
+    try:
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
+        raise DataError(f"cannot read {path}: {exc}", path=str(path)) from exc
+    return validate_frame(frame, schema)
+
+
+def _quantized(
+    path: Path,
+    preprocessing: PreprocessingSpec,
+    held_out: pd.DataFrame | None,
+    mode: str,
+    *,
+    tolerance_points: float,
+    seed: int,
+) -> QuantizationDecision:
+    target = preprocessing.schema.target.name
+    if held_out is not None and len(held_out):
+        frame = held_out
+        labels = preprocessing.labels(held_out) if target in held_out else None
+    else:
+        frame, labels = sample_rows(preprocessing, count=512, seed=seed), None
+    numeric, categorical = encode_rows(frame_to_rows(frame, preprocessing), preprocessing)
+    return quantize_artifact(
+        path,
+        mode=mode,
+        numeric=numeric,
+        categorical=categorical,
+        labels=labels,
+        tolerance_points=tolerance_points,
+    )
 
 
 def _profile_for(stored: dict[str, Any] | None, *, round: int) -> dict[str, Any] | None:

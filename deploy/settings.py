@@ -43,3 +43,13 @@ class ServeSettings(BaseSettings):
     drift_psi_alert: float = Field(default=0.25, gt=0)
     drift_p_value: float = Field(default=0.01, gt=0, lt=1)
     drift_min_rows: int = Field(default=100, ge=1)
+    performance_monitoring: bool = True
+    performance_window_s: float = Field(default=7 * 86400.0, gt=0)
+    performance_window_rows: int = Field(default=10000, ge=10)
+    performance_min_rows: int = Field(default=100, ge=1)
+    performance_max_drop: float = Field(default=0.1, ge=0, le=1)
+    performance_min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    performance_min_auc: float | None = Field(default=None, ge=0, le=1)
+    performance_check_interval_s: float = Field(default=60.0, gt=0)
+    performance_retention_s: float = Field(default=90 * 86400.0, gt=0)
+    feedback_flush_interval_s: float = Field(default=1.0, gt=0)

@@ -33,7 +33,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp.grid import Grid
 
 from client.contract.preprocessing import PreprocessingSpec, summary_size
-from client.contract.profile import PROFILE_NOISY_RANGE, ProfileLayout, ReferenceProfile
+from client.contract.profile import PROFILE_NOISY_RANGE, ReferenceProfile, federation_layout
 from client.contract.report import FitReport
 from client.contract.schema import TableSchema
 from client.contract.wire import (
@@ -342,7 +342,7 @@ class Federation:
                 settings=profile_settings,
             ),
             parameters=weights,
-            size=ProfileLayout.for_schema(schema).size,
+            size=federation_layout(schema).size,
             value_range=(-bound, bound),
         )
         if average is None:

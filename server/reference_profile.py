@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from client.contract.plan import TrainingPlan
-from client.contract.profile import ProfileLayout, ReferenceProfile
+from client.contract.profile import ReferenceProfile, federation_layout
 from client.contract.report import FitReport
 from client.contract.schema import TableSchema
 from client.contract.wire import (
@@ -74,7 +74,7 @@ def assemble_profile(
     if rows <= 0:
         logger.warning("no institution contributed to the reference profile")
         return None, reports
-    profile = ProfileLayout.for_schema(schema).decode(
+    profile = federation_layout(schema).decode(
         average,
         rows=rows,
         noisy=settings.noise_multiplier is not None,

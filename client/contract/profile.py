@@ -18,6 +18,14 @@ block: the L2 sensitivity of the count vector is ``sqrt(len(blocks))``.
 The same layout bins what an inference service sees (``slot_indices``), from
 the encoded arrays the served model takes: numeric values as float32 with NaN
 where missing, category indices with -1 where missing.
+
+The federation's layout (``federation_layout``) also has a ``calibration``
+block per probability block: over the same bins, how many rows whose true
+label is that class fell in each bin of its predicted probability, and one
+last slot for the rows of other classes (so one row still adds exactly one
+count per block). Divided by the probability block's counts it is the
+federation's calibration curve, from which the inference service estimates
+its accuracy before any label comes back (``deploy.estimation``).
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ FINE_BINS = 100
 PROFILE_FORMAT = 1
 MISSING = -1
 
-BlockKind = Literal["numeric", "categorical", "prediction", "probability"]
+BlockKind = Literal["numeric", "categorical", "prediction", "probability", "calibration"]
+BINNED_KINDS = ("numeric", "probability", "calibration")
 
 
 PROFILE_NOISY_RANGE = 4.0
@@ -49,9 +58,11 @@ class Block:
 
     ``numeric`` and ``probability`` blocks have ``bins`` equal-width bins over
     ``[low, high]``; ``categorical`` and ``prediction`` blocks one slot per
-    label. ``numeric`` and ``categorical`` blocks end with a missing slot.
-    ``column`` is the block's column in the encoded numeric or categorical
-    array, or the class index of a ``probability`` block.
+    label. ``numeric`` and ``categorical`` blocks end with a missing slot, a
+    ``calibration`` block (bins of class ``column``'s probability, rows of that
+    class only) with a slot for the rows of other classes. ``column`` is the
+    block's column in the encoded numeric or categorical array, or the class
+    index of a ``probability`` or ``calibration`` block.
     """
 
     name: str
@@ -65,8 +76,8 @@ class Block:
 
     @property
     def size(self) -> int:
-        if self.kind in ("numeric", "probability"):
-            return self.bins + (1 if self.kind == "numeric" else 0)
+        if self.kind in BINNED_KINDS:
+            return self.bins + (0 if self.kind == "probability" else 1)
         return len(self.labels) + (1 if self.kind == "categorical" else 0)
 
     @property
@@ -80,7 +91,7 @@ class Block:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "kind": self.kind, "column": self.column}
-        if self.kind in ("numeric", "probability"):
+        if self.kind in BINNED_KINDS:
             data.update(low=self.low, high=self.high, bins=self.bins)
         else:
             data["labels"] = list(self.labels)
@@ -96,9 +107,15 @@ class ProfileLayout:
 
     @classmethod
     def for_schema(
-        cls, schema: TableSchema, *, bins: int = FINE_BINS, predictions: bool = True
+        cls,
+        schema: TableSchema,
+        *,
+        bins: int = FINE_BINS,
+        predictions: bool = True,
+        calibration: bool = False,
     ) -> ProfileLayout:
-        """Blocks for every feature and, with ``predictions``, for the model's outputs."""
+        """Blocks for every feature and, with ``predictions``, for the model's outputs;
+        with ``calibration`` (and ``predictions``), the true labels per probability bin."""
         if bins < 2:
             raise DataError(f"a profile needs at least 2 bins per feature, got {bins}")
         blocks: list[Block] = []
@@ -127,6 +144,10 @@ class ProfileLayout:
             for index in range(1 if len(labels) == 2 else 0, len(labels)):
                 add(Block(name=f"probability:{labels[index]}", kind="probability",
                           column=index, offset=offset, bins=bins))  # fmt: skip
+            if calibration:
+                for index in range(1 if len(labels) == 2 else 0, len(labels)):
+                    add(Block(name=f"calibration:{labels[index]}", kind="calibration",
+                              column=index, offset=offset, bins=bins))  # fmt: skip
         return cls(blocks)
 
     @property
@@ -138,15 +159,21 @@ class ProfileLayout:
     def has_predictions(self) -> bool:
         return any(block.kind == "prediction" for block in self.blocks)
 
+    @property
+    def has_calibration(self) -> bool:
+        return any(block.kind == "calibration" for block in self.blocks)
+
     def slot_indices(
         self,
         numeric: np.ndarray,
         categorical: np.ndarray,
         probabilities: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
     ) -> np.ndarray:
         """The slot each row fills in each block: shape ``(..., rows, len(blocks))``.
 
-        Arrays may carry leading batch axes (``(windows, rows, columns)``).
+        Arrays may carry leading batch axes (``(windows, rows, columns)``);
+        ``labels`` (class indices) are needed by ``calibration`` blocks only.
         """
         columns = []
         for block in self.blocks:
@@ -159,6 +186,11 @@ class ProfileLayout:
                 raise DataError("this profile layout needs the model's probabilities")
             elif block.kind == "prediction":
                 slot = probabilities.argmax(axis=-1).astype(np.int64)
+            elif block.kind == "calibration":
+                if labels is None:
+                    raise DataError("this profile layout needs the rows' true labels")
+                binned = _bin(probabilities[..., block.column], block, missing=False)
+                slot = np.where(np.asarray(labels) == block.column, binned, block.bins)
             else:
                 slot = _bin(probabilities[..., block.column], block, missing=False)
             columns.append(slot + block.offset)
@@ -169,9 +201,10 @@ class ProfileLayout:
         numeric: np.ndarray,
         categorical: np.ndarray,
         probabilities: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
     ) -> np.ndarray:
         """Counts per slot; with a leading windows axis, one count vector per window."""
-        slots = self.slot_indices(numeric, categorical, probabilities)
+        slots = self.slot_indices(numeric, categorical, probabilities, labels)
         if slots.ndim == 2:
             return np.bincount(slots.ravel(), minlength=self.size).astype(np.float64)
         windows = slots.shape[0]
@@ -206,6 +239,11 @@ class ProfileLayout:
             institutions=institutions,
             noise_multiplier=noise_multiplier,
         )
+
+
+def federation_layout(schema: TableSchema) -> ProfileLayout:
+    """The layout of a run's reference profile: features, outputs and calibration."""
+    return ProfileLayout.for_schema(schema, calibration=True)
 
 
 def _bin(values: np.ndarray, block: Block, *, missing: bool) -> np.ndarray:
@@ -260,9 +298,16 @@ class ReferenceProfile:
 
     def without_predictions(self) -> ReferenceProfile:
         """The feature blocks only (for a model other than the one profiled)."""
+        return self._keeping(("numeric", "categorical"))
+
+    def without_calibration(self) -> ReferenceProfile:
+        """Every block but the calibration ones (what drift detection compares)."""
+        return self._keeping(("numeric", "categorical", "prediction", "probability"))
+
+    def _keeping(self, kinds: tuple[str, ...]) -> ReferenceProfile:
         kept, pieces, offset = [], [], 0
         for block in self.layout.blocks:
-            if block.kind in ("numeric", "categorical"):
+            if block.kind in kinds:
                 kept.append(replace(block, offset=offset))
                 pieces.append(self.block_counts(block))
                 offset += block.size
@@ -294,7 +339,13 @@ class ReferenceProfile:
             blocks, pieces, offset = [], [], 0
             for item in data["blocks"]:
                 kind = item["kind"]
-                if kind not in ("numeric", "categorical", "prediction", "probability"):
+                if kind not in (
+                    "numeric",
+                    "categorical",
+                    "prediction",
+                    "probability",
+                    "calibration",
+                ):
                     raise DataError(f"unknown profile block kind {kind!r}")
                 block = Block(
                     name=str(item["name"]),

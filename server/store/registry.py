@@ -157,17 +157,20 @@ def register_model_version(
 def promote_model_version(
     *, session: Session, actor: Principal, name: str, version: int
 ) -> ModelVersion:
-    """Move a ``staging`` version to ``production`` (needs ``model:promote``).
+    """Move a ``staging`` version to ``production``, or an ``archived`` one back to it (a
+    rollback; needs ``model:promote``).
 
-    The name's previous production version, if any, becomes ``archived``.
+    The name's previous production version, if any, becomes ``archived``; the
+    audit record says which, and whether this was a rollback.
     """
     actor_name, target = actor.name, f"model:{name}@{version}"
     rbac.authorize(session, principal=actor, permission="model:promote", target=target)
     candidate = _version(session, name=name, version=version)
-    if candidate is None or candidate.stage != "staging":
+    if candidate is None or candidate.stage not in ("staging", "archived"):
         found = "no such version" if candidate is None else f"it is {candidate.stage}"
         error = (NotFoundError if candidate is None else ConflictError)(
-            f"cannot promote {name} version {version}: {found}; only staging versions are promoted"
+            f"cannot promote {name} version {version}: {found}; only staging versions are "
+            "promoted, and archived ones rolled back to"
         )
         raise audit.record_refusal(
             session,
@@ -177,6 +180,7 @@ def promote_model_version(
             target=target,
             outcome="error",
         )
+    rollback = candidate.stage == "archived"
     archived = []
     for current in session.scalars(
         select(ModelVersion).where(ModelVersion.name == name, ModelVersion.stage == "production")
@@ -190,7 +194,7 @@ def promote_model_version(
         actor=actor_name,
         action="model.promote",
         target=target,
-        details={"archived": archived},
+        details={"archived": archived, **({"rollback": True} if rollback else {})},
     )
     return candidate
 

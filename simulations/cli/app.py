@@ -23,6 +23,7 @@ from simulations.cli.coordinator import coordinator_app
 from simulations.cli.db import db_app
 from simulations.cli.drift import drift_app
 from simulations.cli.models import export_command, models_app
+from simulations.cli.performance import performance_app
 from simulations.cli.pki import pki_app
 from simulations.cli.privacy import privacy_app
 from simulations.cli.run import run_app
@@ -58,6 +59,7 @@ app.add_typer(models_app, name="models")
 app.command("serve")(serve_command)
 app.add_typer(drift_app, name="drift")
 app.command("console")(console_command)
+app.add_typer(performance_app, name="performance")
 
 
 def main() -> None:

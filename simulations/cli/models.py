@@ -26,6 +26,24 @@ def export_command(
     artifact_dir: Annotated[Path, typer.Option(help="Where the ONNX artifact is written.")] = Path(
         "artifacts"
     ),
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="INT8: dynamic, static, or auto (keep the fastest within the tolerance, FP32 "
+            "included); the decision goes into the lineage."
+        ),
+    ] = None,
+    quantize_tolerance: Annotated[
+        float,
+        typer.Option(min=0.0, help="Refuse INT8 losing more accuracy points than this."),
+    ] = 0.5,
+    held_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV or Parquet rows with the target, to check INT8 accuracy on (default: "
+            "rows sampled from the schema, checked for agreement with FP32)."
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
@@ -37,7 +55,15 @@ def export_command(
         with store.session() as session:
             actor = repo.authenticate(session, api_key)
         registered = export_and_register(
-            store=store, actor=actor, run_id=run, name=name, artifact_dir=artifact_dir, round=round_
+            store=store,
+            actor=actor,
+            run_id=run,
+            name=name,
+            artifact_dir=artifact_dir,
+            round=round_,
+            held_out_path=held_out,
+            quantize=quantize,
+            quantize_tolerance_points=quantize_tolerance,
         )
     console.print(
         f"registered {registered.name!r} version {registered.version} (staging) from round "
@@ -45,6 +71,13 @@ def export_command(
         f"sha256 {registered.exported.sha256}; ONNX parity on {registered.exported.parity.rows} rows: "
         f"max |Δp| {registered.exported.parity.max_abs_diff:.1e}"
     )
+    if registered.quantization is not None:
+        q = registered.quantization
+        console.print(
+            f"quantisation ({q['asked']}): kept {q['chosen']}, {q['speedup_batch_64']:.2f}x at "
+            f"batch 64, {q['accuracy_delta_points']:+.2f} accuracy points on {q['rows']} rows "
+            f"({q['accuracy_basis']}): {q['reason']}"
+        )
 
 
 @models_app.command("list")

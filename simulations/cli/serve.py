@@ -51,6 +51,9 @@ def serve_command(
     drift_plan(settings)  # and if a drift detector or threshold is wrong
     os.environ["FEDWARDEN_DATABASE_URL"] = url  # the store's own settings read it back
     for key, value in settings.model_dump(mode="json", exclude={"store"}).items():
+        if value is None:  # unset is how an optional setting says "none"
+            os.environ.pop(f"FEDWARDEN_{key.upper()}", None)
+            continue
         # Lists (the drift detectors) travel as JSON, as pydantic-settings reads them back.
         os.environ[f"FEDWARDEN_{key.upper()}"] = (
             value if isinstance(value, str) else json.dumps(value)

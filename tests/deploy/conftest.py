@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from client.contract.architecture import ModelSpec
 from client.contract.plan import TrainingPlan
 from client.contract.preprocessing import PreprocessingSpec
-from client.contract.profile import ProfileLayout, ReferenceProfile, encode_frame
+from client.contract.profile import ReferenceProfile, encode_frame, federation_layout
 from client.contract.report import FitReport
 from client.models import build_model, get_weights, set_weights
 from client.training import train_locally
@@ -72,9 +72,10 @@ def _profile(spec: PreprocessingSpec, train: pd.DataFrame, model_spec: dict, wei
     set_weights(network, weights)
     with torch.no_grad():
         probabilities = torch.softmax(network(torch.as_tensor(spec.transform(train))), dim=1).numpy()
-    layout = ProfileLayout.for_schema(spec.schema)
+    layout = federation_layout(spec.schema)
     numeric, categorical = encode_frame(train, spec.schema)
-    return ReferenceProfile(layout=layout, counts=layout.counts(numeric, categorical, probabilities),
+    counts = layout.counts(numeric, categorical, probabilities, spec.labels(train))
+    return ReferenceProfile(layout=layout, counts=counts,
                             rows=float(len(train)), round=2, institutions=tuple(sorted(institutions)))
 
 

@@ -66,6 +66,19 @@ def test_promoting_archives_the_previous_production_version(store, operator):
     )
 
 
+def test_an_archived_version_is_promoted_back_a_rollback(store, operator):
+    for _ in range(2):
+        _register(store, operator)
+    for version in (1, 2, 1):
+        with store.session() as session:
+            registry.promote_model_version(session=session, actor=operator, name="heart", version=version)
+    with store.session() as session:
+        last = audit.tail(session, limit=1)[0]
+
+    assert _stages(store, operator) == {1: "production", 2: "archived"}
+    assert last["details"] == {"archived": [2], "rollback": True}
+
+
 @pytest.mark.parametrize(("version", "error"), [(1, ConflictError), (9, NotFoundError)])
 def test_only_a_staging_version_is_promoted(store, operator, version, error):
     _register(store, operator)
