@@ -32,7 +32,7 @@ from sqlalchemy.pool import StaticPool
 
 from privacy.errors import ConfigError
 from server.errors import ConflictError, StoreError, StoreUnavailableError
-from server.store import migrate
+from server.store import audit_key, migrate
 from server.store.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
@@ -193,6 +193,7 @@ def open_store(settings: StoreSettings | str, *, upgrade: bool = True) -> Store:
     if isinstance(settings, str):
         settings = StoreSettings.load(settings)
     store = Store(create_store_engine(settings))
+    audit_key.register(store.engine, audit_key.default_locator(settings))
     try:
         if upgrade:
             store.upgrade(actor="system")

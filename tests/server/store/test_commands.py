@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import select, text
 
 from server.store import audit
+from server.store.audit_key import default_locator
+from server.store.settings import StoreSettings
 from server.store.engine import open_store
 from server.store.models import Principal
 
@@ -112,7 +114,8 @@ def test_audit_verify_export_and_tail(cli, store_url, make_key, tmp_path):
     out = tmp_path / "audit.jsonl"
     assert cli("audit", "export", "--out", str(out), *url, api_key=auditor)[0] == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert audit.verify_events(lines).broken is None
+    key = default_locator(StoreSettings.load(store_url)).require_key()
+    assert audit.verify_events(lines, key=key).broken is None
     assert [e["action"] for e in lines][-1] == "audit.verify"
     code, tail = cli("audit", "tail", "-n", "3", *url, api_key=auditor)
     assert code == 0 and "audit.export" in tail
@@ -120,7 +123,7 @@ def test_audit_verify_export_and_tail(cli, store_url, make_key, tmp_path):
 
 FORGED = (
     "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash)"
-    " VALUES (5, '2026-01-01 00:00:00.000000', 'admin', 'role.grant', 'principal:mallory',"
+    " VALUES (6, '2026-01-01 00:00:00.000000', 'admin', 'role.grant', 'principal:mallory',"
     f" 'success', '{{}}', '{'a' * 64}', '{'b' * 64}')"
 )
 
@@ -130,7 +133,7 @@ FORGED = (
     [
         (['UPDATE audit_events SET details = \'{"role": "admin"}\' WHERE seq = 3'], 3),
         (["DELETE FROM audit_events WHERE seq = 2"], 2),
-        ([FORGED], 5),
+        ([FORGED], 6),
         (
             [
                 "UPDATE audit_events SET seq = -1 WHERE seq = 2",
@@ -143,7 +146,7 @@ FORGED = (
     ids=["modified", "deleted", "inserted", "reordered"],
 )
 def test_audit_verify_names_the_first_broken_event(cli, store_url, make_key, tamper, seq):
-    auditor = make_key("aude", "auditor")  # events: 1 store, 2 admin, 3 aude, 4 aude's key
+    auditor = make_key("aude", "auditor")  # 1 genesis, 2 store, 3 admin, 4 aude, 5 key
     store = open_store(store_url)
     with store.engine.begin() as connection:
         for statement in tamper:
