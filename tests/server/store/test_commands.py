@@ -165,24 +165,46 @@ def test_audit_verify_names_the_first_broken_event(cli, store_url, make_key, tam
     )
 
 
-def test_checkpoint_receipt_round_trip(cli, store_url, admin_key, make_key, tmp_path):
+def test_checkpoint_receipt_round_trip(cli, store_url, admin_key, make_key, tmp_path, monkeypatch):
     auditor = make_key("aude", "auditor")
     key, receipt = tmp_path / "coordinator.pem", tmp_path / "receipt.json"
     url = ["--database-url", store_url]
 
     code, output = cli("audit", "keygen", "--key", str(key))
     assert code == 0 and "PRIVATE" not in output
+    public = output.split("FEDWARDEN_AUDIT_PUBLIC_KEY=")[1].split()[0]
     code, output = cli(
         "audit", "checkpoint", "--key", str(key), "--out", str(receipt), *url, api_key=admin_key
     )
     assert code == 0, output
     code, output = cli("audit", "verify", "--receipt", str(receipt), *url, api_key=auditor)
-    assert code == 0 and "holds receipt event" in output
+    assert code == 2 and "pinned public key" in _one_error_line(output)  # nothing pinned
+    pinned = tmp_path / "coordinator.pub"
+    pinned.write_text(public + "\n")
+    monkeypatch.setenv("FEDWARDEN_AUDIT_PUBLIC_KEY", str(pinned))
+    code, output = cli("audit", "verify", "--receipt", str(receipt), *url, api_key=auditor)
+    assert code == 0 and "holds receipt event" in output, output
 
     forged = json.loads(receipt.read_text()) | {"seq": 1}
     receipt.write_text(json.dumps(forged))
     code, output = cli("audit", "verify", "--receipt", str(receipt), *url, api_key=auditor)
     assert code == 9 and "invalid signature" in _one_error_line(output)
+
+
+def test_a_receipt_signed_with_another_key_fails_against_the_pinned_one(
+    cli, store_url, admin_key, make_key, tmp_path, monkeypatch
+):
+    auditor = make_key("aude", "auditor")
+    url = ["--database-url", store_url]
+    ours, theirs, receipt = tmp_path / "ours.pem", tmp_path / "theirs.pem", tmp_path / "r.json"
+    public = cli("audit", "keygen", "--key", str(ours))[1].split("AUDIT_PUBLIC_KEY=")[1].split()[0]
+    cli("audit", "keygen", "--key", str(theirs))
+    monkeypatch.setenv("FEDWARDEN_AUDIT_PUBLIC_KEY", public)
+    cli("audit", "checkpoint", "--key", str(theirs), "--out", str(receipt), *url, api_key=admin_key)
+
+    code, output = cli("audit", "verify", "--receipt", str(receipt), *url, api_key=auditor)
+
+    assert code == 9 and "another key" in _one_error_line(output)
 
 
 def test_db_upgrade_and_current(cli, store_url):
