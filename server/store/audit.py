@@ -204,8 +204,22 @@ def append(
         action=action,
         target=target,
         outcome=outcome,
-        details=json.loads(json.dumps(json_safe(dict(details or {})), default=str)),
+        details=json.loads(
+            json.dumps(json_safe(_with_credential(session, actor, details)), default=str)
+        ),
     )
+
+
+def _with_credential(
+    session: Session, actor: str, details: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``details``, plus the acting key's prefix and issuer if ``actor`` used one."""
+    merged = dict(details or {})
+    credential = session.info.get("fedwarden.credential")
+    if isinstance(credential, dict) and credential.get("principal") == actor:
+        merged.setdefault("via_key", credential.get("via_key"))
+        merged.setdefault("key_issuer", credential.get("key_issuer"))
+    return merged
 
 
 def _add(session: Session, key: AuditKey, *, seq: int, prev_hash: str, **values: Any) -> AuditEvent:

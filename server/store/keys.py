@@ -30,6 +30,8 @@ _SCRYPT = {"n": 16384, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
 _PREFIX_BYTES = 6
 _SECRET_BYTES = 32
 _DUMMY_SALT = "00" * 16
+CREDENTIAL = "fedwarden.credential"
+"""``session.info`` key: the key that authenticated the session's principal, for the audit log."""
 _GENERIC_FAILURE = "authentication failed: the API key is missing, wrong, revoked or expired"
 
 
@@ -108,6 +110,11 @@ def authenticate(session: Session, token: str | None) -> Principal:
     if row.expires_at is not None and row.expires_at <= now:
         raise _failure(session, reason="expired", prefix=prefix, owner=owner.name)
     row.last_used_at = now
+    session.info[CREDENTIAL] = {
+        "principal": owner.name,
+        "via_key": row.prefix,
+        "key_issuer": row.issued_by,
+    }
     return owner
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from privacy.errors import ConfigError, FedwardenError
 from privacy.pki import check_node_public_key, fingerprint
 from server.errors import ConflictError, NotFoundError
-from server.store import audit, rbac
+from server.store import audit, rbac, revocation
 from server.store.governance import check_name, ensure_institution, find_institution
 from server.store.models import Institution, NodeKey, Principal, utcnow
 
@@ -117,6 +117,7 @@ def revoke_node_key(*, session: Session, actor: Principal, fingerprint_: str) ->
         )
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        revocation.bump(session)
         audit.append(
             session,
             actor=actor_name,

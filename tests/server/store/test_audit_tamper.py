@@ -215,8 +215,8 @@ def test_a_store_from_before_keyed_chains_is_keyed_on_its_next_event(store_url, 
     events = _events(reopened)
     report = _verify(reopened)
     prefix, prev = [], audit.GENESIS_HASH
-    for event in events[:3]:  # the unkeyed prefix edited and its links recomputed
-        event = {**event, "details": {"index": 9}, "prev_hash": prev}
+    for original in events[:3]:  # the unkeyed prefix edited and its links recomputed
+        event = {**original, "details": {"index": 9}, "prev_hash": prev}
         event["hash"] = prev = audit.event_hash(event)
         prefix.append(event)
     _rewrite(reopened, [*prefix, *events[3:]], from_seq=99)
@@ -238,7 +238,7 @@ def test_a_missing_key_refuses_to_write_a_keyed_log(store_url, tmp_path):
     from privacy.errors import ConfigError
 
     store = open_store(settings, upgrade=False)
-    with pytest.raises(ConfigError, match="audit key .* is missing"):
+    with pytest.raises(ConfigError, match=r"audit key .* is missing"):
         _append(store, 1)
     store.dispose()
     assert not key_file.exists()  # never a fresh key for a log that has a genesis

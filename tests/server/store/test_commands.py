@@ -10,9 +10,9 @@ from sqlalchemy import select, text
 
 from server.store import audit
 from server.store.audit_key import default_locator
-from server.store.settings import StoreSettings
 from server.store.engine import open_store
 from server.store.models import Principal
+from server.store.settings import StoreSettings
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 
@@ -30,19 +30,7 @@ def make_key(cli, store_url, admin_key):
 
     def make(name: str, role: str, *extra: str) -> str:
         code, output = cli(
-            "admin",
-            "create-principal",
-            name,
-            "--role",
-            role,
-            *extra,
-            "--database-url",
-            store_url,
-            api_key=admin_key,
-        )
-        assert code == 0, output
-        code, output = cli(
-            "admin", "issue-key", name, "--database-url", store_url, api_key=admin_key
+            "admin", "enroll", name, role, *extra, "--database-url", store_url, api_key=None
         )
         assert code == 0, output
         return output.strip().splitlines()[-1]
@@ -94,11 +82,10 @@ def test_governance_round_trip(cli, store_url, admin_key, make_key):
 
     assert code == 0
     assert "Cleveland" in listing and "cleo" in listing and "institution" in listing
-    actions = [e["action"] for e in _events(store_url, limit=6)]
+    actions = [e["action"] for e in _events(store_url, limit=5)]
     assert actions == [
         "institution.create",
-        "principal.create",
-        "key.issue",
+        "principal.enroll",
         "role.grant",
         "role.revoke",
         "directory.read",
@@ -123,7 +110,7 @@ def test_audit_verify_export_and_tail(cli, store_url, make_key, tmp_path):
 
 FORGED = (
     "INSERT INTO audit_events (seq, time, actor, action, target, outcome, details, prev_hash, hash)"
-    " VALUES (6, '2026-01-01 00:00:00.000000', 'admin', 'role.grant', 'principal:mallory',"
+    " VALUES (5, '2026-01-01 00:00:00.000000', 'admin', 'role.grant', 'principal:mallory',"
     f" 'success', '{{}}', '{'a' * 64}', '{'b' * 64}')"
 )
 
@@ -133,7 +120,7 @@ FORGED = (
     [
         (['UPDATE audit_events SET details = \'{"role": "admin"}\' WHERE seq = 3'], 3),
         (["DELETE FROM audit_events WHERE seq = 2"], 2),
-        ([FORGED], 6),
+        ([FORGED], 5),
         (
             [
                 "UPDATE audit_events SET seq = -1 WHERE seq = 2",
@@ -146,7 +133,7 @@ FORGED = (
     ids=["modified", "deleted", "inserted", "reordered"],
 )
 def test_audit_verify_names_the_first_broken_event(cli, store_url, make_key, tamper, seq):
-    auditor = make_key("aude", "auditor")  # 1 genesis, 2 store, 3 admin, 4 aude, 5 key
+    auditor = make_key("aude", "auditor")  # 1 genesis, 2 store, 3 admin, 4 aude
     store = open_store(store_url)
     with store.engine.begin() as connection:
         for statement in tamper:
