@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from deploy.auth import RateLimitedError
 from deploy.errors import InvalidRequestError, ServingError
 from deploy.metrics import ServiceMetrics
 from deploy.routes import health_router, models_router
@@ -43,6 +44,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATUS: list[tuple[type[FedwardenError], int, str]] = [
+    (RateLimitedError, 429, "rate_limited"),
     (AuthenticationError, 401, "unauthenticated"),
     (PermissionDeniedError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
@@ -103,7 +105,10 @@ def register_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, FedwardenError)
         for kind, status, code in STATUS:
             if isinstance(exc, kind):
-                return error_response(status, code, exc.message)
+                response = error_response(status, code, exc.message)
+                if isinstance(exc, RateLimitedError):
+                    response.headers["Retry-After"] = str(exc.retry_after_s)
+                return response
         logger.error("unexpected fedwarden error on %s: %s", request.url.path, exc)
         return error_response(500, "internal", "internal error")
 

@@ -8,7 +8,7 @@ request instead of when a cache entry times out.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from server.store.models import AuthGeneration
@@ -27,3 +27,24 @@ def bump(session: Session) -> None:
         .where(AuthGeneration.id == 1)
         .values(generation=AuthGeneration.generation + 1)
     )
+
+
+def read_generation(engine: Engine) -> int:
+    """The generation, read outside any transaction (no write lock, even on SQLite).
+
+    The store's sessions begin with ``BEGIN IMMEDIATE`` on SQLite, which takes
+    the write lock; a service reading the counter on every request must not,
+    so this reads through a pooled DBAPI connection in autocommit mode.
+    """
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute("SELECT generation FROM auth_generations WHERE id = 1")
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        connection.rollback()  # ends PostgreSQL's implicit transaction; a no-op on SQLite
+    finally:
+        connection.close()
+    return int(row[0]) if row is not None else 0
