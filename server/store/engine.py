@@ -11,7 +11,9 @@ advisory locks (see ``locks.py``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,7 +126,10 @@ def _sqlite_engine(settings: StoreSettings) -> Engine:
         options["poolclass"] = StaticPool
         connect_args["check_same_thread"] = False
     else:
-        Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(str(url.database)).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # owner-only; -wal and -shm follow its mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     engine = create_engine(url, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "connect")

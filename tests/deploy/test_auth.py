@@ -18,7 +18,12 @@ from tests.deploy.conftest import settings_for
 def slow_cache_client(model_store):
     """A service whose key cache would keep identities for 5 minutes, without revocations."""
     app = create_app(
-        settings_for(model_store.url, auth_cache_ttl_s=300, auth_failures_per_client=5)
+        settings_for(
+            model_store.url,
+            auth_cache_ttl_s=300,
+            auth_failures_per_client=5,
+            auth_failure_window_s=120,
+        )
     )
     with TestClient(app) as test_client:
         yield test_client
@@ -89,12 +94,16 @@ def test_failures_are_rate_limited_and_audited_as_counts(slow_cache_client, mode
 
     statuses = [answer.status_code for answer in answers]
     assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}
-    assert all(1 <= int(a.headers["Retry-After"]) <= 10 for a in answers[5:])
+    assert all(1 <= int(a.headers["Retry-After"]) <= 120 for a in answers[5:])
     assert still_good.status_code == 200  # a known-good key is never held back
-    time.sleep(1.2)  # one flush interval (0.5 s)
-    new = _audit_events(model_store)[before:]
-    failures = [e for e in new if e["action"] == "authenticate.failures"]
-    assert len(new) <= 6 and 1 <= len(failures) <= 3  # counts, not a row per request
+    deadline = time.monotonic() + 20
+    while True:  # flushed every 0.5 s
+        new = _audit_events(model_store)[before:]
+        failures = [e for e in new if e["action"] == "authenticate.failures"]
+        if sum(e["details"]["total"] for e in failures) >= 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert 1 <= len(failures) <= 10 and len(new) <= 12  # counts, not a row per request
     assert sum(e["details"]["total"] for e in failures) == 40
     assert sum(e["details"]["by_reason"].get("rate limited", 0) for e in failures) == 35
 
