@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from privacy.errors import ConfigError
-from server.errors import ConflictError, StoreError, StoreUnavailableError
+from server.errors import ConflictError, NotFoundError, StoreError, StoreUnavailableError
 from server.store import audit_key, migrate
 from server.store.settings import StoreSettings
 
@@ -169,6 +169,29 @@ def translate_errors(url: str) -> Iterator[None]:
         raise StoreError(f"the store at {url} failed: {_first_line(exc)}", url=url) from None
 
 
+def _require_existing(settings: StoreSettings) -> None:
+    """``NotFoundError`` naming the URL if there is no store there (nothing is created)."""
+    url = make_url(settings.database_url)
+    shown = url.render_as_string(hide_password=True)
+    if settings.backend == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return
+        path = Path(str(url.database)).expanduser()
+        exists = path.is_file() and path.stat().st_size > 0
+    else:
+        probe = Store(create_store_engine(settings))
+        try:
+            exists = probe.revision() is not None
+        finally:
+            probe.dispose()
+    if not exists:
+        raise NotFoundError(
+            f"there is no store at {shown}; check --database-url / FEDWARDEN_DATABASE_URL, "
+            "or create one with `fedwarden db upgrade` or `fedwarden admin init`",
+            url=shown,
+        )
+
+
 def _first_line(exc: DBAPIError) -> str:
     """The driver's own message, first line only, without SQLAlchemy's SQL echo."""
     text = str(exc.orig) if exc.orig is not None else str(exc)
@@ -176,7 +199,9 @@ def _first_line(exc: DBAPIError) -> str:
     return line.replace("[", "(").replace("]", ")")
 
 
-def open_store(settings: StoreSettings | str, *, upgrade: bool = True) -> Store:
+def open_store(
+    settings: StoreSettings | str, *, upgrade: bool = True, create: bool = True
+) -> Store:
     """Open the store, creating it or bringing its schema to the newest revision if needed.
 
     Parameters
@@ -185,6 +210,10 @@ def open_store(settings: StoreSettings | str, *, upgrade: bool = True) -> Store:
         The settings, or just a database URL.
     upgrade : bool
         Apply pending migrations (the default); ``False`` opens the store as it is.
+    create : bool
+        Create the store if there is none (the default). ``False`` (every command
+        but ``db upgrade`` and ``admin init``) refuses, naming the URL, so an
+        operator pointed at the wrong place does not get a fresh, empty store.
 
     Raises
     ------
@@ -197,6 +226,8 @@ def open_store(settings: StoreSettings | str, *, upgrade: bool = True) -> Store:
     """
     if isinstance(settings, str):
         settings = StoreSettings.load(settings)
+    if not create:
+        _require_existing(settings)
     store = Store(create_store_engine(settings))
     audit_key.register(store.engine, audit_key.default_locator(settings))
     try:

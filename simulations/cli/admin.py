@@ -62,7 +62,7 @@ def init_command(
     """Create the store if needed and its first admin; print the admin's API key once."""
     from server.store.governance import bootstrap_admin
 
-    with opened(database_url) as store:
+    with opened(database_url, create=True) as store:
         with store.session() as session:
             admin, token = bootstrap_admin(session=session, name=name)
             admin_name = admin.name
