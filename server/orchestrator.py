@@ -261,9 +261,20 @@ class Federation:
                 budget_delta=float(props["fw.budget-delta"]),
                 require_secagg=bool(props["fw.require-secagg"]),
             )
+        claimed = Counter(i.name for i in institutions.values())
+        for name in sorted(n for n, count in claimed.items() if count > 1):
+            # Two nodes speak for one institution: at most one is genuine, and which one
+            # cannot be told here, so neither takes part; the run goes on without them.
+            nodes = sorted(nid for nid, i in institutions.items() if i.name == name)
+            logger.error(
+                "leaving out nodes %s: each claims to be %s (a misconfigured or "
+                "impersonating node)",
+                nodes,
+                name,
+            )
+            for node_id in nodes:
+                del institutions[node_id]
         names = [i.name for i in institutions.values()]
-        if len(set(names)) != len(names):
-            raise FederationError(f"institution names repeat: {sorted(names)}")
         if len(institutions) < self.settings.min_institutions or schema is None:
             raise FederationError(
                 f"{len(institutions)} institution(s) share a schema; "

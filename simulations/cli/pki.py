@@ -112,13 +112,17 @@ def pki_nodes_command(
 
 @pki_app.command("revoke")
 def pki_revoke_command(
-    fingerprint: Annotated[str, typer.Argument(help="SHA256:... of the node key.")],
+    which: Annotated[
+        str, typer.Argument(help="SHA256:... of one node key, or an institution's name (all).")
+    ],
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Revoke a node key; the coordinator unregisters it from its SuperLink on its next start."""
-    from server.store.nodes import revoke_node_key
+    """Revoke node keys; a running coordinator unregisters them from its SuperLink at once."""
+    from server.store.nodes import revoke_node_keys
 
     with authenticated(database_url, api_key) as (session, actor):
-        revoke_node_key(session=session, actor=actor, fingerprint_=fingerprint)
-    console.print(f"revoked {fingerprint}")
+        revoked = revoke_node_keys(session=session, actor=actor, name_or_fingerprint=which)
+        fingerprints = [info.fingerprint for info in revoked]
+    for fingerprint in fingerprints:
+        console.print(f"revoked {fingerprint}")
