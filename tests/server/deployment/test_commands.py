@@ -30,6 +30,7 @@ def test_pki_node_registers_with_a_key_and_is_refused_without_one(cli, tmp_path)
     listed, listing = cli("pki", "nodes", "--database-url", url, "--json", api_key=token)
 
     assert denied == 6  # no API key: authentication fails
+    assert list((tmp_path / "a").glob("VA*")) == []  # and no key pair is left behind
     assert code == 0 and "registered SHA256:" in out
     assert stat.S_IMODE((tmp_path / "b" / "VA.key").stat().st_mode) == 0o600
     assert listed == 0 and '"institution": "VA"' in listing
