@@ -173,13 +173,18 @@ class Authenticator:
         self.clock = clock
         self.limiter = limiter or FailureLimiter()
         self._cache: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+        self._good: OrderedDict[str, None] = OrderedDict()  # keys once verified, past the TTL
         self._generation: int | None = None
         self._lock = threading.Lock()
 
     def known(self, authorization: str | None) -> bool:
-        """Whether this key was verified recently (no store access; for the rate limiter)."""
+        """Whether this key was verified before and not refused since (no store access).
+
+        Such a key is never rate-limited: a good client sharing an address with a
+        flood keeps working when its cache entry times out.
+        """
         token = _bearer(authorization)
-        return bool(token) and _digest(token or "") in self._cache
+        return bool(token) and _digest(token or "") in self._good
 
     def screen(self, authorization: str | None, *, client: str = "unknown") -> None:
         """The checks that need no store: known-good keys pass, the rest are rate-limited and
@@ -190,9 +195,9 @@ class Authenticator:
         RateLimitedError, AuthenticationError
             As ``identify``.
         """
-        token = _bearer(authorization)
-        if token and _digest(token) in self._cache:
+        if self.known(authorization):
             return
+        token = _bearer(authorization)
         self.limiter.check(client)
         if not token or split_token(token) is None:
             self.limiter.record(client, "missing" if not token else "malformed")
@@ -215,7 +220,8 @@ class Authenticator:
             identity = self._cached(digest)
             if identity is not None:
                 return identity
-        self.limiter.check(client)
+        if not self.known(authorization):
+            self.limiter.check(client)
         if not token or split_token(token) is None:
             self.limiter.record(client, "missing" if not token else "malformed")
             raise AuthenticationError("authentication failed: the API key is missing or malformed")
@@ -233,8 +239,15 @@ class Authenticator:
                     expires_at=row.expires_at,
                 )
         except AuthenticationError as exc:
+            with self._lock:
+                self._good.pop(digest, None)  # revoked or expired: rate-limited from now on
             self.limiter.record(client, str(exc.context.get("reason", "failed")))
             raise
+        with self._lock:
+            self._good[digest] = None
+            self._good.move_to_end(digest)
+            while len(self._good) > _MAX_CACHED:
+                self._good.popitem(last=False)
         if self.ttl_s > 0:
             with self._lock:
                 if self._generation == generation:  # not if a revocation came meanwhile

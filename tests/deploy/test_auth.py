@@ -136,3 +136,18 @@ def _audit_count(model_store):
 def test_the_repository_exports_the_quiet_authenticate(model_store):
     with model_store.store.session() as session:
         assert repo.authenticate(session, model_store.keys["app"]).name == "app"
+
+
+def test_a_good_key_past_its_cache_entry_is_not_held_back_by_a_flood(model_store):
+    app = create_app(
+        settings_for(model_store.url, auth_cache_ttl_s=0.5, auth_failures_per_client=3)
+    )
+    token = _enroll(model_store, "gus")
+    with TestClient(app) as client:
+        assert _predict(client, model_store, token).status_code == 200
+        flood = [_predict(client, model_store, None).status_code for _ in range(10)]
+        time.sleep(0.7)  # the cache entry times out; the key was verified before
+
+        again = _predict(client, model_store, token)
+
+    assert flood[-1] == 429 and again.status_code == 200
