@@ -29,12 +29,7 @@ def test_the_layout_has_a_block_per_feature_and_for_the_models_outputs():
     assert names == [*SCHEMA.feature_names, "prediction", "probability:disease"]
     age, sex = layout.blocks[0], layout.blocks[1]
     assert (age.kind, age.size, age.low, age.high) == ("numeric", FINE_BINS + 1, 0, 120)
-    assert (sex.kind, sex.labels, sex.size, sex.offset) == (
-        "categorical",
-        ("Male", "Female"),
-        3,
-        age.size,
-    )
+    assert (sex.kind, sex.labels, sex.size, sex.offset) == ("categorical", ("Male", "Female"), 3, age.size)
     assert layout.size == sum(b.size for b in layout.blocks) == layout.blocks[-1].offset + FINE_BINS
     assert layout.sensitivity == pytest.approx(np.sqrt(len(layout.blocks)))
     assert not ProfileLayout.for_schema(SCHEMA, predictions=False).has_predictions
@@ -59,8 +54,7 @@ def test_counts_match_numpy_histograms_and_every_block_counts_every_row(frame):
     assert profile.block_counts(chol)[FINE_BINS] == np.isnan(values).sum()
     cp = next(b for b in layout.blocks if b.name == "cp")
     assert profile.block_counts(cp).tolist() == [
-        float((frame["cp"] == c).sum()) for c in cp.labels
-    ] + [0.0]
+        float((frame["cp"] == c).sum()) for c in cp.labels] + [0.0]
     prediction = next(b for b in layout.blocks if b.kind == "prediction")
     assert profile.block_counts(prediction)[1] == (probabilities[:, 1] > 0.5).sum()
 
@@ -70,42 +64,26 @@ def test_counts_of_many_windows_at_once_equal_counts_one_by_one(frame):
     numeric, categorical = encode_frame(frame.head(300), SCHEMA)
     probabilities = probabilities_for(300)
 
-    together = layout.counts(
-        numeric.reshape(3, 100, -1),
-        categorical.reshape(3, 100, -1),
-        probabilities.reshape(3, 100, -1),
-    )
+    together = layout.counts(numeric.reshape(3, 100, -1), categorical.reshape(3, 100, -1),
+                             probabilities.reshape(3, 100, -1))
 
     for w in range(3):
         part = slice(100 * w, 100 * (w + 1))
-        assert np.array_equal(
-            together[w], layout.counts(numeric[part], categorical[part], probabilities[part])
-        )
+        assert np.array_equal(together[w], layout.counts(numeric[part], categorical[part], probabilities[part]))
 
 
 def test_a_profile_survives_its_stored_form_and_drops_its_predictions(frame):
     layout = ProfileLayout.for_schema(SCHEMA)
     numeric, categorical = encode_frame(frame, SCHEMA)
-    profile = ReferenceProfile(
-        layout=layout,
-        counts=layout.counts(numeric, categorical, probabilities_for(len(frame))),
-        rows=920.0,
-        round=5,
-        institutions=("Cleveland", "Hungary"),
-        noise_multiplier=2.0,
-    )
+    profile = ReferenceProfile(layout=layout, counts=layout.counts(numeric, categorical, probabilities_for(len(frame))),
+                               rows=920.0, round=5, institutions=("Cleveland", "Hungary"), noise_multiplier=2.0)
 
     again = ReferenceProfile.from_dict(profile.to_dict())
     features = again.without_predictions()
 
     assert np.array_equal(again.counts, profile.counts)
     assert [b.to_dict() for b in again.layout.blocks] == [b.to_dict() for b in layout.blocks]
-    assert (again.rows, again.round, again.institutions, again.noise_multiplier) == (
-        920.0,
-        5,
-        ("Cleveland", "Hungary"),
-        2.0,
-    )
+    assert (again.rows, again.round, again.institutions, again.noise_multiplier) == (920.0, 5, ("Cleveland", "Hungary"), 2.0)
     assert [b.name for b in features.layout.blocks] == SCHEMA.feature_names
     assert features.counts.sum() == 920 * len(SCHEMA.features)
 

@@ -54,49 +54,26 @@ class ModelStore:
     artifacts: Path
 
 
-def _trained(
-    spec: PreprocessingSpec, train: pd.DataFrame, *, seed: int, epochs: int
-) -> tuple[list, dict]:
+def _trained(spec: PreprocessingSpec, train: pd.DataFrame, *, seed: int, epochs: int) -> tuple[list, dict]:
     model_spec = TrainingPlan(model="logreg").model_spec(spec)
     network = build_model(model_spec, seed=seed)
-    train_locally(
-        network,
-        spec.transform(train),
-        spec.labels(train),
-        epochs=epochs,
-        learning_rate=0.05,
-        sample_rate=0.1,
-        noise_multiplier=None,
-        max_grad_norm=1.0,
-        seed=seed,
-        device=torch.device("cpu"),
-    )
+    train_locally(network, spec.transform(train), spec.labels(train), epochs=epochs, learning_rate=0.05,
+                  sample_rate=0.1, noise_multiplier=None, max_grad_norm=1.0, seed=seed,
+                  device=torch.device("cpu"))
     return get_weights(network), model_spec.to_dict()
 
 
-def _profile(
-    spec: PreprocessingSpec,
-    train: pd.DataFrame,
-    model_spec: dict,
-    weights: list,
-    institutions: list[str],
-) -> ReferenceProfile:
+def _profile(spec: PreprocessingSpec, train: pd.DataFrame, model_spec: dict, weights: list,
+             institutions: list[str]) -> ReferenceProfile:
     """The reference profile the federation would compute after round 2 (here from pooled rows)."""
     network = build_model(ModelSpec.from_dict(model_spec))
     set_weights(network, weights)
     with torch.no_grad():
-        probabilities = torch.softmax(
-            network(torch.as_tensor(spec.transform(train))), dim=1
-        ).numpy()
+        probabilities = torch.softmax(network(torch.as_tensor(spec.transform(train))), dim=1).numpy()
     layout = ProfileLayout.for_schema(spec.schema)
     numeric, categorical = encode_frame(train, spec.schema)
-    return ReferenceProfile(
-        layout=layout,
-        counts=layout.counts(numeric, categorical, probabilities),
-        rows=float(len(train)),
-        round=2,
-        institutions=tuple(sorted(institutions)),
-    )
+    return ReferenceProfile(layout=layout, counts=layout.counts(numeric, categorical, probabilities),
+                            rows=float(len(train)), round=2, institutions=tuple(sorted(institutions)))
 
 
 @pytest.fixture(scope="module")
@@ -115,104 +92,43 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
     spec = PreprocessingSpec.fit(train, data[0].schema)
     weights = {}
     recorder = StoreRecorder(store, run_name="registry-fixture")
-    recorder.on_run_start(
-        RunStart(
-            institutions=[
-                Institution(
-                    node_id=i,
-                    name=d.name,
-                    num_train=len(d.train),
-                    num_test=len(d.test),
-                    budget_epsilon=1.0,
-                    budget_delta=1e-5,
-                    require_secagg=False,
-                )
-                for i, d in enumerate(data)
-            ],
-            settings={"strategy": "fedavg"},
-            secure=True,
-        )
-    )
+    recorder.on_run_start(RunStart(
+        institutions=[Institution(node_id=i, name=d.name, num_train=len(d.train), num_test=len(d.test),
+                                  budget_epsilon=1.0, budget_delta=1e-5, require_secagg=False)
+                      for i, d in enumerate(data)],
+        settings={"strategy": "fedavg"}, secure=True,
+    ))
     for server_round, epochs in ((1, 2), (2, 60)):
         weights[server_round], model_spec = _trained(spec, train, seed=server_round, epochs=epochs)
-        checkpoint = RunCheckpoint(
-            round=server_round,
-            weights=weights[server_round],
-            preprocessing=spec.to_json(),
-            model_spec=model_spec,
-            run_config={"num-server-rounds": 2},
-        )
-        recorder.on_round_end(
-            RoundRecord(
-                round=server_round,
-                loss=0.5,
-                accuracy=0.8,
-                accuracy_by_institution={},
-                epsilon={d.name: 0.5 * server_round for d in data},
-                participants=[d.name for d in data],
-                checkpoint=checkpoint,
-                reports=[
-                    FitReport(
-                        institution=d.name,
-                        round=server_round,
-                        num_examples=len(d.train),
-                        epsilon=0.5 * server_round,
-                        epsilon_budget=1.0,
-                        delta=1e-5,
-                        noise_multiplier=4.0,
-                        sample_rate=0.2,
-                        steps=5,
-                        max_grad_norm=1.0,
-                    )
-                    for d in data
-                ],
-            )
-        )
-    recorder.on_run_end(
-        RunResult(
-            weights=weights[2],
-            model_spec=model_spec,
-            preprocessing=spec.to_json(),
-            rounds=[],
-            stopped_reason="completed every round",
-            profile=_profile(spec, train, model_spec, weights[2], [d.name for d in data]),
-        )
-    )
+        checkpoint = RunCheckpoint(round=server_round, weights=weights[server_round], preprocessing=spec.to_json(),
+                                   model_spec=model_spec, run_config={"num-server-rounds": 2})
+        recorder.on_round_end(RoundRecord(round=server_round, loss=0.5, accuracy=0.8, accuracy_by_institution={},
+                                          epsilon={d.name: 0.5 * server_round for d in data},
+                                          participants=[d.name for d in data], checkpoint=checkpoint,
+                                          reports=[FitReport(institution=d.name, round=server_round,
+                                                             num_examples=len(d.train), epsilon=0.5 * server_round,
+                                                             epsilon_budget=1.0, delta=1e-5, noise_multiplier=4.0,
+                                                             sample_rate=0.2, steps=5, max_grad_norm=1.0)
+                                                   for d in data]))
+    recorder.on_run_end(RunResult(weights=weights[2], model_spec=model_spec, preprocessing=spec.to_json(),
+                                  rounds=[], stopped_reason="completed every round",
+                                  profile=_profile(spec, train, model_spec, weights[2], [d.name for d in data])))
     with store.session() as session:
         ops = repo.authenticate(session, keys["ops"])
     artifacts = folder / "artifacts"
     for server_round in (1, 2):
-        export_and_register(
-            store=store,
-            actor=ops,
-            run_id=recorder.run_id,
-            name="heart",
-            artifact_dir=artifacts,
-            round=server_round,
-            held_out=test,
-        )
+        export_and_register(store=store, actor=ops, run_id=recorder.run_id, name="heart",
+                            artifact_dir=artifacts, round=server_round, held_out=test)
     with store.session() as session:
-        repo.promote_model_version(
-            session=session, actor=repo.authenticate(session, keys["ops"]), name="heart", version=1
-        )
-    yield ModelStore(
-        url=url,
-        store=store,
-        keys=keys,
-        spec=spec,
-        test_rows=test,
-        train_rows=train,
-        weights=weights,
-        model_spec=model_spec,
-        artifacts=artifacts,
-    )
+        repo.promote_model_version(session=session, actor=repo.authenticate(session, keys["ops"]),
+                                   name="heart", version=1)
+    yield ModelStore(url=url, store=store, keys=keys, spec=spec, test_rows=test, train_rows=train, weights=weights,
+                     model_spec=model_spec, artifacts=artifacts)
     store.dispose()
 
 
 def settings_for(url: str, **changes: object) -> ServeSettings:
-    return ServeSettings(
-        database_url=url, poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes
-    )  # type: ignore[arg-type]
+    return ServeSettings(database_url=url, poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -242,24 +158,9 @@ def live_service(url: str, log: Path, *extra: str) -> Iterator[LiveService]:
     env = {**os.environ, "FEDWARDEN_POLL_INTERVAL_S": "0.3"}
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "simulations.cli",
-                "serve",
-                "--database-url",
-                url,
-                "--port",
-                str(port),
-                "--poll-interval",
-                "0.3",
-                "--log-level",
-                "warning",
-                *extra,
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
+            [sys.executable, "-m", "simulations.cli", "serve", "--database-url", url,
+             "--port", str(port), "--poll-interval", "0.3", "--log-level", "warning", *extra],
+            stdout=sink, stderr=subprocess.STDOUT, env=env,
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -65,9 +65,7 @@ def check_numeric(by_test, block, reference, values) -> None:
     ecdf = np.array([(inside < edge).mean() for edge in block.edges[1:]])
     ecdf[-1] = 1.0  # the top edge belongs to the last bin
     statistic = float(np.max(np.abs(ecdf - cdf)))
-    assert by_test["ks"] == pytest.approx(
-        (statistic, stats.kstwo.sf(statistic, len(present))), abs=1e-9
-    )
+    assert by_test["ks"] == pytest.approx((statistic, stats.kstwo.sf(statistic, len(present))), abs=1e-9)
 
 
 def check_categorical(by_test, block, reference, codes) -> None:
@@ -88,11 +86,7 @@ def check_js(found, reference_hist, window_hist) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_scores_agree_with_scipy_on_the_same_windows(world, seed):
-    shift = {
-        1: {},
-        2: {"shift": ("x2", 0.3)},
-        3: {"prior": 0.6, "colours": np.array([0.3, 0.3, 0.2, 0.2])},
-    }[seed]
+    shift = {1: {}, 2: {"shift": ("x2", 0.3)}, 3: {"prior": 0.6, "colours": np.array([0.3, 0.3, 0.2, 0.2])}}[seed]
     numeric, categorical, probabilities = raw_windows(world, seed=seed, **shift)
     layout, reference = world.layout, world.reference
     plan = DriftPlan(numeric=("psi", "ks"), categorical=("chi2", "psi"), prediction=("js", "chi2"))
@@ -108,13 +102,9 @@ def test_scores_agree_with_scipy_on_the_same_windows(world, seed):
             found.setdefault(t.block.name, {})[t.detector] = value
         for name in ("x1", "x2", "x3"):
             block = blocks[name]
-            check_numeric(
-                found[name], block, reference, numeric[w, :, block.column].astype(np.float64)
-            )
+            check_numeric(found[name], block, reference, numeric[w, :, block.column].astype(np.float64))
         for name in ("colour", "site"):
-            check_categorical(
-                found[name], blocks[name], reference, categorical[w, :, blocks[name].column]
-            )
+            check_categorical(found[name], blocks[name], reference, categorical[w, :, blocks[name].column])
         # JS on the predicted class, and on the positive class's probability over quantile bins.
         observed = np.bincount(probabilities[w].argmax(axis=1), minlength=2).astype(float)
         check_js(found["prediction"]["js"], reference.block_counts(blocks["prediction"]), observed)
@@ -122,11 +112,7 @@ def test_scores_agree_with_scipy_on_the_same_windows(world, seed):
         fine_ref = reference.block_counts(probability)
         groups = reference_groups(fine_ref, THRESHOLDS.psi_bins)
         fine_window = np.histogram(probabilities[w, :, 1], bins=probability.edges)[0].astype(float)
-        check_js(
-            found["probability:positive"]["js"],
-            merged(fine_ref, groups, None),
-            merged(fine_window, groups, None),
-        )
+        check_js(found["probability:positive"]["js"], merged(fine_ref, groups, None), merged(fine_window, groups, None))
         # A tested block's status follows the Bonferroni-corrected p-value.
         ks = next(t for t in scores.tests if t.block.name == "x2" and t.detector == "ks")
         assert (ks.status[w] == DRIFT) == (ks.p_value[w] < 0.01 / tests)
@@ -142,28 +128,20 @@ def test_unknown_or_misplaced_detectors_fail_loudly():
 
 
 def test_small_windows_are_ok_whatever_their_scores(world):
-    numeric, categorical, probabilities = raw_windows(
-        world, seed=9, windows=1, rows=50, shift=("x1", 3.0)
-    )
+    numeric, categorical, probabilities = raw_windows(world, seed=9, windows=1, rows=50, shift=("x1", 3.0))
     counts = world.layout.counts(numeric, categorical, probabilities)
 
     small = score_windows(world.reference, counts, plan=DriftPlan())
-    lenient = score_windows(
-        world.reference, counts, plan=DriftPlan(thresholds=DriftThresholds(min_rows=10))
-    )
+    lenient = score_windows(world.reference, counts, plan=DriftPlan(thresholds=DriftThresholds(min_rows=10)))
 
     assert small.status[0] == OK and small.rows[0] == 50
     assert lenient.status[0] == DRIFT and lenient.flagged("x1")[0]
 
 
-def test_serve_refuses_an_unknown_drift_detector_in_one_line_before_starting(
-    cli, monkeypatch, tmp_path
-):
+def test_serve_refuses_an_unknown_drift_detector_in_one_line_before_starting(cli, monkeypatch, tmp_path):
     monkeypatch.setenv("FEDWARDEN_DRIFT_NUMERIC_DETECTORS", '["psi", "wobble"]')
 
-    code, output = cli(
-        "serve", "--database-url", f"sqlite:///{tmp_path / 'store.db'}", "--port", "1"
-    )
+    code, output = cli("serve", "--database-url", f"sqlite:///{tmp_path / 'store.db'}", "--port", "1")
 
     assert code == 2
     assert "wobble" in output and "Traceback" not in output

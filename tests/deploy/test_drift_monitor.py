@@ -53,14 +53,8 @@ def test_the_window_keeps_the_last_rows_within_its_span():
 
 def test_a_status_change_is_written_once(world, tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    monitor = DriftMonitor(
-        model="synthetic",
-        version=1,
-        profile=world.reference,
-        plan=DriftPlan(),
-        window_rows=500,
-        window_s=3600.0,
-    )
+    monitor = DriftMonitor(model="synthetic", version=1, profile=world.reference, plan=DriftPlan(),
+                           window_rows=500, window_s=3600.0)
     rng = np.random.default_rng(0)
 
     monitor.record(*world.draw(rng, (500,)))
@@ -76,22 +70,13 @@ def test_a_status_change_is_written_once(world, tmp_path):
         event = repo.latest_drift_event(session=session, model="synthetic", version=1)
         assert event is not None and (event.previous, event.status) == ("ok", "drift")
         x1 = next(f for f in event.features if f["name"] == "x1" and f["detector"] == "ks")
-        assert x1["status"] == "drift" and len(x1["reference"]) == len(x1["current"]) == len(
-            x1["bins"]
-        )
+        assert x1["status"] == "drift" and len(x1["reference"]) == len(x1["current"]) == len(x1["bins"])
     store.dispose()
 
 
 def test_batches_wait_until_enough_rows_or_a_check(world):
-    monitor = DriftMonitor(
-        model="synthetic",
-        version=1,
-        profile=world.reference,
-        plan=DriftPlan(),
-        window_rows=1000,
-        window_s=3600.0,
-        flush_rows=100,
-    )
+    monitor = DriftMonitor(model="synthetic", version=1, profile=world.reference, plan=DriftPlan(),
+                           window_rows=1000, window_s=3600.0, flush_rows=100)
     rng = np.random.default_rng(1)
     layout_size = world.layout.size
 

@@ -41,62 +41,27 @@ def cli(monkeypatch, capsys, *args: str) -> str:
 def test_simulate_export_promote_serve_predict(tmp_path, monkeypatch, capsys, serve):
     out = tmp_path / "run"
     simulated = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulations.cli",
-            "simulate",
-            "--institutions",
-            "3",
-            "--rounds",
-            "2",
-            "--no-baseline",
-            "--out",
-            str(out),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-m", "simulations.cli", "simulate", "--institutions", "3", "--rounds", "2",
+         "--no-baseline", "--out", str(out)],
+        check=False, capture_output=True, text=True, timeout=600,
     )
     assert simulated.returncode == 0, simulated.stderr[-3000:]
-    assert "registered model 'heart-disease' version 1 (staging)" in " ".join(
-        simulated.stdout.split()
-    )
+    assert "registered model 'heart-disease' version 1 (staging)" in " ".join(simulated.stdout.split())
     url = f"sqlite:///{out / 'fedwarden.db'}"
 
     cli(monkeypatch, capsys, "admin", "init", "--database-url", url)
     keys = {}
     for name, role in (("ops", "operator"), ("frontend", "consumer")):
-        keys[name] = (
-            cli(monkeypatch, capsys, "admin", "enroll", name, role, "--database-url", url)
-            .strip()
-            .splitlines()[-1]
-        )
-    assert "heart-disease" in cli(
-        monkeypatch, capsys, "models", "list", "--database-url", url, "--api-key", keys["ops"]
-    )
-    cli(
-        monkeypatch,
-        capsys,
-        "models",
-        "promote",
-        "heart-disease",
-        "1",
-        "--database-url",
-        url,
-        "--api-key",
-        keys["ops"],
-    )
+        keys[name] = cli(monkeypatch, capsys, "admin", "enroll", name, role, "--database-url", url).strip().splitlines()[-1]
+    assert "heart-disease" in cli(monkeypatch, capsys, "models", "list", "--database-url", url, "--api-key", keys["ops"])
+    cli(monkeypatch, capsys, "models", "promote", "heart-disease", "1", "--database-url", url, "--api-key", keys["ops"])
 
     scenario = Scenario(institutions=3)
     test_rows = pd.concat([i.test for i in scenario.all_institutions()], ignore_index=True)
     store = open_store(url)
     with store.session() as session:
         ops = repo.authenticate(session, keys["ops"])
-        checkpoint = RunCheckpoint.from_bytes(
-            repo.latest_checkpoint(session=session, actor=ops, run_id=_run_id(session)).blob
-        )
+        checkpoint = RunCheckpoint.from_bytes(repo.latest_checkpoint(session=session, actor=ops, run_id=_run_id(session)).blob)
         profile = repo.get_model_version(session=session, actor=ops, name="heart-disease").profile
     store.dispose()
     # The run's reference profile travelled with the registered model: every training row.
@@ -115,32 +80,17 @@ def test_simulate_export_promote_serve_predict(tmp_path, monkeypatch, capsys, se
             headers={"Authorization": f"Bearer {keys['frontend']}"},
             timeout=30,
         )
-        denied = httpx.get(
-            f"{live.url}/v1/models/heart-disease",
-            headers={"Authorization": f"Bearer {keys['frontend']}"},
-        )
-        drift = httpx.get(
-            f"{live.url}/v1/models/heart-disease/drift",
-            headers={"Authorization": f"Bearer {keys['ops']}"},
-        )
+        denied = httpx.get(f"{live.url}/v1/models/heart-disease", headers={"Authorization": f"Bearer {keys['frontend']}"})
+        drift = httpx.get(f"{live.url}/v1/models/heart-disease/drift", headers={"Authorization": f"Bearer {keys['ops']}"})
 
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["version"] == 1 and len(body["predictions"]) == len(test_rows)
-    served = np.array(
-        [
-            [p["probabilities"][label] for label in spec.schema.target.labels]
-            for p in body["predictions"]
-        ]
-    )
+    served = np.array([[p["probabilities"][label] for label in spec.schema.target.labels] for p in body["predictions"]])
     np.testing.assert_allclose(served, expected, atol=1e-5)
     assert denied.status_code == 403
     assert drift.status_code == 200, drift.text
-    assert drift.json()["window_rows"] == len(test_rows) and drift.json()["status"] in (
-        "ok",
-        "warning",
-        "drift",
-    )
+    assert drift.json()["window_rows"] == len(test_rows) and drift.json()["status"] in ("ok", "warning", "drift")
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["rounds"]) == 2
 

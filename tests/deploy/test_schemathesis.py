@@ -21,12 +21,7 @@ def check_operations(url: str, *, headers: dict[str, str], examples: int) -> int
         operation = result.ok()
 
         @given(case=operation.as_strategy())
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            database=None,
-        )
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def run(case: schemathesis.Case) -> None:
             case.call_and_validate(headers=headers)
 
@@ -36,9 +31,7 @@ def check_operations(url: str, *, headers: dict[str, str], examples: int) -> int
 
 
 def test_the_api_keeps_its_own_contract(live, model_store):
-    operations = check_operations(
-        live.url, headers={"Authorization": f"Bearer {model_store.keys['app']}"}, examples=40
-    )
+    operations = check_operations(live.url, headers={"Authorization": f"Bearer {model_store.keys['app']}"}, examples=40)
     assert operations >= 6  # predict, list, details, healthz, readyz, metrics
 
 

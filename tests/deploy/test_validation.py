@@ -10,21 +10,9 @@ from deploy.validation import RequestLimits, validate_rows
 
 SCHEMA = get_dataset("heart-disease").schema
 LIMITS = RequestLimits(max_rows=4)
-ROW = {
-    "age": 63,
-    "sex": "Male",
-    "cp": "typical angina",
-    "trestbps": 145,
-    "chol": 233,
-    "fbs": True,
-    "restecg": "lv hypertrophy",
-    "thalch": 150,
-    "exang": "False",
-    "oldpeak": 2.3,
-    "slope": "downsloping",
-    "ca": 0,
-    "thal": "fixed defect",
-}
+ROW = {"age": 63, "sex": "Male", "cp": "typical angina", "trestbps": 145, "chol": 233, "fbs": True,
+       "restecg": "lv hypertrophy", "thalch": 150, "exang": "False", "oldpeak": 2.3,
+       "slope": "downsloping", "ca": 0, "thal": "fixed defect"}
 
 
 def test_a_valid_row_passes_and_nullable_features_may_be_null_or_absent():

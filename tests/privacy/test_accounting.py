@@ -87,11 +87,7 @@ def test_derived_noise_leaves_room_for_a_reserved_release(accountant):
         target_epsilon=3.0, target_delta=1e-5, sample_rate=0.2, steps=25, accountant=accountant
     )
     sigma = noise_multiplier_for(
-        target_epsilon=3.0,
-        target_delta=1e-5,
-        sample_rate=0.2,
-        steps=25,
-        accountant=accountant,
+        target_epsilon=3.0, target_delta=1e-5, sample_rate=0.2, steps=25, accountant=accountant,
         reserved=[profile],
     )
     training = AccountingStep(noise_multiplier=sigma, sample_rate=0.2, steps=25)
@@ -104,9 +100,6 @@ def test_derived_noise_leaves_room_for_a_reserved_release(accountant):
 def test_a_reserve_that_alone_passes_the_target_is_refused():
     with pytest.raises(AccountingError, match="nothing is left for training"):
         noise_multiplier_for(
-            target_epsilon=0.5,
-            target_delta=1e-5,
-            sample_rate=0.2,
-            steps=25,
+            target_epsilon=0.5, target_delta=1e-5, sample_rate=0.2, steps=25,
             reserved=[AccountingStep(noise_multiplier=1.0, sample_rate=1.0, steps=1)],
         )

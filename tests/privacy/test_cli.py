@@ -23,27 +23,13 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize("accountant", ["prv", "rdp"])
 def test_epsilon_prints_json_matching_the_accountant(monkeypatch, capsys, accountant):
     code, out, _ = run_cli(
-        monkeypatch,
-        capsys,
-        "epsilon",
-        "--sample-rate",
-        "0.01",
-        "--noise-multiplier",
-        "1.1",
-        "--steps",
-        "1000",
-        "--delta",
-        "1e-5",
-        "--accountant",
-        accountant,
-        "--json",
+        monkeypatch, capsys, "epsilon", "--sample-rate", "0.01", "--noise-multiplier", "1.1",
+        "--steps", "1000", "--delta", "1e-5", "--accountant", accountant, "--json",
     )
 
     result = json.loads(out)
     expected = compute_epsilon(
-        [AccountingStep(noise_multiplier=1.1, sample_rate=0.01, steps=1000)],
-        delta=1e-5,
-        accountant=accountant,
+        [AccountingStep(noise_multiplier=1.1, sample_rate=0.01, steps=1000)], delta=1e-5, accountant=accountant
     )
     assert code == 0
     assert result["epsilon"] == pytest.approx(expected)
@@ -52,26 +38,15 @@ def test_epsilon_prints_json_matching_the_accountant(monkeypatch, capsys, accoun
 
 def test_noise_finds_the_multiplier_that_meets_the_target(monkeypatch, capsys):
     code, out, _ = run_cli(
-        monkeypatch,
-        capsys,
-        "noise",
-        "--target-epsilon",
-        "1.0",
-        "--sample-rate",
-        "0.2",
-        "--steps",
-        "25",
-        "--delta",
-        "1e-5",
-        "--json",
+        monkeypatch, capsys, "noise", "--target-epsilon", "1.0", "--sample-rate", "0.2",
+        "--steps", "25", "--delta", "1e-5", "--json",
     )
 
     result = json.loads(out)
     assert code == 0
     assert result["epsilon"] <= 1.0 < result["epsilon"] * 1.02
     spent = compute_epsilon(
-        [AccountingStep(noise_multiplier=result["noise_multiplier"], sample_rate=0.2, steps=25)],
-        delta=1e-5,
+        [AccountingStep(noise_multiplier=result["noise_multiplier"], sample_rate=0.2, steps=25)], delta=1e-5
     )
     assert spent == pytest.approx(result["epsilon"])
 
@@ -88,10 +63,7 @@ def test_plain_output_is_one_readable_line(monkeypatch, capsys):
         (["epsilon", "-q", "0.1", "-s", "-1", "-t", "10"], "noise multiplier must be >= 0"),
         (["epsilon", "-q", "0.1", "-s", "1", "-t", "0"], "steps must be >= 1"),
         (["epsilon", "-q", "0.1", "-s", "1", "-t", "10", "-d", "1"], "δ must be in (0, 1)"),
-        (
-            ["epsilon", "-q", "0.1", "-s", "1", "-t", "10", "--accountant", "gdp"],
-            "unknown accountant 'gdp'",
-        ),
+        (["epsilon", "-q", "0.1", "-s", "1", "-t", "10", "--accountant", "gdp"], "unknown accountant 'gdp'"),
         (["noise", "-e", "0", "-q", "0.1", "-t", "10"], "target ε must be > 0"),
     ],
 )

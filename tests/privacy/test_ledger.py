@@ -6,16 +6,8 @@ from privacy.ledger import LedgerEntry, PrivacyLedger
 
 
 def entry(institution: str, round_: int, epsilon: float, **changes) -> LedgerEntry:
-    values = dict(
-        institution=institution,
-        round=round_,
-        steps=5,
-        sample_rate=0.2,
-        noise_multiplier=4.0,
-        max_grad_norm=1.0,
-        epsilon=epsilon,
-        delta=1e-5,
-    )
+    values = dict(institution=institution, round=round_, steps=5, sample_rate=0.2,
+                  noise_multiplier=4.0, max_grad_norm=1.0, epsilon=epsilon, delta=1e-5)
     values.update(changes)
     return LedgerEntry(**values)
 
@@ -30,12 +22,7 @@ def test_each_institution_round_appears_once_and_a_retry_replaces_it():
 
 
 def test_jsonl_round_trip_keeps_infinite_epsilon(tmp_path):
-    ledger = PrivacyLedger(
-        [
-            entry("A", 1, math.inf, noise_multiplier=0.0),
-            entry("B", 1, 0.3, refused=True, reason="over"),
-        ]
-    )
+    ledger = PrivacyLedger([entry("A", 1, math.inf, noise_multiplier=0.0), entry("B", 1, 0.3, refused=True, reason="over")])
     path = tmp_path / "ledger.jsonl"
 
     ledger.write_jsonl(path)

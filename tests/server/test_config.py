@@ -18,20 +18,12 @@ def app_config() -> dict:
 def test_the_declared_run_config_means_the_documented_defaults():
     """`flwr run` only overrides keys declared in pyproject.toml: they must all parse, and
     to the same settings as the dataclasses' own defaults (SecAgg+ on)."""
-    assert federation_settings_from_run_config(app_config()) == FederationSettings(
-        secagg=SecAggSettings()
-    )
+    assert federation_settings_from_run_config(app_config()) == FederationSettings(secagg=SecAggSettings())
 
 
 def test_every_key_the_translator_reads_is_declared():
     settings = federation_settings_from_run_config(
-        {
-            **app_config(),
-            "noise-multiplier": 1.3,
-            "secagg": False,
-            "central-dp": True,
-            "epsilon-cap": 2.0,
-        }
+        {**app_config(), "noise-multiplier": 1.3, "secagg": False, "central-dp": True, "epsilon-cap": 2.0}
     )
     assert settings.plan.dp.noise_multiplier == 1.3
     assert settings.secagg is None
@@ -49,11 +41,7 @@ def test_every_key_the_translator_reads_is_declared():
         ({"accountant": "gdp"}, ConfigError, "unknown accountant 'gdp'"),
         ({"min-institutions": 1}, ConfigError, "needs >= 2 institutions"),
         ({"strategy": "krum"}, ConfigError, "needs each institution's update"),
-        (
-            {"central-noise-multiplier": 0.0, "central-dp": True},
-            ConfigError,
-            "central noise multiplier",
-        ),
+        ({"central-noise-multiplier": 0.0, "central-dp": True}, ConfigError, "central noise multiplier"),
     ],
 )
 def test_malformed_run_config_names_the_key(overrides, error, phrase):
@@ -66,9 +54,7 @@ def test_a_noisy_profile_reaches_the_plan_and_the_wire():
     from server.config import federation_settings_from_run_config
 
     noisy = federation_settings_from_run_config({"profile-noise-multiplier": 4.0}).plan
-    off = federation_settings_from_run_config(
-        {"profile": False, "profile-noise-multiplier": 4.0}
-    ).plan
+    off = federation_settings_from_run_config({"profile": False, "profile-noise-multiplier": 4.0}).plan
     exact = federation_settings_from_run_config({}).plan
 
     assert noisy.profile_noise_multiplier == 4.0

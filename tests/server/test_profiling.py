@@ -17,9 +17,7 @@ def test_the_declared_keys_mean_an_exact_profile_by_default():
     config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
 
     assert {"profile", "profile-noise-multiplier"} <= set(config)
-    assert profile_settings_from_run_config(config) == ProfileSettings(
-        enabled=True, noise_multiplier=None
-    )
+    assert profile_settings_from_run_config(config) == ProfileSettings(enabled=True, noise_multiplier=None)
 
 
 @pytest.mark.parametrize(
@@ -36,12 +34,8 @@ def test_run_config_values(config, expected):
 
 @pytest.mark.parametrize(
     "config",
-    [
-        {"profile": "sometimes"},
-        {"profile-noise-multiplier": "loud"},
-        {"profile-noise-multiplier": -1.0},
-        {"profile-noise-multiplier": float("inf")},
-    ],
+    [{"profile": "sometimes"}, {"profile-noise-multiplier": "loud"}, {"profile-noise-multiplier": -1.0},
+     {"profile-noise-multiplier": float("inf")}],
 )
 def test_bad_values_fail_loudly(config):
     with pytest.raises(ConfigError):
@@ -68,16 +62,12 @@ def test_refusals_are_reported_even_when_every_institution_refused():
 
     from server.orchestrator import _AverageStrategy
 
-    strategy = _AverageStrategy(
-        size=3, allowed={1, 2}, config={}, parameters=[], value_range=(0.0, 1.0)
-    )
+    strategy = _AverageStrategy(size=3, allowed={1, 2}, config={}, parameters=[], value_range=(0.0, 1.0))
     nan = np.full(3, np.nan)
     strategy.aggregate_fit(
         1,
-        [
-            _result(1, nan, rows=0, metrics={"institution": "A"}),
-            _result(2, nan, rows=0, metrics={"institution": "B"}),
-        ],
+        [_result(1, nan, rows=0, metrics={"institution": "A"}),
+         _result(2, nan, rows=0, metrics={"institution": "B"})],
         [],
     )
 
@@ -91,16 +81,12 @@ def test_a_refusal_does_not_weigh_in_the_average():
 
     from server.orchestrator import _AverageStrategy
 
-    strategy = _AverageStrategy(
-        size=2, allowed={1, 2, 3}, config={}, parameters=[], value_range=(0.0, 1.0)
-    )
+    strategy = _AverageStrategy(size=2, allowed={1, 2, 3}, config={}, parameters=[], value_range=(0.0, 1.0))
     strategy.aggregate_fit(
         1,
-        [
-            _result(1, np.array([0.2, 0.4]), rows=10, metrics={"institution": "A"}),
-            _result(2, np.array([0.6, 0.8]), rows=30, metrics={"institution": "B"}),
-            _result(3, np.full(2, np.nan), rows=0, metrics={"institution": "C"}),
-        ],
+        [_result(1, np.array([0.2, 0.4]), rows=10, metrics={"institution": "A"}),
+         _result(2, np.array([0.6, 0.8]), rows=30, metrics={"institution": "B"}),
+         _result(3, np.full(2, np.nan), rows=0, metrics={"institution": "C"})],
         [],
     )
 

@@ -68,9 +68,7 @@ class RecordingGrid(Grid):
         self.received.extend(replies)
         return replies
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
         self.received.extend(replies)
         return replies
@@ -91,20 +89,12 @@ def recording_mod(folder: Path):
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, ctxt)
-        if (
-            msg.metadata.message_type == MessageType.TRAIN
-            and "fitins.parameters" in msg.content.array_records
-            and not reply.has_error()
-        ):
+        if msg.metadata.message_type == MessageType.TRAIN and "fitins.parameters" in msg.content.array_records and not reply.has_error():
             fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
             task = compat.recorddict_to_fitins(msg.content, keep_input=True).config.get("fw.task")
             if task == "train":
                 arrays = parameters_to_ndarrays(fitres.parameters)
-                np.savez(
-                    folder / f"{institution_of(ctxt)}-{msg.metadata.group_id}.npz",
-                    *arrays,
-                    weight=fitres.num_examples,
-                )
+                np.savez(folder / f"{institution_of(ctxt)}-{msg.metadata.group_id}.npz", *arrays, weight=fitres.num_examples)
         return reply
 
     return mod
@@ -115,11 +105,7 @@ def crash_mod(victim: str):
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
-        if (
-            institution_of(ctxt) == victim
-            and configs is not None
-            and configs.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS
-        ):
+        if institution_of(ctxt) == victim and configs is not None and configs.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS:
             raise RuntimeError(f"{victim} lost power")
         return call_next(msg, ctxt)
 
@@ -131,21 +117,13 @@ def corrupt_mod(victim: str, how: str):
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, ctxt)
-        if (
-            institution_of(ctxt) != victim
-            or "fitins.parameters" not in msg.content.array_records
-            or reply.has_error()
-        ):
+        if institution_of(ctxt) != victim or "fitins.parameters" not in msg.content.array_records or reply.has_error():
             return reply
         fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
         if not fitres.parameters.tensors:
             return reply  # the summary phase
         arrays = parameters_to_ndarrays(fitres.parameters)
-        arrays = (
-            [np.full_like(a, np.nan) for a in arrays]
-            if how == "nan"
-            else [a.T.copy() if a.ndim == 2 else a for a in arrays]
-        )
+        arrays = [np.full_like(a, np.nan) for a in arrays] if how == "nan" else [a.T.copy() if a.ndim == 2 else a for a in arrays]
         fitres.parameters.tensors = [ndarray_to_bytes(a) for a in arrays]
         return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
 
@@ -168,12 +146,7 @@ def client_app(*mods) -> ClientApp:
 
 def federate(app: ClientApp, *, secure: bool, rounds: int = 1) -> tuple[RunResult, RecordingGrid]:
     settings = federation_settings_from_run_config(
-        {
-            "num-server-rounds": rounds,
-            "secagg": secure,
-            "min-institutions": len(NAMES),
-            "learning-rate": 1.0,
-        }
+        {"num-server-rounds": rounds, "secagg": secure, "min-institutions": len(NAMES), "learning-rate": 1.0}
     )
     out: list[tuple[RunResult, RecordingGrid]] = []
     server = ServerApp()
@@ -187,10 +160,7 @@ def federate(app: ClientApp, *, secure: bool, rounds: int = 1) -> tuple[RunResul
         server_app=server,
         client_app=app,
         num_supernodes=len(NAMES),
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"log_to_driver": False},
-        },
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"log_to_driver": False}},
     )
     return out[0]
 
@@ -208,10 +178,7 @@ def aggregate_delta(result: RunResult) -> list[np.ndarray]:
 
 def weighted_average(pairs: list[tuple[list[np.ndarray], int]]) -> list[np.ndarray]:
     total = sum(weight for _, weight in pairs)
-    return [
-        sum(arrays[k].astype(np.float64) * weight for arrays, weight in pairs) / total
-        for k in range(len(pairs[0][0]))
-    ]
+    return [sum(arrays[k].astype(np.float64) * weight for arrays, weight in pairs) / total for k in range(len(pairs[0][0]))]
 
 
 def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
@@ -222,17 +189,13 @@ def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
 @pytest.fixture(scope="module")
 def secure_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("deltas")
-    result, grid = federate(
-        client_app(secure_aggregation_mod, update_guard_mod, recording_mod(folder)), secure=True
-    )
+    result, grid = federate(client_app(secure_aggregation_mod, update_guard_mod, recording_mod(folder)), secure=True)
     return result, grid, folder
 
 
 def test_secure_aggregate_equals_fedavg_of_the_same_deltas_within_quantization(secure_run):
     result, _, folder = secure_run
-    exact = weighted_average(
-        [recorded(folder, name) for name in NAMES]
-    )  # plain FedAvg of the same round
+    exact = weighted_average([recorded(folder, name) for name in NAMES])  # plain FedAvg of the same round
 
     error = relative_error(aggregate_delta(result), exact)
 
@@ -247,11 +210,7 @@ def test_the_coordinator_never_receives_an_individual_delta(secure_run):
     assert len(training_replies) == len(NAMES)
 
     blob = b"".join(
-        bytes(value)
-        if isinstance(value, bytes)
-        else b"".join(v for v in value if isinstance(v, bytes))
-        if isinstance(value, list)
-        else b""
+        bytes(value) if isinstance(value, bytes) else b"".join(v for v in value if isinstance(v, bytes)) if isinstance(value, list) else b""
         for message in grid.received
         for record in message.content.config_records.values()
         for value in record.values()
@@ -266,10 +225,7 @@ def test_the_coordinator_never_receives_an_individual_delta(secure_run):
 
     values = []
     for message in training_replies:
-        arrays = [
-            bytes_to_ndarray(b)
-            for b in message.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
-        ]
+        arrays = [bytes_to_ndarray(b) for b in message.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]
         values.append(np.concatenate([a.ravel() for a in arrays[1:]]).astype(np.float64))
     masked = np.concatenate(values)
     modulus = 2**32
@@ -281,9 +237,7 @@ def test_the_coordinator_never_receives_an_individual_delta(secure_run):
 
 def test_a_node_that_drops_after_sharing_keys_does_not_break_the_round(tmp_path):
     victim = "Switzerland"
-    app = client_app(
-        crash_mod(victim), secure_aggregation_mod, update_guard_mod, recording_mod(tmp_path)
-    )
+    app = client_app(crash_mod(victim), secure_aggregation_mod, update_guard_mod, recording_mod(tmp_path))
 
     result, _ = federate(app, secure=True)
 
@@ -300,12 +254,7 @@ def test_a_malformed_update_is_dropped_and_the_round_completes(tmp_path, secure,
     victim = "Hungary"
     if secure:
         # the victim's own guard catches it before masking: it drops out of the round
-        mods = [
-            secure_aggregation_mod,
-            update_guard_mod,
-            corrupt_mod(victim, how),
-            recording_mod(tmp_path),
-        ]
+        mods = [secure_aggregation_mod, update_guard_mod, corrupt_mod(victim, how), recording_mod(tmp_path)]
     else:
         # a node without the guard (buggy or hostile): the coordinator must catch it
         mods = [secure_aggregation_mod, corrupt_mod(victim, how), recording_mod(tmp_path)]

@@ -25,9 +25,7 @@ def test_a_run_ends_with_a_profile_of_every_training_row(secagg):
     assert profile.institutions == ("Cleveland", "Hungary") and profile.round == 1
     for block in profile.layout.blocks:
         counts = profile.block_counts(block)
-        assert np.all(counts >= 0) and counts.sum() == pytest.approx(training_rows, abs=1e-6), (
-            block.name
-        )
+        assert np.all(counts >= 0) and counts.sum() == pytest.approx(training_rows, abs=1e-6), block.name
     assert [b.name for b in profile.layout.blocks][-2:] == ["prediction", "probability:disease"]
 
 
@@ -38,9 +36,8 @@ def test_a_noisy_profile_is_accounted_in_each_institutions_epsilon():
     training_rows = sum(len(i.train) for i in scenario.all_institutions())
 
     outcome = simulate(
-        scenario,
-        {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0},
-        baseline=False,
+        scenario, {"num-server-rounds": 1, "secagg": True, "profile-noise-multiplier": 5.0},
+        baseline=False
     )
 
     profile, reports = outcome.result.profile, outcome.result.profile_reports
