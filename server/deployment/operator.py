@@ -61,3 +61,37 @@ def authorize_operator(
     finally:
         store.dispose()
     return name
+
+
+def authorize_simulation(*, settings: StoreSettings, api_key: str | None) -> str | None:
+    """For ``fedwarden simulate``: an operator key, if the store exists and is governed.
+
+    A new store, or one without an admin yet, is the simulator's own and needs no
+    key; a store with principals is written like any other: by an operator, on
+    the record. Returns the operator's name, or ``None`` when none was needed.
+    """
+    from sqlalchemy import func, select
+
+    from server.errors import NotFoundError
+    from server.store.models import Grant, Role
+
+    try:
+        store = open_store(settings, upgrade=False, create=False)
+    except NotFoundError:
+        return None
+    try:
+        with store.session() as session:
+            admins = session.scalar(
+                select(func.count()).select_from(Grant).join(Role).where(Role.name == "admin")
+            )
+    finally:
+        store.dispose()
+    if not admins:
+        return None
+    return authorize_operator(
+        database_url=settings.database_url,
+        api_key=api_key,
+        action="run.start",
+        target="runs",
+        details={"via": "simulate"},
+    )

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from privacy.errors import ConfigError
+from simulations.cli.common import ApiKey
 
 console = Console()
 err_console = Console(stderr=True)
@@ -99,6 +100,7 @@ def simulate_command(
         str | None,
         Opt(help="Governance store (default: $FEDWARDEN_DATABASE_URL, else OUT/fedwarden.db)."),
     ] = None,
+    api_key: ApiKey = None,
     model_name: Annotated[
         str | None, Opt(help="Registry name of the trained model (default: the dataset's).")
     ] = None,
@@ -189,6 +191,11 @@ def simulate_command(
         database_url, default_url=f"sqlite:///{(out_dir / 'fedwarden.db').resolve()}"
     )
     run_name = f"simulate-{dataset}-{out_dir.name}"
+    from server.deployment.operator import authorize_simulation
+
+    authorize_simulation(
+        settings=store_settings, api_key=api_key
+    )  # a governed store: operators only
     with StoreRecorder.open(store_settings, run_name=run_name) as recorder:
         try:
             with ProgressObserver(console, num_rounds=plan.num_rounds) as progress:

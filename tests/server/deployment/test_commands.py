@@ -97,3 +97,20 @@ def test_a_command_that_reads_a_store_never_creates_one(cli, tmp_path):
 
     assert code == 8 and "there is no store at" in " ".join(message.split())
     assert not (tmp_path / "nothing-here.db").exists()
+
+
+def test_simulate_into_a_governed_store_needs_an_operator_key(cli, tmp_path):
+    import pytest
+
+    from server.deployment.operator import authorize_simulation
+    from server.errors import AuthenticationError
+    from server.store.settings import StoreSettings
+
+    fresh = StoreSettings.load(f"sqlite:///{tmp_path / 'fresh.db'}")
+    url, operator = _operator(cli, tmp_path)
+    governed = StoreSettings.load(url)
+
+    assert authorize_simulation(settings=fresh, api_key=None) is None  # the simulator's own
+    with pytest.raises(AuthenticationError):
+        authorize_simulation(settings=governed, api_key=None)
+    assert authorize_simulation(settings=governed, api_key=operator) == "ops"
