@@ -45,9 +45,9 @@ def serve_command(
         threads=threads,
         poll_interval_s=poll_interval,
     )
+    drift_plan(settings)  # fail now, in one line, if a drift detector or threshold is wrong
     with opened(url):
-        pass  # fail now, in one line, if the store is unreachable
-    drift_plan(settings)  # and if a drift detector or threshold is wrong
+        pass  # and if the store is missing or unreachable
     for key, value in settings.model_dump(mode="json").items():
         # Lists (the drift detectors) travel as JSON, as pydantic-settings reads them back.
         os.environ[f"FEDWARDEN_{key.upper()}"] = (

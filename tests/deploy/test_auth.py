@@ -73,10 +73,11 @@ def test_a_revoked_role_is_refused_on_its_very_next_request(slow_cache_client, m
 
 
 def test_an_expired_key_is_refused_although_it_is_cached(slow_cache_client, model_store):
-    token = _enroll(model_store, "erin", expires_days=2.0 / 86400)  # two seconds
+    enrolled = time.monotonic()
+    token = _enroll(model_store, "erin", expires_days=8.0 / 86400)  # eight seconds
     assert _predict(slow_cache_client, model_store, token).status_code == 200
 
-    time.sleep(2.2)
+    time.sleep(max(0.0, enrolled + 8.5 - time.monotonic()))
 
     assert _predict(slow_cache_client, model_store, token).status_code == 401
 
