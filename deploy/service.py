@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from deploy.auth import Authenticator, UsageCounter
+from deploy.auth import Authenticator, FailureLimiter, UsageCounter
 from deploy.catalog import ModelCatalog
 from deploy.drift import drift_plan
 from deploy.metrics import ServiceMetrics
@@ -59,7 +59,15 @@ class Service:
             store=store,
             holder=holder,
             metrics=metrics,
-            authenticator=Authenticator(store, ttl_s=settings.auth_cache_ttl_s),
+            authenticator=Authenticator(
+                store,
+                ttl_s=settings.auth_cache_ttl_s,
+                limiter=FailureLimiter(
+                    per_client=settings.auth_failures_per_client,
+                    window_s=settings.auth_failure_window_s,
+                    total_per_s=settings.auth_failures_total_per_s,
+                ),
+            ),
             usage=UsageCounter(),
             catalog=ModelCatalog(
                 store,
@@ -129,19 +137,26 @@ class Service:
             self.outcomes.flush()
         except Exception:
             logger.exception("could not write the last served predictions")
-        try:
-            self.usage.flush(self.store)
-        except Exception:
-            logger.exception("could not write the last prediction counts")
+        self._flush_counts()
         if self._owns_store:
             self.store.dispose()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.settings.usage_flush_interval_s):
-            try:
-                self.usage.flush(self.store)
-            except Exception:
-                logger.exception("could not write prediction counts; keeping them for later")
+            self._flush_counts()
+
+    def _flush_counts(self) -> None:
+        """Usage and failed authentications since the last flush, one audit event each."""
+        try:
+            self.usage.flush(self.store)
+        except Exception:
+            logger.exception("could not write prediction counts; keeping them for later")
+        try:
+            self.authenticator.limiter.flush(
+                self.store, interval_s=self.settings.usage_flush_interval_s
+            )
+        except Exception:
+            logger.exception("could not write failed-authentication counts; keeping them")
 
     def _drift_loop(self) -> None:
         while not self._stop.wait(self.settings.drift_check_interval_s):

@@ -29,7 +29,12 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     poll_interval_s: float = Field(default=2.0, gt=0)
     auth_cache_ttl_s: float = Field(default=30.0, ge=0)
-    usage_flush_interval_s: float = Field(default=60.0, gt=0)
+    usage_flush_interval_s: float = Field(default=5.0, gt=0)
+    auth_failures_per_client: int = Field(default=20, ge=1)
+    auth_failure_window_s: float = Field(default=10.0, gt=0)
+    auth_failures_total_per_s: int = Field(default=200, ge=1)
+    public_docs: bool = True
+    """Serve /docs and /openapi.json without a key: they describe the routes, hold no data."""
     providers: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
     threads: int = Field(default=1, ge=1)
     drift_window_rows: int = Field(default=5000, ge=50)

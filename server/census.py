@@ -35,7 +35,7 @@ def take_census(
     Raises
     ------
     FederationError
-        No node answered, names repeat, or fewer than ``settings.min_institutions``
+        No node answered, or fewer than ``settings.min_institutions``
         share a schema.
     """
     node_ids = sorted(proxy.node_id for proxy in manager.all().values())
@@ -89,9 +89,19 @@ def take_census(
             budget_delta=census.budget_delta,
             require_secagg=census.require_secagg,
         )
+    claimed = Counter(i.name for i in institutions.values())
+    for name in sorted(n for n, count in claimed.items() if count > 1):
+        # Two nodes speak for one institution: at most one is genuine, and which one
+        # cannot be told here, so neither takes part; the run goes on without them.
+        nodes = sorted(nid for nid, i in institutions.items() if i.name == name)
+        logger.error(
+            "leaving out nodes %s: each claims to be %s (a misconfigured or impersonating node)",
+            nodes,
+            name,
+        )
+        for node_id in nodes:
+            del institutions[node_id]
     names = [i.name for i in institutions.values()]
-    if len(set(names)) != len(names):
-        raise FederationError(f"institution names repeat: {sorted(names)}")
     if len(institutions) < settings.min_institutions or schema is None:
         raise FederationError(
             f"{len(institutions)} institution(s) share a schema; "

@@ -490,6 +490,7 @@ def _record(
         dropped=dict(log.dropped),
         reports=list(log.reports),
         aggregated=log.aggregated,
+        discarded=log.discarded,
         secagg=secagg.to_dict() if secagg is not None else None,
         central_epsilon=strategy.central_epsilon(),
         duration_s=duration_s,

@@ -62,6 +62,7 @@ class RoundRecord:
     dropped: dict[str, str] = field(default_factory=dict)
     reports: list[FitReport] = field(default_factory=list)
     aggregated: bool = True
+    discarded: str | None = None
     secagg: dict[str, Any] | None = None
     central_epsilon: float | None = None
     duration_s: float = 0.0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
@@ -11,6 +14,11 @@ import pandas as pd
 import pytest
 
 from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, TargetSpec
+
+if "FEDWARDEN_AUDIT_KEY_DIR" not in os.environ:  # stores' audit keys, never in the tester's home
+    _AUDIT_KEYS = tempfile.mkdtemp(prefix="fedwarden-audit-keys-")
+    os.environ["FEDWARDEN_AUDIT_KEY_DIR"] = _AUDIT_KEYS
+    atexit.register(shutil.rmtree, _AUDIT_KEYS, ignore_errors=True)
 
 
 @pytest.fixture

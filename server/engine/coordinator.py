@@ -3,13 +3,16 @@
 ``run_coordinator`` is what ``fedwarden coordinator start`` calls: it starts the
 SuperLink (TLS, node authentication, a state database) as a child process,
 waits until it answers, registers the store's node keys with it, audits the
-start and the stop, and returns the SuperLink's exit code.
+start and the stop, and returns the SuperLink's exit code. While it runs, a
+revoked node key is unregistered from the SuperLink within a second.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from client.contract.processes import ProcessGroup, child_env, executable
 from server.engine.flwr_cli import flwr_home, write_connection
@@ -20,7 +23,7 @@ from server.engine.superlink import (
     superlink_argv,
     wait_until_ready,
 )
-from server.store import audit
+from server.store import audit, revocation
 from server.store.engine import Store
 
 logger = logging.getLogger(__name__)
@@ -63,7 +66,19 @@ def run_coordinator(
         group.stop()
         raise
     on_ready(len(nodes))
-    code = group.wait()
+    stop = threading.Event()
+    syncer = threading.Thread(
+        target=_sync_revocations,
+        args=(store, settings.state_dir, stop),
+        name="node-key-sync",
+        daemon=True,
+    )
+    syncer.start()
+    try:
+        code = group.wait()
+    finally:
+        stop.set()
+        syncer.join(timeout=10)
     with store.session() as session:
         audit.append(
             session, actor="system", action="coordinator.stop",
@@ -71,3 +86,20 @@ def run_coordinator(
             details={"exit_code": code, "refused_nodes": watcher.refusals},
         )  # fmt: skip
     return code
+
+
+def _sync_revocations(store: Store, state_dir: Path, stop: threading.Event) -> None:
+    """Unregister revoked node keys from the running SuperLink as soon as they are revoked.
+
+    Watches the store's revocation generation (one read a second) and pushes the
+    node keys again when it moves, so a revoked node's next request is refused.
+    """
+    seen = revocation.read_generation(store.engine)
+    while not stop.wait(1.0):
+        try:
+            current = revocation.read_generation(store.engine)
+            if current != seen:
+                push_node_keys(store=store, state_dir=state_dir)
+                seen = current
+        except Exception:  # the SuperLink or the store is briefly away: try next second
+            logger.exception("could not bring the SuperLink's node keys up to date")

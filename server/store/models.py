@@ -165,6 +165,16 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    issued_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class AuthGeneration(Base):
+    """One row whose ``generation`` grows with every revocation; services read it per request."""
+
+    __tablename__ = "auth_generations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
 
 
 class Run(Base):

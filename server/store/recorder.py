@@ -122,6 +122,15 @@ class StoreRecorder:
         with self.store.session() as session:
             actor = self._actor(session)
             runs.record_round(session=session, actor=actor, run_id=self.run_id, record=record)
+            if record.discarded is not None:
+                audit.append(
+                    session,
+                    actor=actor.name,
+                    action="round.discarded",
+                    target=f"run:{self.run_id}",
+                    outcome="failure",
+                    details={"round": record.round, "reason": record.discarded},
+                )
             if record.checkpoint is not None:
                 checkpoints.save_checkpoint(
                     session=session,

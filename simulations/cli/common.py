@@ -54,12 +54,18 @@ console = Console(highlight=False)
 
 
 @contextmanager
-def opened(database_url: str | None, *, upgrade: bool = True) -> Iterator[Store]:
-    """The store named by ``--database-url`` or the environment, disposed of afterwards."""
+def opened(
+    database_url: str | None, *, upgrade: bool = True, create: bool = False
+) -> Iterator[Store]:
+    """The store named by ``--database-url`` or the environment, disposed of afterwards.
+
+    Only ``db upgrade`` and ``admin init`` pass ``create=True``; everywhere else a
+    missing store is an error that names the URL.
+    """
     from server.store.engine import open_store
     from server.store.settings import StoreSettings
 
-    store = open_store(StoreSettings.load(database_url), upgrade=upgrade)
+    store = open_store(StoreSettings.load(database_url), upgrade=upgrade, create=create)
     try:
         yield store
     finally:

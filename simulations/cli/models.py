@@ -136,6 +136,13 @@ def show_command(
 def promote_command(
     name: Annotated[str, typer.Argument(help="The model's name.")],
     version: Annotated[int, typer.Argument(help="The staging version to serve.")],
+    require_approval: Annotated[
+        bool,
+        typer.Option(
+            "--require-approval",
+            help="Two-person rule: the first call requests, another operator's call promotes.",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
@@ -147,7 +154,17 @@ def promote_command(
 
     with authenticated(database_url, api_key) as (session, actor):
         promoted = repo.promote_model_version(
-            session=session, actor=actor, name=name, version=version
+            session=session,
+            actor=actor,
+            name=name,
+            version=version,
+            require_approval=require_approval,
         )
-        number = promoted.version
-    console.print(f"{name} version {number} is now in production")
+        requester = actor.name
+    if promoted is None:
+        console.print(
+            f"{requester} requested promoting {name} version {version}; another operator "
+            "must run the same command with --require-approval to carry it out"
+        )
+        return
+    console.print(f"{name} version {version} is now in production")

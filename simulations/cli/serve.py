@@ -46,9 +46,9 @@ def serve_command(
         threads=threads,
         poll_interval_s=poll_interval,
     )
+    drift_plan(settings)  # fail now, in one line, if a drift detector or threshold is wrong
     with opened(url):
-        pass  # fail now, in one line, if the store is unreachable
-    drift_plan(settings)  # and if a drift detector or threshold is wrong
+        pass  # and if the store is missing or unreachable
     os.environ["FEDWARDEN_DATABASE_URL"] = url  # the store's own settings read it back
     for key, value in settings.model_dump(mode="json", exclude={"store"}).items():
         if value is None:  # unset is how an optional setting says "none"

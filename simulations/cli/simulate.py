@@ -13,6 +13,7 @@ from rich.console import Console
 
 from client.contract.files import FORMATS
 from privacy.errors import BudgetSpentError, ConfigError
+from simulations.cli.common import ApiKey
 
 # soft_wrap: a line is never broken mid-record (a terminal wraps it, a file keeps it whole);
 # Rich writes no colour or cursor codes where the output is not a terminal.
@@ -156,6 +157,7 @@ def simulate_command(
         str | None,
         Opt(help="Governance store (default: $FEDWARDEN_DATABASE_URL, else OUT/fedwarden.db)."),
     ] = None,
+    api_key: ApiKey = None,
     model_name: Annotated[
         str | None, Opt(help="Registry name of the trained model (default: the dataset's).")
     ] = None,
@@ -182,7 +184,6 @@ def simulate_command(
     from privacy.config import PrivacyBudget
     from server.ledger import LedgerObserver
     from server.store.recorder import StoreRecorder
-    from server.store.settings import StoreSettings
     from simulations.progress import ProgressObserver
     from simulations.report import PrivacyHistory, write_outputs
     from simulations.runner import BackendSettings, prepare, simulate
@@ -255,9 +256,7 @@ def simulate_command(
     )
     epsilon_before = _report_history(scenario, accountant=accountant, dp=dp)
     ledger = LedgerObserver(out_dir)
-    store_settings = StoreSettings.load(
-        database_url, default_url=f"sqlite:///{(out_dir / 'fedwarden.db').resolve()}"
-    )
+    store_settings = _store(database_url, out_dir=out_dir, api_key=api_key)
     run_name = f"simulate-{scenario.name}-{out_dir.name}"
     with StoreRecorder.open(store_settings, run_name=run_name) as recorder:
         registered = None
@@ -464,3 +463,16 @@ def _warn(*, dp: bool, secagg: bool, insecure_reproducible: bool) -> None:
         err_console.print(
             "[yellow]secure aggregation is off[/]: the coordinator sees each institution's update"
         )
+
+
+def _store(database_url: str | None, *, out_dir: Path, api_key: str | None) -> Any:
+    """The store the run is recorded in (by default a new one in the output folder); a
+    governed store takes an operator's key."""
+    from server.engine.operator import authorize_simulation
+    from server.store.settings import StoreSettings
+
+    settings = StoreSettings.load(
+        database_url, default_url=f"sqlite:///{(out_dir / 'fedwarden.db').resolve()}"
+    )
+    authorize_simulation(settings=settings, api_key=api_key)
+    return settings

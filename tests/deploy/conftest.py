@@ -37,7 +37,7 @@ from server.checkpoint_format import RunCheckpoint
 from server.run_events import Institution, RoundRecord, RunResult, RunStart
 from server.store import repository as repo
 from server.store.engine import Store, open_store
-from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.governance import bootstrap_admin, enroll_principal
 from server.store.recorder import StoreRecorder
 from server.store.settings import StoreSettings
 from simulations.scenario import Scenario
@@ -86,10 +86,9 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
     store = open_store(url)
     keys: dict[str, str] = {}
     with store.session() as session:
-        admin, keys["admin"] = bootstrap_admin(session=session)
+        keys["admin"] = bootstrap_admin(session=session)[1]
         for name, role in (("ops", "operator"), ("app", "consumer"), ("eve", "auditor")):
-            create_principal(session=session, actor=admin, name=name, role=role)
-            keys[name], _ = issue_key(session=session, actor=admin, principal=name)
+            keys[name] = enroll_principal(session=session, name=name, role=role)[1]
     data = Scenario().all_institutions()
     train = pd.concat([d.train for d in data], ignore_index=True)
     test = pd.concat([d.test for d in data], ignore_index=True)

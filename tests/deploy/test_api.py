@@ -109,9 +109,14 @@ def test_keys_and_roles(client, model_store):
     assert details["version"] == 1 and details["lineage"]["round"] == 1
     assert set(details["lineage"]["epsilon"]) == {"Cleveland", "Hungary", "Switzerland", "VA Long Beach"}
     assert listing.json()["models"][0]["features"][:2] == ["age", "sex"]
-    with model_store.store.session() as session:
-        events = [e for e in repo.tail_audit_log(session=session, actor=repo.authenticate(session, model_store.keys["eve"]), limit=200)]
-    assert any(e["action"] == "authenticate" and e["outcome"] == "failure" for e in events)
+    deadline = time.monotonic() + 10
+    while True:  # failures are audited as counts per flush interval (0.5 s here)
+        with model_store.store.session() as session:
+            events = [e for e in repo.tail_audit_log(session=session, actor=repo.authenticate(session, model_store.keys["eve"]), limit=200)]
+        if any(e["action"] == "authenticate.failures" for e in events) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert any(e["action"] == "authenticate.failures" and e["outcome"] == "failure" for e in events)
     assert any(e["action"] == "authorize" and e["outcome"] == "denied" and e["actor"] == "app" for e in events)
 
 

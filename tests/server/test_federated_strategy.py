@@ -38,7 +38,7 @@ def institutions(n: int) -> dict[int, Institution]:
         i: Institution(
             node_id=i,
             name=f"inst-{i}",
-            num_train=100,
+            num_train=1000,
             num_test=50,
             budget_epsilon=1.0,
             budget_delta=1e-5,

@@ -74,6 +74,7 @@ class Deployment:
     root: Path
     url: str
     api_key: str
+    operator_key: str = ""
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -146,7 +147,16 @@ class Deployment:
         )  # fmt: skip
 
     def run(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        return self.spawn(name, fedwarden("run", *args, "--state", str(self.state)))
+        """A ``fedwarden run`` command, as the operator (its key in the environment)."""
+        argv = fedwarden("run", *args, "--state", str(self.state), "--database-url", self.url)
+        with self.log(name).open("ab") as out:
+            process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT,
+                env={**self.env(), "FEDWARDEN_API_KEY": self.operator_key},
+                cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+            )  # fmt: skip
+        self.processes[name] = process
+        return process
 
     def store(self) -> Store:
         return open_store(self.url, upgrade=False)
@@ -211,7 +221,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     root = tmp_path_factory.mktemp("deployment")
     url = f"sqlite:///{root / 'store.db'}"
     token = cli("admin", "init", "--database-url", url).strip().splitlines()[-1]
-    deployment = Deployment(root=root, url=url, api_key=token)
+    operator = cli("admin", "enroll", "ops", "operator", "--database-url", url)
+    deployment = Deployment(
+        root=root, url=url, api_key=token, operator_key=operator.strip().splitlines()[-1]
+    )
     try:
         cli("pki", "init", "--out", str(deployment.pki), "--host", "127.0.0.1")
         for name in INSTITUTIONS:
@@ -286,8 +299,10 @@ def test_three_institutions_over_tls_match_the_seeded_simulation(deployment):
     print(
         f"\n{'warm' if WARM else 'no-warm'}: 3 rounds in {elapsed:.0f} s; vs simulation {error:.2e}"
     )
-    status = json.loads(cli("run", "status", run_id, "--state", str(deployment.state)))
-    listing = cli("run", "list", "--state", str(deployment.state))
+    as_operator = {**deployment.env(), "FEDWARDEN_API_KEY": deployment.operator_key}
+    where = ["--state", str(deployment.state), "--database-url", deployment.url]
+    status = json.loads(cli("run", "status", run_id, *where, env=as_operator))
+    listing = cli("run", "list", *where, env=as_operator)
     assert status["flower_runs"][0]["status"] == "finished:completed"
     assert f"{run_id}\t{status['flower_runs'][0]['run-id']}\tfinished:completed" in listing
     assert sorted(rounds) == [1, 2, 3]

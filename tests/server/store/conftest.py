@@ -23,7 +23,7 @@ from client.contract.report import FitReport
 from server.run_events import RoundRecord
 from server.store import runs
 from server.store.engine import Store, open_store
-from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.governance import bootstrap_admin, enroll_principal
 from server.store.models import Principal
 
 POSTGRES_URL = os.environ.get(
@@ -131,11 +131,10 @@ def principal_factory(store: Store, admin: Principal) -> Callable[..., tuple[Pri
     """Make a principal with one role and an API key: ``make(name, role, institution=None)``."""
 
     def make(name: str, role: str, institution: str | None = None) -> tuple[Principal, str]:
-        with store.session() as session:
-            principal = create_principal(
-                session=session, actor=admin, name=name, role=role, institution=institution
+        with store.session() as session:  # enrolled by the coordinator's owner
+            principal, token = enroll_principal(
+                session=session, name=name, role=role, institution=institution
             )
-            token, _ = issue_key(session=session, actor=admin, principal=name)
         return principal, token
 
     return make

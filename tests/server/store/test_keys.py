@@ -77,7 +77,7 @@ def test_a_bad_key_fails_with_one_message_and_the_reason_is_audited(
 
 
 def test_a_key_with_a_lifetime_works_until_it_expires(store, admin, principal_factory):
-    principal_factory("bob", "consumer")
+    principal_factory("bob", "admin")
     with store.session() as session:
         token, row = issue_key(session=session, actor=admin, principal="bob", expires_days=1)
 
@@ -106,7 +106,7 @@ def test_the_secret_is_stored_nowhere(store, store_url, principal_factory):
 
 
 def test_tokens_are_unique_and_hashes_are_salted(store, admin, principal_factory):
-    principal_factory("dave", "consumer")
+    principal_factory("dave", "admin")
     with store.session() as session:
         first, row1 = issue_key(session=session, actor=admin, principal="dave")
         second, row2 = issue_key(session=session, actor=admin, principal="dave")
