@@ -20,9 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deploy.auth import RateLimitedError
 from deploy.docs import mount_docs
-from deploy.errors import InvalidRequestError, ServingError
+from deploy.errors import InvalidRequestError, RateLimitedError, ServingError
 from deploy.metrics import ServiceMetrics
 from deploy.routes import health_router, models_router
 from deploy.service import Service

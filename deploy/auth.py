@@ -29,6 +29,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from deploy.errors import RateLimitedError
 from server.errors import AuthenticationError
 from server.store import audit, revocation
 from server.store import repository as repo
@@ -49,14 +50,6 @@ class Identity:
     key_prefix: str
     permissions: frozenset[str]
     expires_at: datetime | None = None
-
-
-class RateLimitedError(AuthenticationError):
-    """Too many failed authentications: from this client, or from everyone at once."""
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message, retry_after_s=retry_after_s)
-        self.retry_after_s = retry_after_s
 
 
 class FailureLimiter:

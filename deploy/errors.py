@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from privacy.errors import FedwardenError
+from server.errors import AuthenticationError
 
 
 class DeployError(FedwardenError):
@@ -66,3 +67,11 @@ class ExpiredPredictionError(InvalidRequestError):
 
     def __init__(self, message: str, **context: Any) -> None:
         super().__init__(message, status_code=410, **context)
+
+
+class RateLimitedError(AuthenticationError):
+    """Too many failed authentications: from this client, or from everyone at once."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s

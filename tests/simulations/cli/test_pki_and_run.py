@@ -101,8 +101,8 @@ def test_a_command_that_reads_a_store_never_creates_one(cli, tmp_path):
 
 def test_simulate_into_a_governed_store_needs_an_operator_key(cli, tmp_path):
     import pytest
-    from server.engine.operator import authorize_simulation
 
+    from server.engine.operator import authorize_simulation
     from server.errors import AuthenticationError
     from server.store.settings import StoreSettings
 
