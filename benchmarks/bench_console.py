@@ -32,7 +32,7 @@ from server.console.settings import ConsoleSettings
 from server.store import audit
 from server.store.drift import record_drift_change
 from server.store.engine import Store, open_store
-from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.governance import bootstrap_admin, enroll_principal
 from server.store.models import (
     AuditEvent,
     Checkpoint,
@@ -53,8 +53,7 @@ def seed(store: Store, *, runs: int, institutions: int, rounds: int, audit_event
     with store.session() as session:
         admin, keys["admin"] = bootstrap_admin(session=session)
         for name, role in (("ops", "operator"), ("eve", "auditor")):
-            create_principal(session=session, actor=admin, name=name, role=role)
-            keys[name], _ = issue_key(session=session, actor=admin, principal=name)
+            keys[name] = enroll_principal(session=session, name=name, role=role)[1]
     start = datetime(2026, 1, 1, tzinfo=UTC)
     with store.session() as session:
         session.execute(insert(Institution), [

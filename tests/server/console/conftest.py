@@ -34,7 +34,7 @@ from server.console.settings import ConsoleSettings
 from server.run_events import Institution, RoundRecord, RunResult, RunStart
 from server.store.drift import record_drift_change
 from server.store.engine import Store, open_store
-from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.governance import bootstrap_admin, enroll_principal
 from server.store.keys import authenticate
 from server.store.nodes import register_node_key, revoke_node_key
 from server.store.recorder import StoreRecorder
@@ -75,8 +75,7 @@ def seed_store(folder: Path) -> Seeded:
     with store.session() as session:
         admin, keys["admin"] = bootstrap_admin(session=session)
         for name, role in (("ops", "operator"), ("eve", "auditor"), ("app", "consumer")):
-            create_principal(session=session, actor=admin, name=name, role=role)
-            keys[name], _ = issue_key(session=session, actor=admin, principal=name)
+            keys[name] = enroll_principal(session=session, name=name, role=role)[1]
         fingerprints = {}
         for institution in INSTITUTIONS:
             _, line = generate_node_key(out_dir=folder, institution=institution)
