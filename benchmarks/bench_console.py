@@ -51,7 +51,7 @@ def seed(store: Store, *, runs: int, institutions: int, rounds: int, audit_event
     """Principals with keys, then runs, rounds, ledger rows, models, drift and audit events."""
     keys: dict[str, str] = {}
     with store.session() as session:
-        admin, keys["admin"] = bootstrap_admin(session=session)
+        keys["admin"] = bootstrap_admin(session=session)[1]
         for name, role in (("ops", "operator"), ("eve", "auditor")):
             keys[name] = enroll_principal(session=session, name=name, role=role)[1]
     start = datetime(2026, 1, 1, tzinfo=UTC)

@@ -73,7 +73,8 @@ def cli(
     """
     from simulations.cli.app import main
 
-    for name in [name for name in os.environ if name.startswith("FEDWARDEN_")]:
+    kept = ("FEDWARDEN_AUDIT_KEY_DIR",)  # the suite's own audit keys, never the tester's home
+    for name in [n for n in os.environ if n.startswith("FEDWARDEN_") and n not in kept]:
         monkeypatch.delenv(name, raising=False)
 
     def run(*args: str, api_key: str | None = None) -> tuple[int, str]:

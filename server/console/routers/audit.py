@@ -18,9 +18,10 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from privacy.errors import ConfigError
 from server.console.deps import DbDep, FormViewerDep, StateDep, Viewer, ViewerDep, render
 from server.store import browse
-from server.store.anchoring import Receipt
+from server.store.anchoring import Receipt, pinned_public_key
 from server.store.audit import ChainReport
 from server.store.oversight import export_audit_log, verify_audit_log
+from server.store.settings import StoreSettings
 
 router = APIRouter()
 
@@ -145,7 +146,11 @@ def verify_receipt(
         session=db,
         actor=viewer.principal,
         receipt=parsed,
-        public_key=(public_key or "").strip() or None,
+        # A receipt is checked only against a pinned key: the form's, else the store's
+        # (FEDWARDEN_AUDIT_PUBLIC_KEY); never against the key the receipt names.
+        public_key=pinned_public_key(
+            (public_key or "").strip() or StoreSettings().audit_public_key
+        ),
     )
     return _page(
         request,

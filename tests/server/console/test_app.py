@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 
 from server.console.app import create_app
 from server.console.settings import ConsoleSettings
-from server.store.anchoring import generate_signing_key, load_signing_key
+from server.store.anchoring import generate_signing_key, load_signing_key, public_key_hex
 from server.store.keys import authenticate
 from server.store.models import ApiKey, AuditEvent, ModelVersion
 from server.store.oversight import sign_audit_head
@@ -225,8 +225,10 @@ def test_verify_export_and_a_receipt(app_client: TestClient, seeded: Seeded, tmp
 
     verified = app_client.post("/audit/verify", data={"csrf_token": csrf_of(page)},
                                headers={"X-Console-Fragment": "1"})
+    pinned = public_key_hex(load_signing_key(tmp_path / "coordinator.key").public_key())
     anchored = app_client.post("/audit/verify-receipt", data={"csrf_token": csrf_of(page),
-                                                               "receipt": receipt.to_json()})
+                                                               "receipt": receipt.to_json(),
+                                                               "public_key": pinned})
     exported = app_client.get("/audit/export")
 
     assert "The chain holds" in verified.text and "<html" not in verified.text
