@@ -186,7 +186,7 @@ def live_console(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> It
     """``fedwarden console`` as a real uvicorn process on a free port, until it answers."""
     port = free_port()
     log = tmp_path_factory.mktemp("console-log") / "console.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDWARDEN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDWARDEN_") or k == "FEDWARDEN_AUDIT_KEY_DIR"}
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "simulations.cli", "console", "--database-url", seeded.url,

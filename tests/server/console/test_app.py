@@ -235,7 +235,7 @@ def test_verify_export_and_a_receipt(app_client: TestClient, seeded: Seeded, tmp
     assert "and so does the signed receipt" in anchored.text
     lines = exported.text.splitlines()
     assert exported.headers["content-disposition"].startswith("attachment")
-    assert len(lines) > 20 and '"action": "store.upgrade"' in lines[0]
+    assert len(lines) > 20 and '"action": "audit.genesis"' in lines[0]  # the log pins its identity first
 
 
 def test_verify_shows_the_first_broken_event(tmp_path) -> None:  # type: ignore[no-untyped-def]
