@@ -63,11 +63,10 @@ def simulated(tmp_path, monkeypatch, capsys) -> tuple[str, dict[str, str], Prepr
     )
     assert run.returncode == 0, run.stderr[-3000:]
     url = f"sqlite:///{out / 'fedwarden.db'}"
-    admin = cli(monkeypatch, capsys, "admin", "init", "--database-url", url).strip().splitlines()[-1]
+    cli(monkeypatch, capsys, "admin", "init", "--database-url", url)
     keys = {}
     for name, role in (("ops", "operator"), ("clinic", "consumer")):
-        cli(monkeypatch, capsys, "admin", "create-principal", name, "--role", role, "--database-url", url, "--api-key", admin)
-        keys[name] = cli(monkeypatch, capsys, "admin", "issue-key", name, "--database-url", url, "--api-key", admin).strip().splitlines()[-1]
+        keys[name] = cli(monkeypatch, capsys, "admin", "enroll", name, role, "--database-url", url).strip().splitlines()[-1]
     cli(monkeypatch, capsys, "models", "promote", MODEL, "1", "--database-url", url, "--api-key", keys["ops"])
     store = open_store(url)
     with store.session() as session:
