@@ -24,7 +24,7 @@ from client.models import ModelSpec
 from client.preprocessing import PreprocessingSpec
 from client.profile import ReferenceProfile
 from deploy.onnx_export import ExportedModel, export_model
-from server.checkpoints import RunCheckpoint
+from server.checkpoints import open_checkpoint
 from server.errors import NotFoundError
 from server.store import repository as repo
 from server.store.engine import Store
@@ -56,7 +56,9 @@ def export_and_register(
         row = repo.checkpoint_for_export(
             session=session, actor=_same(session, actor), run_id=run_id, round=round
         )
-        checkpoint = RunCheckpoint.from_bytes(row.blob)
+        checkpoint = open_checkpoint(
+            row.blob, keyring=store.keyring, what=f"checkpoint of run {run_id} round {row.round}"
+        )
     preprocessing = PreprocessingSpec.from_json(checkpoint.preprocessing)
     model_spec = ModelSpec.from_dict(checkpoint.model_spec)
     path = artifact_dir.resolve() / f"{name}-{run_id[:8]}-round{checkpoint.round}.onnx"
@@ -67,6 +69,7 @@ def export_and_register(
         path=path,
         held_out=held_out,
         seed=checkpoint.round,
+        keyring=store.keyring,
     )
     with store.session() as session:
         lineage = repo.run_lineage(session=session, run_id=run_id, up_to_round=checkpoint.round)

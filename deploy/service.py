@@ -43,7 +43,10 @@ class Service:
     @classmethod
     def build(cls, settings: ServeSettings, *, store: Store | None = None) -> Service:
         owns = store is None
-        store = store or open_store(StoreSettings.load(settings.database_url))
+        if store is None:
+            from privacy.keyring import load_keyring
+
+            store = open_store(StoreSettings.load(settings.database_url), keyring=load_keyring())
         holder = ModelHolder()
         metrics = ServiceMetrics()
         return cls(

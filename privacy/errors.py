@@ -9,10 +9,13 @@ ends up in logs and in the one-line message a user sees::
     FedwardenError
      ├── ConfigError                       bad settings or names        (exit 2)
      │    └── UnknownNameError             a registry lookup failed     (exit 2)
-     └── PrivacyError                                                    (exit 3)
-          ├── BudgetExceededError          a round would pass a budget  (exit 3)
-          ├── AccountingError              ε cannot be computed         (exit 3)
-          └── UpdateRejectedError          an update is not acceptable  (exit 3)
+     ├── PrivacyError                                                    (exit 3)
+     │    ├── BudgetExceededError          a round would pass a budget  (exit 3)
+     │    ├── AccountingError              ε cannot be computed         (exit 3)
+     │    └── UpdateRejectedError          an update is not acceptable  (exit 3)
+     └── EncryptionError                   data at rest cannot be sealed/opened (exit 70)
+          ├── KeyUnavailableError          no key-encryption key, or not the one needed (exit 71)
+          └── DecryptionError              wrong key, or the ciphertext was altered (exit 72)
 
 ``client.errors``, ``server.errors`` and ``deploy.errors`` hang their own
 errors from ``FedwardenError``.
@@ -109,3 +112,21 @@ class AccountingError(PrivacyError):
 
 class UpdateRejectedError(PrivacyError):
     """A model update is malformed (wrong shape, NaN/Inf) and must not be aggregated."""
+
+
+class EncryptionError(FedwardenError):
+    """Data at rest cannot be encrypted or decrypted (see ``privacy.envelope``)."""
+
+    exit_code: ClassVar[int] = 70
+
+
+class KeyUnavailableError(EncryptionError):
+    """No key-encryption key is configured, or not the one an envelope was sealed with."""
+
+    exit_code: ClassVar[int] = 71
+
+
+class DecryptionError(EncryptionError):
+    """An envelope does not open: the key is wrong or the bytes were altered."""
+
+    exit_code: ClassVar[int] = 72

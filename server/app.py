@@ -19,7 +19,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from server.checkpoints import RunCheckpoint
+from server.checkpoints import RunCheckpoint, open_checkpoint
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
 from server.ledger import LedgerObserver
@@ -98,6 +98,7 @@ def _run_recorded(
         logger.warning("no database-url: this run is not recorded in a governance store")
         return Federation(settings, observers, run_config=run_config).run(grid, context)
 
+    from privacy.keyring import load_keyring
     from server.store import repository as repo
     from server.store.recorder import StoreRecorder
 
@@ -105,6 +106,7 @@ def _run_recorded(
         repo.StoreSettings.load(url),
         run_name=str(run_config.get("run-name", "") or "federation"),
         run_id=run_id,
+        keyring=load_keyring(),  # FEDWARDEN_KEYRING / FEDWARDEN_KEK of the coordinator
     )
     try:
         resume = _checkpoint(recorder, run_config) if run_config.get("resume") else None
@@ -125,7 +127,9 @@ def _checkpoint(recorder: Any, run_config: Mapping[str, Any]) -> RunCheckpoint:
         row = repo.latest_checkpoint(session=session, actor=actor, run_id=recorder.run_id)
         if row is None:
             raise FederationError(f"run {recorder.run_id} has no checkpoint to resume from")
-        return RunCheckpoint.from_bytes(row.blob)
+        return open_checkpoint(
+            row.blob, keyring=recorder.store.keyring, what=f"checkpoint of run {recorder.run_id}"
+        )
 
 
 app = create_server_app()

@@ -30,6 +30,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from privacy.envelope import Keyring
 from privacy.errors import ConfigError
 from server.errors import ConflictError, StoreError, StoreUnavailableError
 from server.store import migrate
@@ -45,10 +46,14 @@ class Store:
     ----------
     engine : Engine
         Built by ``create_store_engine``.
+    keyring : Keyring, optional
+        Seals what the store keeps that must not sit in the clear (checkpoints
+        with weights, model artifacts); ``None``: encryption at rest is off.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, keyring: Keyring | None = None) -> None:
         self.engine = engine
+        self.keyring = keyring
 
     @property
     def url(self) -> str:
@@ -171,7 +176,9 @@ def _first_line(exc: DBAPIError) -> str:
     return line.replace("[", "(").replace("]", ")")
 
 
-def open_store(settings: StoreSettings | str, *, upgrade: bool = True) -> Store:
+def open_store(
+    settings: StoreSettings | str, *, upgrade: bool = True, keyring: Keyring | None = None
+) -> Store:
     """Open the store, creating it or bringing its schema to the newest revision if needed.
 
     Parameters
@@ -180,6 +187,8 @@ def open_store(settings: StoreSettings | str, *, upgrade: bool = True) -> Store:
         The settings, or just a database URL.
     upgrade : bool
         Apply pending migrations (the default); ``False`` opens the store as it is.
+    keyring : Keyring, optional
+        Encryption at rest for what the store keeps (see ``Store``).
 
     Raises
     ------
@@ -192,7 +201,7 @@ def open_store(settings: StoreSettings | str, *, upgrade: bool = True) -> Store:
     """
     if isinstance(settings, str):
         settings = StoreSettings.load(settings)
-    store = Store(create_store_engine(settings))
+    store = Store(create_store_engine(settings), keyring=keyring)
     try:
         if upgrade:
             store.upgrade(actor="system")

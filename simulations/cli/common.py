@@ -56,10 +56,12 @@ console = Console(highlight=False)
 @contextmanager
 def opened(database_url: str | None, *, upgrade: bool = True) -> Iterator[Store]:
     """The store named by ``--database-url`` or the environment, disposed of afterwards."""
+    from privacy.keyring import load_keyring
     from server.store.engine import open_store
     from server.store.settings import StoreSettings
 
-    store = open_store(StoreSettings.load(database_url), upgrade=upgrade)
+    keyring = load_keyring()  # FEDWARDEN_KEYRING / FEDWARDEN_KEK, if encryption at rest is on
+    store = open_store(StoreSettings.load(database_url), upgrade=upgrade, keyring=keyring)
     try:
         yield store
     finally:

@@ -108,11 +108,21 @@ def simulate_command(
     verbose: Annotated[
         bool, Opt("--verbose", "-v", help="Show Flower's and fedwarden's logs.")
     ] = False,
+    keyring_dir: Annotated[
+        Path | None,
+        Opt(
+            "--keyring",
+            envvar="FEDWARDEN_KEYRING",
+            help="Encrypt checkpoints and model artifacts at rest with this keyring's "
+            "active KEK (see `fedwarden keys`).",
+        ),
+    ] = None,
 ) -> None:
     """Run a federation of simulated institutions on this machine (Flower's simulation engine)."""
     # Heavy imports (torch, Flower, Ray) load here, so `fedwarden --help` stays fast.
     from client.datasets import get_dataset
     from privacy.config import PrivacyBudget
+    from privacy.keyring import EncryptionSettings, load_keyring
     from server.ledger import LedgerObserver
     from server.store.recorder import StoreRecorder
     from server.store.settings import StoreSettings
@@ -189,7 +199,8 @@ def simulate_command(
         database_url, default_url=f"sqlite:///{(out_dir / 'fedwarden.db').resolve()}"
     )
     run_name = f"simulate-{dataset}-{out_dir.name}"
-    with StoreRecorder.open(store_settings, run_name=run_name) as recorder:
+    keyring = load_keyring(EncryptionSettings.load(keyring=keyring_dir))
+    with StoreRecorder.open(store_settings, run_name=run_name, keyring=keyring) as recorder:
         try:
             with ProgressObserver(console, num_rounds=plan.num_rounds) as progress:
                 outcome = simulate(
