@@ -20,6 +20,7 @@ from client.flower_client import InstitutionClient
 from client.history import FileHistory, HistoryStore, StateHistory
 from client.mods import secure_aggregation_mod_for, update_guard_mod
 from client.node import NodeSettings
+from privacy.redaction import install_log_redaction
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def create_client_app(
     config and process, not per message.
     """
 
+    install_log_redaction()  # the ClientApp process logs no key, token or password
     load = _CachingLoader(data_loader)
 
     def client_fn(context: Context) -> Client:

@@ -19,6 +19,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from privacy.redaction import install_log_redaction
 from server.checkpoints import RunCheckpoint, open_checkpoint
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
@@ -64,6 +65,7 @@ def create_server_app(
     results: list[RunResult] | None = None,
 ) -> ServerApp:
     """A ServerApp; ``run_config`` overrides the context's, ``results`` receives the outcome."""
+    install_log_redaction()  # the ServerApp process logs no key, token or password
     app = ServerApp()
 
     @app.main()

@@ -240,6 +240,60 @@ def revoke_key(*, session: Session, actor: Principal, prefix: str) -> ApiKey:
     return row
 
 
+def rotate_key(
+    *,
+    session: Session,
+    actor: Principal,
+    prefix: str,
+    overlap_hours: float = 24.0,
+    expires_days: float | None = None,
+) -> tuple[str, ApiKey, ApiKey]:
+    """A new key for the owner of key ``prefix``; the old one keeps working ``overlap_hours``
+    more, then expires (needs ``key:manage``; audited as ``key.rotate``).
+
+    Returns
+    -------
+    (str, ApiKey, ApiKey)
+        The new token (show it once), its row, and the old key's row.
+    """
+    actor_name, target = actor.name, f"key:{prefix}"
+    rbac.authorize(session, principal=actor, permission="key:manage", target=target)
+    old = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+    try:
+        if old is None or old.revoked_at is not None:
+            raise NotFoundError(f"no usable key has prefix {prefix!r}", prefix=prefix)
+        if not overlap_hours >= 0:
+            raise ConfigError(f"the overlap must be >= 0 hours, got {overlap_hours}")
+        if expires_days is not None and not expires_days > 0:
+            raise ConfigError(f"a key's lifetime must be > 0 days, got {expires_days}")
+    except FedwardenError as exc:
+        raise _refused(session, exc, actor=actor_name, action="key.rotate", target=target) from None
+    now = utcnow()
+    owner = session.get_one(Principal, old.principal_id)
+    if expires_days is None and old.expires_at is not None and old.created_at is not None:
+        expires_days = max((old.expires_at - old.created_at).total_seconds() / 86400, 1.0)
+    expires = now + timedelta(days=expires_days) if expires_days is not None else None
+    token, row = keys.new_key(principal=owner, expires_at=expires)
+    session.add(row)
+    cutoff = now + timedelta(hours=overlap_hours)
+    if old.expires_at is None or old.expires_at > cutoff:
+        old.expires_at = cutoff
+    session.flush()
+    audit.append(
+        session,
+        actor=actor_name,
+        action="key.rotate",
+        target=target,
+        details={
+            "owner": owner.name,
+            "new_prefix": row.prefix,
+            "old_expires_at": old.expires_at,
+            "expires_at": expires,
+        },
+    )
+    return token, row, old
+
+
 def bootstrap_admin(*, session: Session, name: str = "admin") -> tuple[Principal, str]:
     """Create the first admin and its key; refused once any admin exists.
 

@@ -15,12 +15,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from privacy.errors import FedwardenError
+from privacy.redaction import install_log_redaction, mask
 from simulations.cli.admin import admin_app
 from simulations.cli.audit import audit_app
 from simulations.cli.client import client_app
 from simulations.cli.coordinator import coordinator_app
 from simulations.cli.db import db_app
 from simulations.cli.drift import drift_app
+from simulations.cli.keys import keys_app
 from simulations.cli.models import export_command, models_app
 from simulations.cli.pki import pki_app
 from simulations.cli.privacy import privacy_app
@@ -41,6 +43,7 @@ err_console = Console(stderr=True)
 @app.callback()
 def root() -> None:
     """Privacy-preserving federated learning: train together, share no rows."""
+    install_log_redaction()  # every command: no key, token or password in a log line
 
 
 app.command("simulate")(simulate_command)
@@ -56,14 +59,16 @@ app.command("export")(export_command)
 app.add_typer(models_app, name="models")
 app.command("serve")(serve_command)
 app.add_typer(drift_app, name="drift")
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:
     """Entry point: run the CLI; fedwarden errors become one line and their exit code."""
+    install_log_redaction()
     try:
         app(standalone_mode=False)
     except FedwardenError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(mask(str(exc)))}", highlight=False)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")
