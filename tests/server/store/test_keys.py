@@ -129,3 +129,28 @@ def test_tokens_are_unique_and_hashes_are_salted(store, admin, principal_factory
 )
 def test_malformed_tokens_do_not_parse(token):
     assert keys.split_token(token) is None
+
+
+def test_a_rotated_key_overlaps_the_new_one_then_expires(store, admin, principal_factory):
+    from server.store.governance import rotate_key
+
+    principal_factory("dora", "consumer")
+    with store.session() as session:
+        old_token, old_row = issue_key(session=session, actor=admin, principal="dora")
+    with store.session() as session:
+        new_token, new_row, old = rotate_key(
+            session=session, actor=admin, prefix=old_row.prefix, overlap_hours=2
+        )
+
+    assert _authenticate(store, new_token).name == "dora"
+    assert _authenticate(store, old_token).name == "dora"  # still inside the overlap
+    assert timedelta(hours=1) < old.expires_at - utcnow() <= timedelta(hours=2)
+    with store.session() as session:
+        row = session.scalars(select(ApiKey).where(ApiKey.prefix == old_row.prefix)).one()
+        row.expires_at = utcnow() - timedelta(seconds=1)  # the overlap has passed
+        event = audit.tail(session, limit=1)[0]
+    with pytest.raises(AuthenticationError):
+        _authenticate(store, old_token)
+    assert _authenticate(store, new_token).name == "dora"
+    assert event["action"] == "key.rotate" and event["details"]["new_prefix"] == new_row.prefix
+    assert new_token not in str(event)
