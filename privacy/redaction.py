@@ -36,7 +36,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"\b(fw_[0-9a-f]{12}_)[A-Za-z0-9_\-]+"), rf"\1{MASK}"),
     (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), rf"\1{MASK}"),
-    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)(?:[A-Za-z]+\s+)?[^\s\"',;]+"), rf"\1{MASK}"),
+    (
+        re.compile(
+            r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?!bearer\b)(?:[A-Za-z]+\s+)?[^\s\"',;]+"
+        ),
+        rf"\1{MASK}",
+    ),
     (re.compile(r"\b([a-z][a-z0-9+.\-]*://[^:/@\s]*:)[^@/\s]+(@)"), rf"\1{MASK}\2"),
     (
         re.compile(r"(?i)\b([A-Z0-9_]*(?:KEK|KEY|PASSWORD|TOKEN|SECRET)\s*=\s*)[^\s\"',;]+"),

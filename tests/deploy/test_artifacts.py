@@ -73,10 +73,10 @@ def test_the_registered_digest_is_the_plaintexts_and_is_checked(sealed):
 def test_a_wrong_or_missing_kek_fails_clearly(sealed):
     impostor = Keyring([LocalKeyEncryptionKey.generate(KEK.kek_id)], active=KEK.kek_id)
 
-    with pytest.raises(ServingError, match="does not open under KEK 'kek-artifacts'.*refusing"):
+    with pytest.raises(ServingError, match=r"does not open under KEK 'kek-artifacts'.*refusing"):
         read_artifact(sealed.exported.path, sha256=sealed.exported.sha256, keyring=impostor,
                       what="heart v3")
-    with pytest.raises(ServingError, match="encrypted.*FEDWARDEN_KEYRING"):
+    with pytest.raises(ServingError, match=r"encrypted.*FEDWARDEN_KEYRING"):
         read_artifact(sealed.exported.path, sha256=sealed.exported.sha256, keyring=None,
                       what="heart v3")
 

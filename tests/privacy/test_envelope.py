@@ -43,7 +43,7 @@ def test_the_wrong_kek_fails_clearly():
 def test_a_missing_kek_is_named():
     sealed = ring(LocalKeyEncryptionKey.generate("kek-a")).seal(PLAINTEXT)
 
-    with pytest.raises(KeyUnavailableError, match="sealed with KEK 'kek-a'.*have: kek-b"):
+    with pytest.raises(KeyUnavailableError, match=r"sealed with KEK 'kek-a'.*have: kek-b"):
         ring(LocalKeyEncryptionKey.generate("kek-b")).open(sealed)
 
 
@@ -59,7 +59,7 @@ def test_altered_ciphertext_is_refused():
 def test_a_truncated_envelope_is_refused():
     keyring = ring(LocalKeyEncryptionKey.generate("kek-a"))
 
-    with pytest.raises(DecryptionError, match="truncated|malformed"):
+    with pytest.raises(DecryptionError, match=r"truncated|malformed"):
         keyring.open(keyring.seal(PLAINTEXT)[:30])
 
 
@@ -80,7 +80,7 @@ def test_plaintext_passes_and_sealed_needs_a_keyring():
     sealed = ring(LocalKeyEncryptionKey.generate("kek-a")).seal(PLAINTEXT)
 
     assert open_if_sealed(None, PLAINTEXT, what="x") == PLAINTEXT
-    with pytest.raises(KeyUnavailableError, match="checkpoint .* is encrypted.*FEDWARDEN_KEYRING"):
+    with pytest.raises(KeyUnavailableError, match=r"checkpoint .* is encrypted.*FEDWARDEN_KEYRING"):
         open_if_sealed(None, sealed, what="checkpoint 3")
 
 

@@ -16,7 +16,9 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,10 +27,10 @@ from sqlalchemy import select
 from deploy.api import create_app
 from deploy.serving_model import frame_to_rows
 from deploy.settings import ServeSettings
-from privacy.envelope import is_sealed
-from privacy.keyring import EncryptionSettings, create_kek, load_keyring
+from privacy.envelope import Keyring, is_sealed
+from privacy.keyring import create_kek, load_keyring
 from privacy.sealed_files import read_file
-from server.checkpoints import open_checkpoint
+from server.checkpoints import RunCheckpoint, open_checkpoint
 from server.store.engine import open_store
 from server.store.models import Checkpoint, Run
 from simulations.cli.app import main
@@ -72,11 +74,58 @@ def test_a_run_and_an_export_leave_no_weights_or_keys_in_plaintext(
     for name in [n for n in os.environ if n.startswith("FEDWARDEN_")]:
         monkeypatch.delenv(name)
     caplog.set_level(logging.DEBUG)
-    keyring_dir, out = tmp_path / "keyring", tmp_path / "run"
+    keyring_dir = tmp_path / "keyring"
     monkeypatch.setenv("FEDWARDEN_KEYRING", str(keyring_dir))
     cli = Cli(monkeypatch, capsys)
-    cli("keys", "create")
 
+    run = _run_export_and_serve(tmp_path, cli, monkeypatch)
+
+    ring = load_keyring()
+    assert ring is not None and ring.active_id != run.old_kek
+    secrets = _secrets_used(tmp_path, run.tokens, ring)
+    weights = {
+        f"weights[{i}]": array.astype("float32").tobytes()[:24]
+        for i, array in enumerate(run.checkpoint.weights)
+        if array.size >= 6
+    }
+    sealed = _scan_plaintext_files(tmp_path, {**secrets, **weights})
+    assert {"pki/ca.key", "pki/server.key", "coordinator.key"} <= sealed
+    assert any(n.startswith("run/artifacts/") for n in sealed)
+    assert any(n.startswith("export/") for n in sealed)
+    logs = "\n".join([run.simulated.stdout, run.simulated.stderr, caplog.text, *cli.outputs])
+    assert "DEBUG" in run.simulated.stderr  # the run did log at DEBUG
+    for what, needle in secrets.items():
+        assert needle.decode("latin-1") not in logs, f"{what} appears in a log line or an output"
+    assert "PRIVATE KEY-----" not in logs
+
+    # The wrong KEK (same id, other key material): nothing exports, nothing is served.
+    wrong = tmp_path / "wrong-keyring"
+    create_kek(wrong, kek_id=ring.active_id)
+    monkeypatch.setenv("FEDWARDEN_KEYRING", str(wrong))
+    monkeypatch.setenv("FEDWARDEN_API_KEY", run.tokens["ops"])
+    refused = cli("export", "--run", run.run_id, "--name", "again", "--artifact-dir",
+                  str(tmp_path / "again"), code=72)  # fmt: skip
+    assert "cannot decrypt" in refused and "does not open under KEK" in refused
+    assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
+    assert _predict(run.url, run.rows, run.tokens["app-rotated"]).status_code != 200
+
+
+@dataclass
+class Done:
+    tokens: dict[str, str]
+    run_id: str
+    url: str
+    checkpoint: RunCheckpoint
+    simulated: subprocess.CompletedProcess[str]
+    rows: list[dict]
+    old_kek: str
+
+
+def _run_export_and_serve(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Done:
+    """keys create, simulate at DEBUG, admin keys (one rotated), PKI, signing key, receipt,
+    export, promote, two predictions (old and rotated key), KEK rotation and retirement."""
+    cli("keys", "create")
+    out = tmp_path / "run"
     simulated = subprocess.run(
         [sys.executable, "-c", DEBUG_SIMULATE, "simulate", "--institutions", "2", "--rounds", "2",
          "--no-baseline", "--out", str(out)],
@@ -85,111 +134,87 @@ def test_a_run_and_an_export_leave_no_weights_or_keys_in_plaintext(
     assert simulated.returncode == 0, simulated.stderr[-3000:]
     url = f"sqlite:///{out / 'fedwarden.db'}"
     monkeypatch.setenv("FEDWARDEN_DATABASE_URL", url)
-
     tokens = {"admin": cli("admin", "init", shows_key=True)}
     monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["admin"])
     for name, role in (("ops", "operator"), ("app", "consumer")):
         cli("admin", "create-principal", name, "--role", role)
         tokens[name] = cli("admin", "issue-key", name, shows_key=True)
     prefix = tokens["app"].split("_")[1]
-    tokens["app-rotated"] = cli("admin", "rotate-key", prefix, "--overlap-hours", "1", shows_key=True)
+    tokens["app-rotated"] = cli(
+        "admin", "rotate-key", prefix, "--overlap-hours", "1", shows_key=True
+    )
     cli("pki", "init", "--out", str(tmp_path / "pki"))
     cli("audit", "keygen", "--key", str(tmp_path / "coordinator.key"))
     cli("audit", "checkpoint", "--key", str(tmp_path / "coordinator.key"),
         "--out", str(tmp_path / "receipt.json"))  # fmt: skip
-    store = open_store(url, keyring=load_keyring())
+    ring = load_keyring()
+    assert ring is not None
+    store = open_store(url, keyring=ring)
     with store.session() as session:
         run_id = session.scalars(select(Run.id)).one()
         blob = session.scalars(select(Checkpoint.blob).order_by(Checkpoint.round.desc())).first()
     store.dispose()
+    assert blob is not None and is_sealed(blob)
+    checkpoint = open_checkpoint(blob, keyring=ring, what="the last checkpoint")
     monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["ops"])
     cli("export", "--run", run_id, "--name", "exported", "--artifact-dir", str(tmp_path / "export"))
     cli("models", "promote", "heart-disease", "1")
-
-    scenario = Scenario(institutions=2)
-    test_rows = scenario.all_institutions()[0].test.head(5)
-    ring = load_keyring()
-    checkpoint = open_checkpoint(blob, keyring=ring, what="the last checkpoint")
-    spec_rows = _rows(checkpoint, test_rows)
-    with TestClient(create_app(ServeSettings(database_url=url, drift_monitoring=False))) as client:
-        for token in (tokens["app"], tokens["app-rotated"]):
-            response = client.post("/v1/models/heart-disease/predict", json={"rows": spec_rows},
-                                   headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-            assert response.status_code == 200, response.text
-        bad = client.post("/v1/models/heart-disease/predict", json={"rows": "not rows"},
-                          headers={"Authorization": f"Bearer {tokens['app']}"})  # fmt: skip
-        assert bad.status_code == 422 and "not rows" not in bad.text
-
-    # Rotate the KEK: everything is rewrapped, the old KEK can go.
-    old_kek = ring.active_id if ring is not None else ""
+    rows = _rows(checkpoint, Scenario(institutions=2).all_institutions()[0].test.head(5))
+    for token in (tokens["app"], tokens["app-rotated"]):
+        response = _predict(url, rows, token)
+        assert response.status_code == 200, response.text
     monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["admin"])
     paths = ["--path", str(tmp_path / "pki"), "--path", str(tmp_path / "coordinator.key")]
     cli("keys", "rotate", *paths)
-    cli("keys", "retire", old_kek, *paths)
+    cli("keys", "retire", ring.active_id, *paths)
     assert "envelopes" in cli("keys", "status", *paths)
+    return Done(tokens=tokens, run_id=run_id, url=url, checkpoint=checkpoint,
+                simulated=simulated, rows=rows, old_kek=ring.active_id)  # fmt: skip
 
-    # Every secret that was used, and every weight.
-    ring = load_keyring()
-    assert ring is not None and ring.active_id != old_kek
+
+def _predict(url: str, rows: list[dict], token: str) -> Any:
+    with TestClient(create_app(ServeSettings(database_url=url, drift_monitoring=False))) as client:
+        response = client.post("/v1/models/heart-disease/predict", json={"rows": rows},
+                               headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        malformed = client.post("/v1/models/heart-disease/predict", json={"rows": "not rows"},
+                                headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert malformed.status_code in (401, 404, 422) and "not rows" not in malformed.text
+    return response
+
+
+def _secrets_used(tmp_path: Path, tokens: dict[str, str], ring: Keyring) -> dict[str, bytes]:
+    """API keys' secrets, every KEK (base64 and raw) and a slice of every private key's body."""
     secrets = {f"token {name}": token.split("_", 2)[2].encode() for name, token in tokens.items()}
-    for path in keyring_dir.glob("*.kek"):
+    for path in (tmp_path / "keyring").glob("*.kek"):
         key_b64 = json.loads(path.read_text())["key"]
         secrets[f"KEK {path.stem}"] = key_b64.encode()
         secrets[f"KEK {path.stem} raw"] = base64.b64decode(key_b64)
-    secrets[f"KEK {old_kek} (retired)"] = b"retired"  # placeholder: its file is gone
-    private_files = [tmp_path / "pki" / "ca.key", tmp_path / "pki" / "server.key",
-                     tmp_path / "coordinator.key"]  # fmt: skip
-    for path in private_files:
+    for path in (tmp_path / "pki" / "ca.key", tmp_path / "pki" / "server.key",
+                 tmp_path / "coordinator.key"):  # fmt: skip
         pem = read_file(path, keyring=ring).decode()
-        body = "".join(pem.strip().splitlines()[1:-1])
-        secrets[f"private key {path.name}"] = body[10:50].encode()
-    weights = {
-        f"weights[{i}]": array.astype("float32").tobytes()[:24]
-        for i, array in enumerate(checkpoint.weights)
-        if array.size >= 6
-    }
-    assert weights
-    secrets.pop(f"KEK {old_kek} (retired)")
+        secrets[f"private key {path.name}"] = "".join(pem.strip().splitlines()[1:-1])[
+            10:50
+        ].encode()
+    return secrets
 
-    sealed, scanned = [], 0
-    for path in sorted(p for p in tmp_path.rglob("*") if p.is_file()):
-        if keyring_dir in path.parents:
+
+def _scan_plaintext_files(root: Path, needles: dict[str, bytes]) -> set[str]:
+    """Assert no plaintext file under ``root`` (the keyring aside) holds a needle; return the
+    sealed files' relative paths."""
+    sealed, scanned = set(), 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if root / "keyring" in path.parents:
             continue
         data = path.read_bytes()
         if is_sealed(data):
-            sealed.append(path.relative_to(tmp_path))
+            sealed.add(str(path.relative_to(root)))
             continue
         scanned += 1
-        for what, needle in {**secrets, **weights}.items():
+        for what, needle in needles.items():
             assert needle not in data, f"{what} in plaintext in {path}"
         assert b"PRIVATE KEY-----" not in data, f"a private key in plaintext in {path}"
     assert scanned >= 5  # summary.json, ledger.jsonl, the plot, the store, the receipt, ...
-    names = {str(p) for p in sealed}
-    assert {"pki/ca.key", "pki/server.key", "coordinator.key"} <= names
-    assert any(n.startswith("run/artifacts/") for n in names)
-    assert any(n.startswith("export/") for n in names)
-
-    logs = "\n".join([simulated.stdout, simulated.stderr, caplog.text, *cli.outputs])
-    assert "DEBUG" in simulated.stderr  # the run did log at DEBUG
-    for what, needle in secrets.items():
-        text = needle.decode("latin-1")
-        assert text not in logs, f"{what} appears in a log line or an output"
-    assert "PRIVATE KEY-----" not in logs
-
-    # The wrong KEK (same id, other key material): nothing exports, nothing is served.
-    wrong = tmp_path / "wrong-keyring"
-    create_kek(wrong, kek_id=ring.active_id)
-    monkeypatch.setenv("FEDWARDEN_KEYRING", str(wrong))
-    monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["ops"])
-    refused = cli("export", "--run", run_id, "--name", "again", "--artifact-dir",
-                  str(tmp_path / "again"), code=72)  # fmt: skip
-    assert "cannot decrypt" in refused and "does not open under KEK" in refused
-    assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
-    assert load_keyring(EncryptionSettings.load()) is not None
-    with TestClient(create_app(ServeSettings(database_url=url, drift_monitoring=False))) as client:
-        response = client.post("/v1/models/heart-disease/predict", json={"rows": spec_rows},
-                               headers={"Authorization": f"Bearer {tokens['app-rotated']}"})  # fmt: skip
-    assert response.status_code != 200 and "predictions" not in response.json()
+    return sealed
 
 
 def _rows(checkpoint, frame) -> list[dict]:

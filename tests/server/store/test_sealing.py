@@ -20,9 +20,7 @@ WEIGHTS = [np.arange(64, dtype=np.float32) * 0.123456]
 
 
 def _checkpoint() -> RunCheckpoint:
-    return RunCheckpoint(
-        round=1, weights=WEIGHTS, preprocessing="{}", model_spec={}, run_config={}
-    )
+    return RunCheckpoint(round=1, weights=WEIGHTS, preprocessing="{}", model_spec={}, run_config={})
 
 
 def _saved(store, actor, keyring: Keyring) -> str:
