@@ -46,7 +46,7 @@ def test_the_signing_key_is_sealed_and_a_wrong_kek_fails_clearly(tmp_path, keyri
     assert load_signing_key(path, keyring=keyring).public_key()
     assert public
     impostor = Keyring([LocalKeyEncryptionKey.generate("kek-files")], active="kek-files")
-    with pytest.raises(DecryptionError, match="cannot decrypt the signing key .*kek-files"):
+    with pytest.raises(DecryptionError, match=r"cannot decrypt the signing key .*kek-files"):
         load_signing_key(path, keyring=impostor)
 
 
