@@ -3,7 +3,8 @@
 The coordinator (``fedwarden coordinator start``: a SuperLink with TLS, node
 authentication and a state database) and three heart-disease institutions
 (``fedwarden client join``), each a process group of its own, over TLS with
-registered node keys, SecAgg+ and DP-SGD on. Slow (minutes), run in CI.
+registered node keys, SecAgg+ and DP-SGD on, and encryption at rest on (a keyring:
+sealed PKI keys, node keys and checkpoints). Slow (minutes), run in CI.
 
 Nodes run ``--warm`` (preloaded, forked ClientApps) when ``client.warm_exec`` is
 importable, else ``--no-warm``; ``FEDWARDEN_E2E_WARM=0`` forces ``--no-warm``.
@@ -34,7 +35,9 @@ from client.app import create_client_app
 from client.join import free_port
 from client.models import ModelSpec, build_model, get_weights
 from privacy.config import PrivacyBudget
-from server.checkpoints import RunCheckpoint
+from privacy.envelope import Keyring, is_sealed
+from privacy.keyring import EncryptionSettings, create_kek, load_keyring
+from server.checkpoints import open_checkpoint
 from server.config import federation_settings_from_run_config
 from server.orchestrator import Federation
 from server.records import RunResult
@@ -72,6 +75,7 @@ class Deployment:
     root: Path
     url: str
     api_key: str
+    keyring: Path
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -84,7 +88,12 @@ class Deployment:
         return self.root / "state"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "FEDWARDEN_API_KEY": self.api_key, "PYTHONUNBUFFERED": "1"}
+        return {
+            **os.environ,
+            "FEDWARDEN_API_KEY": self.api_key,
+            "FEDWARDEN_KEYRING": str(self.keyring),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -147,7 +156,12 @@ class Deployment:
         return self.spawn(name, fedwarden("run", *args, "--state", str(self.state)))
 
     def store(self) -> Store:
-        return open_store(self.url, upgrade=False)
+        return open_store(self.url, upgrade=False, keyring=self.ring())
+
+    def ring(self) -> Keyring:
+        keyring = load_keyring(EncryptionSettings(keyring=self.keyring))
+        assert keyring is not None
+        return keyring
 
 
 def wait_for(
@@ -209,9 +223,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     root = tmp_path_factory.mktemp("deployment")
     url = f"sqlite:///{root / 'store.db'}"
     token = cli("admin", "init", "--database-url", url).strip().splitlines()[-1]
-    deployment = Deployment(root=root, url=url, api_key=token)
+    create_kek(root / "keyring")
+    deployment = Deployment(root=root, url=url, api_key=token, keyring=root / "keyring")
     try:
-        cli("pki", "init", "--out", str(deployment.pki), "--host", "127.0.0.1")
+        cli("pki", "init", "--out", str(deployment.pki), "--host", "127.0.0.1", env=deployment.env())
         for name in INSTITUTIONS:
             cli(
                 "pki", "node", "--institution", name, "--out", str(root / "nodes"),
@@ -271,7 +286,8 @@ def test_three_institutions_over_tls_match_the_seeded_simulation(deployment):
             ).one()
     finally:
         store.dispose()
-    deployed = RunCheckpoint.from_bytes(blob).weights
+    assert is_sealed(blob)
+    deployed = open_checkpoint(blob, keyring=deployment.ring(), what="round 3").weights
     simulated = simulate(3)
 
     initial = get_weights(build_model(ModelSpec.from_dict(simulated.model_spec), seed=0))
@@ -381,3 +397,31 @@ def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_reco
     assert {r for _, r in ledger} == {1, 2, 3, 4}
     assert "Switzerland" in rounds[3].dropped
     assert sorted(rounds[3].participants) == ["Cleveland", "Hungary"]
+
+
+def test_keys_stay_sealed_and_no_secret_reaches_a_log(deployment):
+    sealed = {"pki/ca.key", "pki/server.key"} | {f"nodes/{n}.key" for n in INSTITUTIONS}
+    for name in sealed:
+        assert is_sealed((deployment.root / name).read_bytes()), name
+    secrets = {"API key": deployment.api_key.split("_", 2)[2]}
+    for path in deployment.keyring.glob("*.kek"):
+        secrets[f"KEK {path.stem}"] = json.loads(path.read_text())["key"]
+    for name in sealed:
+        pem = deployment.ring().open((deployment.root / name).read_bytes()).decode()
+        secrets[f"private key {name}"] = "".join(pem.strip().splitlines()[1:-1])[10:50]
+    store = deployment.store()
+    try:
+        with store.session() as session:
+            blobs = list(session.scalars(select(Checkpoint.blob)))
+    finally:
+        store.dispose()
+    assert blobs and all(is_sealed(blob) for blob in blobs)
+
+    for path in sorted(p for p in deployment.root.rglob("*") if p.is_file()):
+        if deployment.keyring in path.parents or is_sealed(path.read_bytes()[:8]):
+            continue
+        text = path.read_bytes().decode("latin-1")
+        for what, secret in secrets.items():
+            assert secret not in text, f"{what} in {path}"
+        if path.name not in ("Rogue.key",):  # the rogue node's key was made without a keyring
+            assert "PRIVATE KEY-----" not in text, f"a private key in plaintext in {path}"
