@@ -192,9 +192,8 @@ def _secrets_used(tmp_path: Path, tokens: dict[str, str], ring: Keyring) -> dict
     for path in (tmp_path / "pki" / "ca.key", tmp_path / "pki" / "server.key",
                  tmp_path / "coordinator.key"):  # fmt: skip
         pem = read_file(path, keyring=ring).decode()
-        secrets[f"private key {path.name}"] = "".join(pem.strip().splitlines()[1:-1])[
-            10:50
-        ].encode()
+        body = "".join(pem.strip().splitlines()[1:-1])
+        secrets[f"private key {path.name}"] = private_part(pem, body).encode()
     return secrets
 
 
@@ -222,3 +221,11 @@ def _rows(checkpoint, frame) -> list[dict]:
 
     spec = PreprocessingSpec.from_json(checkpoint.preprocessing)
     return frame_to_rows(frame[spec.schema.feature_names], spec)
+
+
+def private_part(pem: str, body: str) -> str:
+    """40 base64 characters of the private key itself (not the format's header, not the
+    public key that the certificate also holds)."""
+    if "OPENSSH" in pem:
+        return body[-64:-24]  # the private scalar, before the comment and padding
+    return body[52:92] if len(body) > 100 else body[22:62]  # PKCS#8: EC P-384, Ed25519
