@@ -285,12 +285,13 @@ def deployment_seconds_per_round(
 
 def simulation_seconds_per_round(*, institutions: int, rounds: int) -> float:
     """Median round duration of the same run on Flower's simulation engine."""
-    from simulations.runner import simulate
+    from simulations.runner import prepare, simulate
     from simulations.scenario import Scenario
 
+    scenario = Scenario(dataset="heart-disease", institutions=institutions)
     outcome = simulate(
-        Scenario(dataset="heart-disease", institutions=institutions),
-        {"num-server-rounds": rounds, "secagg": True, "dp": True, "profile": False},
+        scenario,
+        prepare(scenario, {"num-server-rounds": rounds, "secagg": True, "dp": True, "profile": False}),
         baseline=False,
     )
     durations = [r.duration_s for r in outcome.result.rounds]

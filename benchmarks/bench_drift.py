@@ -33,7 +33,8 @@ from deploy.serving_model import frame_to_rows
 from deploy.settings import ServeSettings
 from server.store import repository as repo
 from server.store.engine import open_store
-from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.governance import bootstrap_admin, enroll_principal
+from server.store.settings import StoreSettings
 from simulations.scenario import Scenario
 
 MODEL = "heart-disease"
@@ -64,12 +65,10 @@ def main() -> None:
     url = f"sqlite:///{work / 'fedwarden.db'}"
     store = open_store(url)
     with store.session() as session:
-        admin, _ = bootstrap_admin(session=session)
-        create_principal(session=session, actor=admin, name="ops", role="operator")
-        create_principal(session=session, actor=admin, name="bench", role="consumer")
-        key, _ = issue_key(session=session, actor=admin, principal="bench")
+        bootstrap_admin(session=session)
+        key = enroll_principal(session=session, name="bench", role="consumer")[1]
         ops = repo.authenticate(
-            session, issue_key(session=session, actor=admin, principal="ops")[0]
+            session, enroll_principal(session=session, name="ops", role="operator")[1]
         )
         repo.promote_model_version(session=session, actor=ops, name=MODEL, version=1)
         has_profile = repo.get_model_version(session=session, actor=ops, name=MODEL).profile
@@ -78,7 +77,7 @@ def main() -> None:
 
     # One service (one onnxruntime session): monitoring is switched on and off between calls,
     # so that nothing but the monitor differs.
-    settings = ServeSettings(database_url=url, providers="cpu", drift_window_rows=5000)
+    settings = ServeSettings(store=StoreSettings.load(url), providers="cpu", drift_window_rows=5000)
     service = Service.build(settings, store=store)
     service.catalog.refresh()  # no background threads: nothing else runs during timing
     identity = service.authenticator.identify(f"Bearer {key}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from client.preprocessing import PreprocessingSpec
+from client.contract.preprocessing import PreprocessingSpec
 from deploy.predictor import LoadedModel
 from privacy.keyring import EncryptionSettings, create_kek, load_keyring
 from privacy.sealed_files import read_file

@@ -1,187 +1,161 @@
 """Inference costs, measured in one run on the same model.
 
-1. In the process: onnxruntime vs PyTorch eager latency (p50, p99) of the served
-   graph (preprocessing + network + softmax) at batch 1 and 256.
-2. Over HTTP: requests per second of `fedwarden serve` (one uvicorn worker) under
-   `wrk` on loopback at batch 1 and 64, and, from the service's own Prometheus
-   histograms, how much of a batch-64 request is the model and how much the rest.
+1. In the process, batch 64: what a predict request costs outside the model
+   (parsing the body, checking and encoding it, building the answer, keeping
+   the prediction ids) against the model itself (onnxruntime), for the row and
+   the columnar formats, beside the path before columnar requests existed
+   (stdlib JSON, pydantic, the row encoder, stdlib JSON out).
+2. Over HTTP: requests and rows per second of `fedwarden serve` (one uvicorn
+   worker) at batch 1, 64 and 1024, rows and columns.
+3. FP32 vs INT8 (ONNX Runtime dynamic and static quantisation): latency at
+   batch 1 and 64 on one thread, and held-out accuracy, for the heart-disease
+   model and for a larger MLP (two hidden layers of 1024) trained on the same rows.
 
-The model is the default heart-disease federation's (`fedwarden simulate --rounds 2`).
+The heart-disease model is the default federation's (`fedwarden simulate --rounds 2`).
 
-    python benchmarks/bench_serving.py [--seconds 10] [--connections 8]
+    python benchmarks/bench_serving.py [--seconds 5] [--connections 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
+import orjson
 import pandas as pd
 import torch
 
-from client.models import ModelSpec
-from client.preprocessing import PreprocessingSpec
-from deploy.onnx_export import serving_module
+from client.contract.architecture import ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
+from client.models import build_model, get_weights
+from client.training import train_locally
+from deploy.onnx_export import export_model
+from deploy.outcomes import OutcomeLog
 from deploy.predictor import LoadedModel
+from deploy.quantize import quantize_artifact
+from deploy.requests import parse_predict_body
+from deploy.schemas import PredictRequest
 from deploy.serving_model import encode_rows, frame_to_rows
-from server.checkpoints import RunCheckpoint
+from deploy.validation import RequestLimits
+from server.checkpoint_format import RunCheckpoint
 from server.store import repository as repo
 from server.store.engine import open_store
-from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.governance import bootstrap_admin, enroll_principal
 from simulations.scenario import Scenario
 
 
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
-
-
-def in_process(
-    model: LoadedModel, module: torch.nn.Module, rows: list[dict], *, batch: int, calls: int
-) -> dict[str, tuple[float, float]]:
-    torch.set_num_threads(1)
-    numeric, categorical = encode_rows(rows[:batch], model.preprocessing)
-    x_num, x_cat = torch.as_tensor(numeric), torch.as_tensor(categorical)
-    feeds = {"numeric": numeric, "categorical": categorical}
-    timings: dict[str, list[float]] = {"onnxruntime": [], "pytorch": []}
+def median_us(work: Callable[[], Any], *, calls: int) -> float:
+    samples = []
     for _ in range(calls):
         began = time.perf_counter()
-        model.session.run(None, feeds)
-        timings["onnxruntime"].append(time.perf_counter() - began)
-        began = time.perf_counter()
-        with torch.no_grad():
-            module(x_num, x_cat)
-        timings["pytorch"].append(time.perf_counter() - began)
-    return {k: percentiles(v[calls // 10 :]) for k, v in timings.items()}
+        work()
+        samples.append(time.perf_counter() - began)
+    return 1e6 * statistics.median(samples[calls // 10 :])
 
 
-def wrk(url: str, body: str, key: str, *, seconds: int, connections: int) -> float:
-    script = Path(tempfile.mkdtemp()) / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(body)}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-    )
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"{errors.group(1)} failed requests under load:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+def answer(model: LoadedModel, probabilities: np.ndarray, ids: list[str]) -> dict[str, Any]:
+    """The predict route's answer (``deploy.routes.predict``)."""
+    labels = model.labels
+    predicted = [labels[i] for i in probabilities.argmax(axis=1)]
+    return {
+        "model": model.name,
+        "version": model.version,
+        "predictions": [
+            {"label": label, "probabilities": dict(zip(labels, row, strict=True)),
+             "prediction_id": i, "request_id": None}
+            for label, row, i in zip(predicted, probabilities.tolist(), ids, strict=True)
+        ],
+    }  # fmt: skip
 
 
-def python_load(url: str, body: str, key: str, *, seconds: int, connections: int) -> float:
-    """A fallback load generator when wrk is not installed (it costs more CPU itself)."""
-    import threading
+def in_process(model: LoadedModel, rows: list[dict], store_url: str, *, calls: int) -> None:
+    batch = rows[:64]
+    columns = {
+        name: [row.get(name) for row in batch] for name in model.preprocessing.schema.feature_names
+    }
+    row_body, column_body = orjson.dumps({"rows": batch}), orjson.dumps({"columns": columns})
+    limits = RequestLimits()
+    store = open_store(store_url)
+    outcomes = OutcomeLog(store, retention_s=86400.0)
+    numeric, categorical = model.encode(batch)
+    probabilities = model.run(numeric, categorical).probabilities
 
+    def before() -> None:  # the predict path before this change: stdlib JSON and pydantic
+        request = PredictRequest.model_validate(json.loads(row_body))
+        encoded = model.encode(request.rows or [], limits=limits)
+        json.dumps(answer(model, probabilities, [""] * len(encoded[0])))
+
+    def by(fmt: str) -> Callable[[], None]:
+        raw = row_body if fmt == "rows" else column_body
+
+        def outside() -> None:
+            body = parse_predict_body(raw)
+            if body.columns is not None:
+                encoded = model.encode_columns(body.columns, limits=limits)
+            else:
+                encoded = model.encode(body.rows or [], limits=limits)
+            ids, _ = outcomes.record(
+                model=model.name, version=1, probabilities=probabilities, request_id=None
+            )
+            orjson.dumps(answer(model, probabilities, ids))
+            del encoded
+
+        return outside
+
+    model_us = median_us(lambda: model.run(numeric, categorical), calls=calls)
+    print("== in process, batch 64 (1 onnxruntime thread): outside the model vs the model")
+    print(f"model (onnxruntime session.run):                 {model_us:8.1f} µs")
+    for label, work in (("before: stdlib JSON + pydantic + row checks", before),
+                        ("rows: orjson + row checks + answer + ids", by("rows")),
+                        ("columns: orjson + numpy checks + answer + ids", by("columns"))):  # fmt: skip
+        outside = median_us(work, calls=calls)
+        print(
+            f"{label:<48} {outside:8.1f} µs outside the model ({outside / model_us:4.2f}x the model)"
+        )
+        outcomes._pending.clear()
+    store.dispose()
+
+
+def load(url: str, body: bytes, key: str, *, seconds: float, connections: int) -> float:
+    """Requests per second from ``connections`` keep-alive clients (in this process)."""
     done = []
     stop = time.monotonic() + seconds
 
     def worker() -> None:
+        count = 0
         with httpx.Client(
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         ) as client:
             while time.monotonic() < stop:
                 client.post(url, content=body).raise_for_status()
-                done.append(1)
+                count += 1
+        done.append(count)
 
     threads = [threading.Thread(target=worker) for _ in range(connections)]
+    began = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return len(done) / seconds
+    return sum(done) / (time.monotonic() - began)
 
 
-def histogram(metrics: str, name: str, labels: str) -> tuple[float, float]:
-    """Sum and count of a Prometheus histogram series (zeros before its first sample)."""
-    values = []
-    for part in ("sum", "count"):
-        found = re.search(rf"{name}_{part}\{{{re.escape(labels)}\}} ([\d.e+-]+)", metrics)
-        values.append(float(found.group(1)) if found else 0.0)
-    return values[0], values[1]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=8)
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="fedwarden-bench-"))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulations.cli",
-            "simulate",
-            "--rounds",
-            "2",
-            "--no-baseline",
-            "--out",
-            str(work),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    url = f"sqlite:///{work / 'fedwarden.db'}"
-    store = open_store(url)
-    with store.session() as session:
-        admin, _ = bootstrap_admin(session=session)
-        create_principal(
-            session=session, actor=admin, name="bench", role="consumer", kind="service"
-        )
-        create_principal(session=session, actor=admin, name="ops", role="operator")
-        key, _ = issue_key(session=session, actor=admin, principal="bench")
-        ops = repo.authenticate(
-            session, issue_key(session=session, actor=admin, principal="ops")[0]
-        )
-        repo.promote_model_version(session=session, actor=ops, name="heart-disease", version=1)
-        version = repo.get_model_version(session=session, actor=ops, name="heart-disease")
-        checkpoint = RunCheckpoint.from_bytes(
-            repo.checkpoint_for_export(session=session, actor=ops, run_id=version.run_id).blob
-        )
-        path, sha = Path(version.artifact_path), version.artifact_sha256
-    store.dispose()
-    spec = PreprocessingSpec.from_json(checkpoint.preprocessing)
-    loaded = LoadedModel(
-        name="heart-disease",
-        version=1,
-        path=path,
-        sha256=sha,
-        preprocessing=spec,
-        providers=["CPUExecutionProvider"],
-    )
-    module = serving_module(checkpoint.weights, ModelSpec.from_dict(checkpoint.model_spec), spec)
-    test = pd.concat([i.test for i in Scenario().all_institutions()], ignore_index=True)
-    rows = frame_to_rows(pd.concat([test] * 2, ignore_index=True), spec)
-
-    print("== in process: the served graph, onnxruntime vs PyTorch eager (1 thread)")
-    for batch, calls in ((1, 3000), (256, 500)):
-        result = in_process(loaded, module, rows, batch=batch, calls=calls)
-        (o50, o99), (t50, t99) = result["onnxruntime"], result["pytorch"]
-        print(
-            f"batch {batch:>3}: onnxruntime p50 {o50 * 1e6:8.1f} µs p99 {o99 * 1e6:8.1f} µs | "
-            f"pytorch p50 {t50 * 1e6:8.1f} µs p99 {t99 * 1e6:8.1f} µs | speed-up p50 {t50 / o50:5.2f}x"
-        )
-
+def over_http(
+    url: str, key: str, rows: list[dict], features: list[str], *, seconds: float, connections: int
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -197,6 +171,10 @@ def main() -> None:
             str(port),
             "--log-level",
             "warning",
+            "--max-rows",
+            "1024",
+            "--max-body-bytes",
+            str(8 << 20),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -208,50 +186,157 @@ def main() -> None:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.2)
-        load = wrk if shutil.which("wrk") else python_load
+                pass
+            time.sleep(0.2)
         print(
-            f"== over HTTP: fedwarden serve (1 uvicorn worker), {load.__name__} with {args.connections} connections for {args.seconds} s"
+            f"== over HTTP: fedwarden serve (1 uvicorn worker), {connections} Python clients, {seconds:g} s each"
         )
-        for batch in (1, 64):
-            body = json.dumps({"rows": rows[:batch]})
-            before = httpx.get(f"{base}/metrics").text
-            rps = load(
-                f"{base}/v1/models/heart-disease/predict",
-                body,
-                key,
-                seconds=args.seconds,
-                connections=args.connections,
-            )
-            after = httpx.get(f"{base}/metrics").text
-            label = 'route="/v1/models/{name}/predict"'
-            (r0, n0), (r1, n1) = (
-                histogram(m, "fedwarden_http_request_duration_seconds", label)
-                for m in (before, after)
-            )
-            (m0, _), (m1, _) = (
-                histogram(m, "fedwarden_model_inference_seconds", 'model="heart-disease"')
-                for m in (before, after)
-            )
-            (c0, _), (c1, _) = (
-                histogram(m, "fedwarden_input_check_seconds", 'model="heart-disease"')
-                for m in (before, after)
-            )
-            requests = n1 - n0
-            request, model, checks = (
-                (r1 - r0) / requests,
-                (m1 - m0) / requests,
-                (c1 - c0) / requests,
-            )
-            print(
-                f"batch {batch:>3}: {rps:8.1f} requests/s ({rps * batch:9.1f} rows/s); in the server: "
-                f"{request * 1e3:6.2f} ms a request: model (onnxruntime) {model * 1e3:6.3f} ms, "
-                f"row checks and encoding {checks * 1e3:6.3f} ms, "
-                f"HTTP layer (JSON, auth, framework) {(request - model - checks) * 1e3:6.3f} ms"
-            )
+        for batch in (1, 64, 1024):
+            part = (rows * (1 + batch // len(rows)))[:batch]
+            bodies = {
+                "rows": orjson.dumps({"rows": part}),
+                "columns": orjson.dumps(
+                    {"columns": {f: [r.get(f) for r in part] for f in features}}
+                ),
+            }
+            for fmt, body in bodies.items():
+                rps = load(
+                    f"{base}/v1/models/heart-disease/predict",
+                    body,
+                    key,
+                    seconds=seconds,
+                    connections=connections,
+                )
+                print(
+                    f"batch {batch:>4} {fmt:<7}: {rps:8.1f} requests/s {rps * batch:10.1f} rows/s"
+                )
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def int8(label: str, path: Path, spec: PreprocessingSpec, test: pd.DataFrame) -> None:
+    numeric, categorical = encode_rows(frame_to_rows(test, spec), spec)
+    labels = spec.labels(test)
+    for mode in ("dynamic", "static"):
+        decision = quantize_artifact(
+            path,
+            mode=mode,
+            numeric=numeric,
+            categorical=categorical,
+            labels=labels,
+            tolerance_points=100.0,
+            repeats=300,
+        )
+        for measured in ([decision.fp32] if mode == "dynamic" else []) + list(decision.candidates):
+            print(
+                f"{label:<26} {measured.kind:<8} batch 1 {measured.ms_batch_1 * 1e3:8.1f} µs  "
+                f"batch 64 {measured.ms_batch_64 * 1e3:8.1f} µs  accuracy {measured.accuracy:.4f}  "
+                f"speed-up b1 {decision.fp32.ms_batch_1 / measured.ms_batch_1:4.2f}x "
+                f"b64 {decision.fp32.ms_batch_64 / measured.ms_batch_64:4.2f}x"
+            )
+        for measured in decision.candidates:
+            path.with_name(f"{path.stem}.int8-{measured.kind}.onnx").unlink(missing_ok=True)
+
+
+def larger_mlp(spec: PreprocessingSpec, train: pd.DataFrame, folder: Path) -> Path:
+    model_spec = ModelSpec(
+        name="mlp",
+        num_features=len(spec.output_names),
+        num_classes=len(spec.schema.target.labels),
+        hidden=1024,
+    )
+    network = build_model(model_spec, seed=0)
+    train_locally(
+        network,
+        spec.transform(train),
+        spec.labels(train),
+        epochs=15,
+        learning_rate=0.02,
+        sample_rate=0.1,
+        noise_multiplier=None,
+        max_grad_norm=1.0,
+        seed=0,
+        device=torch.device("cpu"),
+    )
+    exported = export_model(
+        weights=get_weights(network),
+        model_spec=model_spec,
+        preprocessing=spec,
+        path=folder / "mlp-1024.onnx",
+    )
+    return exported.path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    work = Path(tempfile.mkdtemp(prefix="fedwarden-bench-"))
+    try:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simulations.cli",
+                "simulate",
+                "--rounds",
+                "2",
+                "--no-baseline",
+                "--out",
+                str(work),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        url = f"sqlite:///{work / 'fedwarden.db'}"
+        store = open_store(url)
+        with store.session() as session:
+            bootstrap_admin(session=session)
+            key = enroll_principal(session=session, name="bench", role="consumer", kind="service")[1]
+            ops = repo.authenticate(
+                session, enroll_principal(session=session, name="ops", role="operator")[1]
+            )
+            repo.promote_model_version(session=session, actor=ops, name="heart-disease", version=1)
+            version = repo.get_model_version(session=session, actor=ops, name="heart-disease")
+            checkpoint = RunCheckpoint.from_bytes(
+                repo.checkpoint_for_export(session=session, actor=ops, run_id=version.run_id).blob
+            )
+            path, sha = Path(version.artifact_path), version.artifact_sha256
+        store.dispose()
+        spec = PreprocessingSpec.from_json(checkpoint.preprocessing)
+        model = LoadedModel(
+            name="heart-disease",
+            version=1,
+            path=path,
+            sha256=sha,
+            preprocessing=spec,
+            providers=["CPUExecutionProvider"],
+        )
+        institutions = Scenario().all_institutions()
+        test = pd.concat([i.test for i in institutions], ignore_index=True)
+        train = pd.concat([i.train for i in institutions], ignore_index=True)
+        rows = frame_to_rows(test, spec)
+
+        in_process(model, rows, url, calls=args.calls)
+        over_http(
+            url,
+            key,
+            rows,
+            spec.schema.feature_names,
+            seconds=args.seconds,
+            connections=args.connections,
+        )
+        print("== FP32 vs INT8 (onnxruntime.quantization), 1 thread, accuracy on the held-out rows")
+        int8("heart-disease (federated)", path, spec, test)
+        int8("MLP 1024-1024 (pooled)", larger_mlp(spec, train, work), spec, test)
+    finally:
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,95 +1,199 @@
 """Training-side costs, measured in one run.
 
-1. DP-SGD local training time divided by non-private local training time, for the
-   same model, rows and steps (one institution's local round, repeated).
-2. Wall time per federated round on Flower's simulation engine for 4, 20 and 100
-   simulated institutions (digits, IID), the first round (Ray start-up) excluded.
+1. One DP-SGD step divided by one non-private step (same model, batch 256, one
+   CPU thread), for each per-sample gradient mode (Opacus hooks, ghost clipping,
+   torch.func), for the digits CNN and the Fashion-MNIST CNN; on CUDA too when
+   a GPU is present (GPU vs CPU step time).
+2. Seconds per federated round on Flower's simulation engine, SecAgg+ and DP-SGD
+   on, the DP CNN on Fashion-MNIST (the first 12,000 images, IID): 10 and 100
+   institutions all training, 1,000 institutions with fraction-fit 0.1; rounds
+   2.. of each run (round 1 pays Ray's start-up); and the peak resident memory
+   of the whole simulation (this process and every process it started: Ray's
+   raylet, GCS and workers), sampled every 0.2 s.
 
-    python benchmarks/bench_training.py [--institutions 4 20 100] [--rounds 4]
+    python benchmarks/bench_training.py [--institutions 10 100 1000] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import threading
 import time
 import warnings
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from client.contract.architecture import ModelSpec
+from client.image_datasets import fashion_mnist_available
 from client.models import build_model
-from client.plan import TrainingPlan
-from client.preprocessing import PreprocessingSpec
-from client.training import train_locally
-from simulations.runner import simulate
+from client.training import PREFERRED_GRAD_SAMPLE_MODE, train_locally
+from privacy.dpsgd import GRAD_SAMPLE_MODES
+from simulations.runner import prepare, simulate
 from simulations.scenario import Scenario
 
+BATCH = 256
 
-def local_training_ratio(dataset: str, model: str, *, repeats: int) -> tuple[float, float]:
-    """Median seconds of one local round with DP-SGD and without, on the first institution."""
-    torch.set_num_threads(1)
-    data = Scenario(dataset=dataset).all_institutions()[0]
-    spec = PreprocessingSpec.fit(data.train, data.schema)
-    features, labels = spec.transform(data.train), spec.labels(data.train)
-    plan = TrainingPlan(model=model)
-    timings: dict[str, list[float]] = {"dp": [], "plain": []}
-    for repeat in range(repeats + 1):
-        for kind, noise in (("dp", 1.0), ("plain", None)):
-            network = build_model(plan.model_spec(spec), seed=0)
+
+def step_times(spec: ModelSpec, device: torch.device, *, steps: int = 8) -> dict[str, float]:
+    """Seconds per step at batch ``BATCH``: non-private, then each per-sample gradient mode."""
+    rng = np.random.default_rng(0)
+    n = BATCH * steps
+    features = rng.normal(size=(n, spec.num_features)).astype(np.float32)
+    labels = rng.integers(0, spec.num_classes, n)
+    times: dict[str, float] = {}
+    for mode in ("plain", *GRAD_SAMPLE_MODES):
+        runs = []
+        for repeat in range(3):  # the first run warms caches and imports
             began = time.perf_counter()
             train_locally(
-                network,
+                build_model(spec, seed=0),
                 features,
                 labels,
                 epochs=1,
                 learning_rate=0.5,
-                sample_rate=0.2,
-                noise_multiplier=noise,
+                sample_rate=1 / steps,
+                noise_multiplier=None if mode == "plain" else 1.0,
                 max_grad_norm=1.0,
                 seed=repeat,
-                device=torch.device("cpu"),
+                device=device,
+                grad_sample_mode=None if mode == "plain" else mode,
             )
-            if repeat:  # the first pass warms caches and imports
-                timings[kind].append(time.perf_counter() - began)
-    return statistics.median(timings["dp"]), statistics.median(timings["plain"])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            runs.append((time.perf_counter() - began) / steps)
+        times[mode] = min(runs[1:])
+    return times
 
 
-def round_wall_time(institutions: int, *, rounds: int, secagg: bool) -> float:
-    """Median wall time of rounds 2..N (fit and federated evaluation) in one simulation."""
-    scenario = Scenario(dataset="digits", institutions=institutions, partition="iid")
-    outcome = simulate(
-        scenario,
-        {"num-server-rounds": rounds, "secagg": secagg, "model": "logreg", "learning-rate": 0.5},
-        baseline=False,
-    )
+def print_step_ratios() -> None:
+    torch.set_num_threads(1)
+    models = {
+        "digits cnn": ModelSpec(name="cnn", num_features=64, num_classes=10, image_shape=(8, 8)),
+        "fashion dpcnn": ModelSpec(
+            name="dpcnn", num_features=784, num_classes=10, image_shape=(28, 28)
+        ),
+    }
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    print(f"== one step at batch {BATCH}: DP-SGD per per-sample gradient mode vs non-private")
+    for label, spec in models.items():
+        chosen = PREFERRED_GRAD_SAMPLE_MODE.get(type(build_model(spec)).__name__, "hooks")
+        per_device = {}
+        for device in devices:
+            times = step_times(spec, device)
+            per_device[device.type] = times
+            cells = "  ".join(
+                f"{mode} {times[mode] * 1e3:6.1f} ms ({times[mode] / times['plain']:4.2f}x)"
+                for mode in GRAD_SAMPLE_MODES
+            )
+            print(
+                f"{label:>14} {device.type}: plain {times['plain'] * 1e3:6.1f} ms  {cells}"
+                f"  [chosen: {chosen}]"
+            )
+        if "cuda" in per_device:
+            cpu, gpu = per_device["cpu"][chosen], per_device["cuda"][chosen]
+            print(f"{label:>14} GPU vs CPU DP step ({chosen}): {gpu / cpu:5.3f}x the CPU time")
+    if not torch.cuda.is_available():
+        print("(no CUDA device here: GPU vs CPU step time not measured)")
+
+
+class TreeMemory:
+    """Peak summed RSS of this process and all its descendants (from /proc), sampled."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(os.getpid()))
+
+
+def tree_rss_bytes(root: int) -> int:
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            statm = (entry / "statm").read_text().split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        rss[pid] = int(statm[1]) * os.sysconf("SC_PAGE_SIZE")
+    total, frontier = 0, [root]
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    while frontier:
+        pid = frontier.pop()
+        total += rss.get(pid, 0)
+        frontier.extend(children.get(pid, []))
+    return total
+
+
+def round_wall_time(institutions: int, *, rounds: int, fraction_fit: float) -> tuple[float, int]:
+    """Median wall time of rounds 2..N and the peak memory of the whole simulation."""
+    scenario = Scenario(dataset="fashion-mnist-small", institutions=institutions, partition="iid")
+    with TreeMemory() as memory:
+        run_config = {
+            "num-server-rounds": rounds,
+            "secagg": True,
+            "dp": True,
+            "model": "dpcnn",
+            "learning-rate": 1.0,
+            "sample-rate": 0.2,
+            "fraction-fit": fraction_fit,
+            "profile": False,  # the reference profile runs once, after the rounds
+        }
+        outcome = simulate(scenario, prepare(scenario, run_config), baseline=False)
     durations = [r.duration_s for r in outcome.result.rounds[1:]]
-    return statistics.median(durations)
+    return statistics.median(durations), memory.peak_bytes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--institutions", type=int, nargs="+", default=[4, 20, 100])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--institutions", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-steps", action="store_true", help="Skip the step ratios.")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
-    print("== local training: DP-SGD vs non-private (same model, rows, steps; median of runs)")
-    for dataset, model in (("heart-disease", "logreg"), ("digits", "cnn")):
-        dp, plain = local_training_ratio(dataset, model, repeats=args.repeats)
-        print(
-            f"{dataset:>14} {model:>6}: DP-SGD {dp * 1e3:8.2f} ms, "
-            f"plain {plain * 1e3:8.2f} ms, ratio {dp / plain:5.2f}x"
-        )
-
-    print("== wall time per round (digits, IID, logreg, SecAgg+ on; rounds 2.. of each run)")
+    if not args.skip_steps:
+        print_step_ratios()
+    if not fashion_mnist_available():
+        print("(Fashion-MNIST is missing: apt-get install dataset-fashion-mnist; no round times)")
+        return
+    print(
+        f"== s/round, fashion-mnist-small (12,000 images, IID), dpcnn, SecAgg+ and DP-SGD, "
+        f"{os.cpu_count()} cores; rounds 2..{args.rounds}"
+    )
     for count in args.institutions:
-        seconds = round_wall_time(count, rounds=args.rounds, secagg=True)
-        per = seconds / count * 1e3
+        fraction = 0.1 if count >= 1000 else 1.0
+        seconds, peak = round_wall_time(count, rounds=args.rounds, fraction_fit=fraction)
         print(
-            f"{count:>4} institutions: {seconds:7.2f} s per round ({per:7.1f} ms per institution)"
+            f"{count:>5} institutions (fraction-fit {fraction:g}): {seconds:7.2f} s per round, "
+            f"peak memory of the simulation {peak / 2**30:5.2f} GiB",
+            flush=True,
         )
 
 

@@ -3,6 +3,10 @@
 ``app`` is what ``flwr run`` and a SuperNode load (``client.app:app``): it reads
 the institution's data and settings from the node config. ``create_client_app``
 builds the same app over another data loader (the simulation's partitions).
+
+With a history file (node config ``history-path``) a run continues the
+institution's history: its derived noise spends the run's ε on top of what
+earlier runs spent, never past the budget (``ContinuingClient``).
 """
 
 from __future__ import annotations
@@ -15,12 +19,22 @@ import torch
 from flwr.app import Context
 from flwr.client import Client, ClientApp
 
+from client.contract.plan import TrainingPlan
 from client.data import DataLoaderFn, InstitutionData, load_node_data
 from client.flower_client import InstitutionClient
-from client.history import FileHistory, HistoryStore, StateHistory
+from client.history import (
+    FileHistory,
+    StateHistory,
+    continuing_noise_multiplier,
+    steps_before_run,
+)
 from client.mods import secure_aggregation_mod_for, update_guard_mod
 from client.node import NodeSettings
+from client.secagg_guard import secagg_guard_mod_for
+from privacy.account import HistoryStore
+from privacy.accounting import AccountingStep
 from privacy.redaction import install_log_redaction
+from privacy.sampling import effective_sample_rate, steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +60,63 @@ def create_client_app(
         config = node_config(context.node_config) if node_config else context.node_config
         settings = NodeSettings.from_node_config(config)
         torch.set_num_threads(settings.torch_threads)
-        history: HistoryStore = (
-            FileHistory(settings.history_path)
-            if settings.history_path is not None
-            else StateHistory(context.state)
-        )
         data = load(config)
-        return InstitutionClient(data=data, settings=settings, history=history).to_client()
+        if settings.history_path is None:
+            history: HistoryStore = StateHistory(context.state)
+            return InstitutionClient(data=data, settings=settings, history=history).to_client()
+        history = FileHistory(settings.history_path)
+        return ContinuingClient(
+            data=data,
+            settings=settings,
+            history=history,
+            prior=steps_before_run(history, context.state),
+        ).to_client()
 
     return ClientApp(
-        client_fn=client_fn, mods=[secure_aggregation_mod_for(node_config), update_guard_mod]
+        client_fn=client_fn,
+        mods=[
+            secagg_guard_mod_for(node_config),
+            secure_aggregation_mod_for(node_config),
+            update_guard_mod,
+        ],
     )
+
+
+class ContinuingClient(InstitutionClient):
+    """An institution whose run continues a kept history.
+
+    Its derived noise spends the run's ε (the plan's target, else the budget) on
+    top of ``prior``, what the history held when the run began, and never past
+    the budget. When too little budget is left, the noise is the run's as if
+    nothing had been spent, and the budget check refuses every round.
+    """
+
+    def __init__(self, *, prior: list[AccountingStep], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prior = tuple(prior)
+
+    def _noise_multiplier(self, plan: TrainingPlan, num_examples: int) -> float:
+        if plan.dp.noise_multiplier is not None or not self.prior:
+            return super()._noise_multiplier(plan, num_examples)
+        budget = self.settings.budget
+        releases = (plan.summary_noise_multiplier, plan.profile_noise_multiplier)
+        sigma = continuing_noise_multiplier(
+            prior=self.prior,
+            run_epsilon=min(plan.dp.target_epsilon or budget.epsilon, budget.epsilon),
+            budget_epsilon=budget.epsilon,
+            target_delta=budget.delta,
+            sample_rate=effective_sample_rate(num_examples, plan.sample_rate),
+            steps=plan.num_rounds
+            * plan.local_epochs
+            * steps_per_epoch(num_examples, plan.sample_rate),
+            accountant=plan.dp.accountant,
+            reserved=tuple(
+                AccountingStep(noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                for sigma in releases
+                if sigma is not None
+            ),
+        )
+        return sigma if sigma is not None else super()._noise_multiplier(plan, num_examples)
 
 
 class _CachingLoader:

@@ -11,9 +11,9 @@ from typing import Any
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from client.contract.errors import DataError
+from client.contract.schema import TableSchema
 from client.datasets import FileSource, get_dataset
-from client.errors import DataError
-from client.schema import TableSchema
 from privacy.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -76,16 +76,22 @@ def holdout_split(
 def load_node_data(node_config: Mapping[str, Any]) -> InstitutionData:
     """Data for a node from its config: an institution's own file, or a natural split.
 
-    Keys: ``data-path`` and ``schema-path`` (and ``institution``, its name) for an
-    institution's file; otherwise ``dataset`` (default ``heart-disease``) with
-    ``partition-id`` picking one of the dataset's natural institutions. ``seed``
-    fixes the held-out split (default 0).
+    Keys: ``data-path`` and ``schema-path`` (and ``institution``, its name, and
+    ``delimiter`` of a CSV, detected when absent) for an institution's file;
+    otherwise ``dataset`` (default ``heart-disease``) with ``partition-id`` picking
+    one of the dataset's natural institutions. ``seed`` fixes the held-out split
+    (default 0).
     """
     seed = int(node_config.get("seed", 0))
     if "data-path" in node_config:
         if "schema-path" not in node_config:
             raise ConfigError("node config has data-path but no schema-path")
-        source = FileSource(str(node_config["data-path"]), str(node_config["schema-path"]))
+        delimiter = node_config.get("delimiter")
+        source = FileSource(
+            str(node_config["data-path"]),
+            str(node_config["schema-path"]),
+            delimiter=str(delimiter) if delimiter else None,
+        )
         name = str(node_config.get("institution", source.data_path.stem))
         return holdout_split(name, source.load(), source.schema, seed=seed)
     dataset = get_dataset(str(node_config.get("dataset", "heart-disease")))

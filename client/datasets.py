@@ -1,8 +1,9 @@
 """Datasets by name: the embedded ones that work offline, and an institution's own file.
 
 Every source yields a table validated against its schema. ``heart-disease`` has
-four real hospitals (its natural cross-silo split); the scikit-learn sets are
-pooled tables that a simulation partitions across institutions.
+four real hospitals (its natural cross-silo split); the scikit-learn sets and
+Fashion-MNIST (``client.image_datasets``) are pooled tables that a simulation
+partitions across institutions.
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from client.errors import DataError, SchemaError
-from client.schema import (
+from client.contract.files import read_table
+from client.contract.schema import (
     CategoricalFeature,
     NumericFeature,
     TableSchema,
@@ -28,40 +27,11 @@ from client.schema import (
     load_schema,
     validate_frame,
 )
+from client.image_datasets import FashionMnistSource, SmallFashionMnistSource
+from client.sources import DatasetSource, TrainingDefaults
 from privacy.errors import UnknownNameError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainingDefaults:
-    """What a dataset trains well with when the user says nothing."""
-
-    model: str
-    num_rounds: int
-    learning_rate: float
-    local_epochs: int = 1
-    sample_rate: float = 0.2
-
-
-class DatasetSource(ABC):
-    """A named table with a schema, and optionally its natural split into institutions."""
-
-    name: ClassVar[str]
-    defaults: ClassVar[TrainingDefaults]
-
-    @property
-    @abstractmethod
-    def schema(self) -> TableSchema:
-        """The schema every row satisfies."""
-
-    @abstractmethod
-    def load(self) -> pd.DataFrame:
-        """All rows, validated: the schema's features and target, in order."""
-
-    def institutions(self) -> dict[str, pd.DataFrame] | None:
-        """The natural split by institution, or ``None`` for a pooled table."""
-        return None
 
 
 # ---------------------------------------------------------------- heart disease
@@ -237,10 +207,19 @@ class WineSource(_SklearnSource):
     loader = staticmethod(_load_wine)
 
 
-DATASETS: dict[str, type[DatasetSource]] = {
-    source.name: source
-    for source in (HeartDiseaseSource, BreastCancerSource, DigitsSource, WineSource)
-}
+def _registry() -> dict[str, type[DatasetSource]]:
+    sources: tuple[type[DatasetSource], ...] = (
+        HeartDiseaseSource,
+        BreastCancerSource,
+        DigitsSource,
+        WineSource,
+        FashionMnistSource,
+        SmallFashionMnistSource,
+    )
+    return {source.name: source for source in sources}
+
+
+DATASETS: dict[str, type[DatasetSource]] = _registry()
 
 
 def get_dataset(name: str) -> DatasetSource:
@@ -254,58 +233,17 @@ def get_dataset(name: str) -> DatasetSource:
 # ---------------------------------------------------------------- an institution's file
 
 
-def read_table(path: str | Path, schema: TableSchema) -> pd.DataFrame:
-    """Read an institution's CSV, Parquet or NPZ file and check it against ``schema``.
-
-    NPZ files hold either one array per column name, or ``X`` (features in the
-    schema's order) and ``y`` (the target).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist", path=str(path))
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".txt"):
-            frame = pd.read_csv(path)
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        elif suffix == ".npz":
-            frame = _read_npz(path, schema)
-        else:
-            raise DataError(
-                f"data file {path} has an unsupported type {suffix!r} (use .csv, .parquet or .npz)"
-            )
-    except (DataError, SchemaError):
-        raise
-    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
-        raise DataError(f"cannot read data file {path}: {exc}", path=str(path)) from exc
-    logger.info("read %d rows from %s", len(frame), path)
-    return validate_frame(frame, schema)
-
-
-def _read_npz(path: Path, schema: TableSchema) -> pd.DataFrame:
-    with np.load(path, allow_pickle=False) as arrays:
-        if "X" in arrays and "y" in arrays:
-            features = arrays["X"]
-            if features.ndim != 2 or features.shape[1] != len(schema.features):
-                raise SchemaError(
-                    f"array X has shape {features.shape}; the schema declares "
-                    f"{len(schema.features)} features"
-                )
-            frame = pd.DataFrame(features, columns=schema.feature_names)
-            frame[schema.target.name] = arrays["y"]
-            return frame
-        return pd.DataFrame({name: arrays[name] for name in arrays.files})
-
-
 class FileSource(DatasetSource):
-    """One institution's own file and schema (what ``fedwarden client join`` reads)."""
+    """One institution's own file (CSV, Parquet or NPZ) and schema (what ``client join`` reads)."""
 
     name = "file"
     defaults = TrainingDefaults(model="logreg", num_rounds=5, learning_rate=0.5)
 
-    def __init__(self, data_path: str | Path, schema_path: str | Path) -> None:
+    def __init__(
+        self, data_path: str | Path, schema_path: str | Path, *, delimiter: str | None = None
+    ) -> None:
         self.data_path = Path(data_path)
+        self.delimiter = delimiter
         self._schema = load_schema(schema_path)
 
     @property
@@ -313,4 +251,4 @@ class FileSource(DatasetSource):
         return self._schema
 
     def load(self) -> pd.DataFrame:
-        return read_table(self.data_path, self._schema)
+        return read_table(self.data_path, self._schema, delimiter=self.delimiter)

@@ -1,42 +1,20 @@
-"""Errors raised on an institution's node.
+"""Errors raised on an institution's node (its data's errors are ``client.contract.errors``).
 
 ::
 
     FedwardenError (privacy.errors)
-     └── DataError                    the institution's data cannot be used (exit 4)
-          └── SchemaError             a file or schema does not match    (exit 4)
-     └── JoinError                    the node cannot join the federation (exit 10)
+     └── JoinError                    the node cannot join the federation (exit 11)
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from privacy.errors import FedwardenError
-
-
-class DataError(FedwardenError):
-    """The institution's data cannot be read or used."""
-
-    exit_code: ClassVar[int] = 4
-
-
-class SchemaError(DataError):
-    """A table or a schema file does not match what the schema declares.
-
-    The message names the column and the problem, and where it can, the first
-    offending row (counted from 1, header excluded) and value.
-    """
-
-    def __init__(self, problem: str, *, column: str | None = None, **context: Any) -> None:
-        where = f"column {column!r}: " if column is not None else ""
-        super().__init__(f"{where}{problem}", column=column, **context)
-        self.column = column
-        self.problem = problem
 
 
 class JoinError(FedwardenError):
     """The node cannot join: the coordinator's certificate does not verify with the CA,
     or the coordinator refuses the node's key, or the SuperNode stopped."""
 
-    exit_code: ClassVar[int] = 10
+    exit_code: ClassVar[int] = 11

@@ -8,6 +8,7 @@ quantization range; a refused round replies with a zero delta and zero examples.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 from typing import Any
@@ -16,26 +17,38 @@ import numpy as np
 import torch
 from flwr.client import NumPyClient
 
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import federation_layout
+from client.contract.report import FitReport
+from client.contract.wire import (
+    ACCURACY_KEY,
+    INSTITUTION_KEY,
+    PREPROCESSING_KEY,
+    PROXIMAL_MU_KEY,
+    ROUND_KEY,
+    TASK_EVALUATE,
+    TASK_INIT,
+    TASK_KEY,
+    TASK_PROFILE,
+    TASK_SUMMARY,
+    TASK_TRAIN,
+    CensusReply,
+)
 from client.data import InstitutionData
-from client.history import HistoryStore
 from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
-from client.plan import TASK_INIT, TASK_KEY, TASK_PROFILE, TASK_SUMMARY, TrainingPlan
-from client.preprocessing import PreprocessingSpec, summarize
-from client.profile import ProfileLayout
-from client.profiling import institution_profile, model_probabilities, noise_multiplier_of
-from client.report import FitReport
-from client.training import effective_sample_rate, evaluate_model, steps_per_epoch, train_locally
-from privacy.accounting import AccountingStep, compute_epsilon, noise_multiplier_for
-from privacy.budget import ensure_within_budget
-from privacy.errors import BudgetExceededError, ConfigError
+from client.profile_release import institution_profile, model_probabilities, noise_multiplier_of
+from client.summary_release import institution_summary
+from client.training import evaluate_model, train_locally
+from privacy.account import HistoryStore, InstitutionAccount
+from privacy.accounting import AccountingStep, noise_multiplier_for
+from privacy.errors import BudgetExceededError, ConfigError, PolicyRefusalError
+from privacy.sampling import effective_sample_rate, steps_per_epoch, training_step
 from privacy.updates import clip_update
 
 logger = logging.getLogger(__name__)
 
-PREPROCESSING_KEY = "fw.preprocessing"
-ROUND_KEY = "fw.round"
-PROXIMAL_MU_KEY = "proximal_mu"  # the key Flower's FedProx puts in the fit config
 
 
 class InstitutionClient(NumPyClient):
@@ -52,23 +65,19 @@ class InstitutionClient(NumPyClient):
     # ------------------------------------------------------------------ Flower API
 
     def get_properties(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The census: who this institution is, how many rows it holds, its schema.
-
-        Row counts travel in the clear in every Flower reply anyway; the schema is
-        the consortium's data dictionary, not data.
-        """
+        """The census: who this institution is, how many rows it holds, its schema."""
         budget = self.settings.budget
-        return {
-            "fw.institution": self.data.name,
-            "fw.num-train": len(self.data.train),
-            "fw.num-test": len(self.data.test),
-            "fw.schema": self.data.schema.model_dump_json(),
-            "fw.schema-fingerprint": self.data.schema.fingerprint(),
-            "fw.budget-epsilon": budget.epsilon,
-            "fw.budget-delta": budget.delta,
-            "fw.require-secagg": self.settings.require_secagg,
-            "fw.device": str(self.device),
-        }
+        return CensusReply(
+            institution=self.data.name,
+            num_train=len(self.data.train),
+            num_test=len(self.data.test),
+            schema_json=self.data.schema.model_dump_json(),
+            schema_fingerprint=self.data.schema.fingerprint(),
+            budget_epsilon=budget.epsilon,
+            budget_delta=budget.delta,
+            require_secagg=self.settings.require_secagg,
+            device=str(self.device),
+        ).to_properties()
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         """Initial global weights, built from the plan's seed (the coordinator asks one node)."""
@@ -81,14 +90,16 @@ class InstitutionClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        if config.get(TASK_KEY) == TASK_SUMMARY:
-            return self._summary()
+        task = str(config.get(TASK_KEY, TASK_TRAIN))
+        self.settings.policy.check_task(task, institution=self.data.name)
         plan = TrainingPlan.from_config(config)
-        spec = self._preprocessing(config)
         server_round = int(config[ROUND_KEY])
+        if task == TASK_SUMMARY:
+            return self._summary(plan, server_round)
+        spec = self._preprocessing(config)
         zero = [np.zeros_like(p) for p in parameters]
         if config.get(TASK_KEY) == TASK_PROFILE:  # a refused profile is a vector of its own size
-            zero = [np.zeros(ProfileLayout.for_schema(self.data.schema).size)]
+            zero = [np.zeros(federation_layout(self.data.schema).size)]
         report = FitReport(
             institution=self.data.name,
             round=server_round,
@@ -107,24 +118,27 @@ class InstitutionClient(NumPyClient):
         features = spec.transform(self.data.train)
         labels = spec.labels(self.data.train)
         n = len(labels)
-        history = self.history.load()
+        account = self._account(plan)
         noise: float | None = None
         planned: AccountingStep | None = None
         if plan.dp.enabled:
             noise = self._noise_multiplier(plan, n)
-            planned = AccountingStep(
+        try:
+            self.settings.policy.check_training(
+                dp=plan.dp.enabled, noise_multiplier=noise, institution=self.data.name
+            )
+        except PolicyRefusalError as exc:
+            logger.warning("%s refuses round %d: %s", self.data.name, server_round, exc)
+            return zero, 0, _replace(report, refused=True, reason=str(exc)).to_metrics()
+        if noise is not None:
+            planned = training_step(
+                num_examples=n,
+                sample_rate=plan.sample_rate,
+                local_epochs=plan.local_epochs,
                 noise_multiplier=noise,
-                sample_rate=effective_sample_rate(n, plan.sample_rate),
-                steps=plan.local_epochs * steps_per_epoch(n, plan.sample_rate),
             )
             try:
-                ensure_within_budget(
-                    institution=self.data.name,
-                    history=history,
-                    planned=planned,
-                    budget=self.settings.budget,
-                    accountant=plan.dp.accountant,
-                )
+                account.check([planned])
             except BudgetExceededError as exc:
                 refused = _replace(
                     report,
@@ -147,24 +161,19 @@ class InstitutionClient(NumPyClient):
             noise_multiplier=noise,
             max_grad_norm=plan.dp.max_grad_norm,
             proximal_mu=float(config.get(PROXIMAL_MU_KEY, 0.0)),
-            seed=_round_seed(plan.seed, self.data.name, server_round),
+            seed=self._round_seed(plan, server_round),
             device=self.device,
         )
         delta = [new - old for new, old in zip(outcome.weights, parameters, strict=True)]
         clipped = clip_update(delta, max_norm=plan.effective_update_clip_norm)
         epsilon = epsilon_next = math.inf
         if outcome.accounting is not None:
-            self.history.append(outcome.accounting)
-            history = [*history, outcome.accounting]
-            delta_budget = self.settings.budget.delta
-            epsilon = compute_epsilon(history, delta=delta_budget, accountant=plan.dp.accountant)
-            epsilon_next = compute_epsilon(
-                [*history, outcome.accounting], delta=delta_budget, accountant=plan.dp.accountant
-            )
+            epsilon = account.record([outcome.accounting])
+            epsilon_next = account.epsilon([outcome.accounting])
+        # The training loss is not sent: it is a statistic of the rows that no noise covers.
         report = _replace(
             report,
             num_examples=outcome.num_examples,
-            train_loss=outcome.mean_loss,
             epsilon=epsilon,
             epsilon_next=epsilon_next,
             noise_multiplier=noise or 0.0,
@@ -192,7 +201,18 @@ class InstitutionClient(NumPyClient):
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
+        self.settings.policy.check_task(TASK_EVALUATE, institution=self.data.name)
         plan = TrainingPlan.from_config(config)
+        if plan.dp.enabled:
+            # An institution whose budget is spent answers nothing that reads its rows.
+            spent = self._account(plan).epsilon()
+            if spent >= self.settings.budget.epsilon:
+                raise PolicyRefusalError(
+                    f"{self.data.name} has spent its budget (ε {spent:.4g} of "
+                    f"{self.settings.budget.epsilon:.4g}) and answers no more evaluations",
+                    institution=self.data.name,
+                    epsilon=spent,
+                )
         spec = self._preprocessing(config)
         model = build_model(plan.model_spec(spec))
         set_weights(model, parameters)
@@ -202,14 +222,30 @@ class InstitutionClient(NumPyClient):
         return (
             result.loss,
             result.num_examples,
-            {"fw.institution": self.data.name, "fw.accuracy": result.accuracy},
+            {INSTITUTION_KEY: self.data.name, ACCURACY_KEY: result.accuracy},
         )
 
     # ------------------------------------------------------------------ helpers
 
-    def _summary(self) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        summary = summarize(self.data.train, self.data.schema)
-        return [summary], len(self.data.train), {"fw.institution": self.data.name}
+    def _summary(
+        self, plan: TrainingPlan, server_round: int
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        report = FitReport(
+            institution=self.data.name,
+            round=server_round,
+            dp=plan.dp.enabled,
+            delta=self.settings.budget.delta,
+            epsilon_budget=self.settings.budget.epsilon if plan.dp.enabled else math.inf,
+            schema_fingerprint=self.data.schema.fingerprint(),
+        )
+        reply = institution_summary(
+            data=self.data,
+            noise_multiplier=plan.summary_noise_multiplier,
+            report=report,
+            account=self._account(plan),
+            policy=self.settings.policy,
+        )
+        return [reply.shares], reply.weight, reply.report.to_metrics()
 
     def _profile(
         self,
@@ -229,11 +265,34 @@ class InstitutionClient(NumPyClient):
             probabilities=probabilities,
             report=report,
             noise_multiplier=noise_multiplier_of(config),
-            history=self.history,
-            budget=self.settings.budget,
-            accountant=plan.dp.accountant,
+            account=self._account(plan),
+            policy=self.settings.policy,
         )
         return [reply.shares], reply.weight, reply.report.to_metrics()
+
+    def _round_seed(self, plan: TrainingPlan, server_round: int) -> int | None:
+        """The seed of a round's DP randomness: none (drawn on the node from the OS's
+        secure source) unless the run asks for a reproducible run and this node's own
+        policy allows it."""
+        if not plan.reproducible:
+            return None
+        if not self.settings.policy.allow_reproducible:
+            logger.warning(
+                "%s: the run asks for reproducible (seeded) DP noise; this node's policy does "
+                "not allow it, so its noise stays unpredictable",
+                self.data.name,
+            )
+            return None
+        digest = hashlib.sha256(f"{plan.seed}:{self.data.name}:{server_round}".encode()).digest()
+        return int.from_bytes(digest[:4], "big")
+
+    def _account(self, plan: TrainingPlan) -> InstitutionAccount:
+        return InstitutionAccount(
+            institution=self.data.name,
+            budget=self.settings.budget,
+            history=self.history,
+            accountant=plan.dp.accountant,
+        )
 
     def _preprocessing(self, config: dict[str, Any]) -> PreprocessingSpec:
         text = config.get(PREPROCESSING_KEY)
@@ -256,7 +315,11 @@ class InstitutionClient(NumPyClient):
             * plan.local_epochs
             * steps_per_epoch(num_examples, plan.sample_rate),
             accountant=plan.dp.accountant,
-            profile_noise=plan.profile_noise_multiplier,
+            releases=tuple(
+                sigma
+                for sigma in (plan.summary_noise_multiplier, plan.profile_noise_multiplier)
+                if sigma is not None
+            ),
         )
 
 
@@ -273,14 +336,13 @@ def _derived_noise(
     sample_rate: float,
     steps: int,
     accountant: str,
-    profile_noise: float | None = None,
+    releases: tuple[float, ...] = (),
 ) -> float:
-    # A noisy reference profile after the last round is one more Gaussian release of
-    # the same rows (``client.profiling``): the training noise leaves room for it.
-    reserved = (
-        ()
-        if profile_noise is None
-        else (AccountingStep(noise_multiplier=profile_noise, sample_rate=1.0, steps=1),)
+    # The run's other Gaussian releases of the same rows (a noisy summary before the
+    # first round, a noisy profile after the last) are composed in: the training noise
+    # leaves room for them, so the whole run stays within the target.
+    reserved = tuple(
+        AccountingStep(noise_multiplier=sigma, sample_rate=1.0, steps=1) for sigma in releases
     )
     sigma = noise_multiplier_for(
         target_epsilon=target_epsilon,
@@ -298,13 +360,6 @@ def _derived_noise(
         sample_rate,
     )
     return sigma
-
-
-def _round_seed(seed: int, institution: str, server_round: int) -> int:
-    import hashlib
-
-    digest = hashlib.sha256(f"{seed}:{institution}:{server_round}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")
 
 
 def _device(choice: str) -> torch.device:

@@ -7,6 +7,10 @@ where it keeps its privacy history. The client enforces these whatever the
 coordinator asks (see ``client.flower_client``). With ``warm``, the SuperNode
 runs in ``process`` isolation beside ``python -m client.warm_exec``, which
 forks preloaded ClientApp processes instead of starting fresh ones.
+
+The node's privacy history is always kept: in its state folder, in a file
+keyed by the institution and a fingerprint of its data (``node_history``), so
+every run, resume and restart on the same rows continues the same history.
 """
 
 from __future__ import annotations
@@ -20,8 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from client.contract.errors import DataError
+from client.contract.processes import ProcessGroup, child_env, executable
 from client.errors import JoinError
-from client.processes import ProcessGroup, child_env, executable
+from client.history import (
+    HISTORY_FOLDER,
+    FileHistory,
+    ensure_writable,
+    file_fingerprint,
+    history_file,
+    settings_fingerprint,
+)
+from privacy.account import InstitutionAccount
+from privacy.config import PrivacyBudget
 from privacy.envelope import Keyring
 from privacy.errors import ConfigError
 from privacy.sealed_files import materialized
@@ -71,6 +86,92 @@ class JoinSettings:
                 raise ConfigError(f"the {what} {path} does not exist")
         if self.node_key.stat().st_mode & 0o077:
             logger.warning("the node key %s is readable by others: chmod 600 it", self.node_key)
+        ensure_writable(self.state_dir)
+
+
+def default_state_dir() -> Path:
+    """A node's state folder unless ``--state`` says otherwise: ``~/.fedwarden/node``."""
+    return Path.home() / ".fedwarden" / "node"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeHistory:
+    """The history file a node keeps, and what it already holds."""
+
+    path: Path
+    institution: str
+    budget: PrivacyBudget
+    epsilon_spent: float
+
+
+def history_key(node_config: Mapping[str, Any]) -> tuple[str, str]:
+    """``(institution, fingerprint)`` of the rows a node config names.
+
+    For a data file: SHA-256 of its bytes and of its schema's fingerprint. For an
+    embedded dataset: its name, the institution's index, the seed and the schema.
+
+    Raises
+    ------
+    DataError
+        The data file cannot be read.
+    """
+    if "data-path" in node_config:
+        from client.contract.schema import load_schema
+
+        if "schema-path" not in node_config:
+            raise ConfigError("node config has data-path but no schema-path")
+        data = Path(str(node_config["data-path"]))
+        schema = load_schema(str(node_config["schema-path"]))
+        try:
+            fingerprint = file_fingerprint(data, schema_fingerprint=schema.fingerprint())
+        except OSError as exc:
+            raise DataError(f"cannot read the data file {data}: {exc}", path=str(data)) from exc
+        return str(node_config.get("institution", data.stem)), fingerprint
+    from client.data import load_node_data
+
+    rows = load_node_data(node_config)
+    key = {k: node_config.get(k) for k in ("dataset", "partition-id", "seed")}
+    return rows.name, settings_fingerprint(key, schema_fingerprint=rows.schema.fingerprint())
+
+
+def node_history(
+    node_config: Mapping[str, Any], *, state_dir: Path, override: Path | None = None
+) -> NodeHistory:
+    """Where the node keeps its privacy history, and the ε it already holds.
+
+    The file is ``STATE/privacy-history/<institution>-<fingerprint>.jsonl``
+    unless ``override`` names one.
+
+    Raises
+    ------
+    ConfigError
+        The state folder (or the override's folder) is not writable.
+    DataError
+        The data file cannot be read, or the history is corrupt.
+    """
+    ensure_writable(state_dir)
+    from client.node import NodeSettings
+
+    settings = NodeSettings.from_node_config(node_config)
+    institution, fingerprint = history_key(node_config)
+    if override is not None:
+        path = override.expanduser().resolve()
+        ensure_writable(path.parent, what="history file's folder")
+    else:
+        folder = ensure_writable(state_dir / HISTORY_FOLDER, what="history folder")
+        path = history_file(folder, institution=institution, fingerprint=fingerprint).resolve()
+    account = InstitutionAccount(
+        institution=institution,
+        budget=settings.budget,
+        history=FileHistory(path),
+        accountant="prv",
+    )
+    return NodeHistory(
+        path=path,
+        institution=institution,
+        budget=settings.budget,
+        epsilon_spent=account.epsilon(),
+    )
 
 
 def node_config_text(config: Mapping[str, Any]) -> str:

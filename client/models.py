@@ -1,4 +1,10 @@
-"""Models by name: logistic regression and a small MLP for tables, a small CNN for images.
+"""Models by name: logistic regression and a small MLP for tables, CNNs for images.
+
+``cnn`` is a small ReLU CNN for 8x8 digits; ``dpcnn`` (``client.image_models``)
+is the tanh/GroupNorm CNN of the DP-SGD literature for 28x28 images.
+
+``ModelSpec`` (the torch-free description both sides exchange) lives in
+``client.contract.architecture``; this module builds the torch modules from it.
 
 Every model takes the preprocessed feature matrix ``(batch, num_features)`` and
 returns class logits; all are compatible with Opacus (no batch norm).
@@ -8,43 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from privacy.errors import ConfigError, UnknownNameError
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    """Everything needed to rebuild a model's architecture (its weights travel apart)."""
-
-    name: str
-    num_features: int
-    num_classes: int
-    hidden: int = 32
-    image_shape: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        if self.name not in MODELS:
-            raise UnknownNameError("model", self.name, MODELS)
-        if self.num_features < 1 or self.num_classes < 2 or self.hidden < 1:
-            raise ConfigError(
-                f"model {self.name!r} needs >= 1 feature, >= 2 classes and a hidden size >= 1",
-                num_features=self.num_features,
-                num_classes=self.num_classes,
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        shape = data.get("image_shape")
-        return cls(**{**data, "image_shape": tuple(shape) if shape is not None else None})
+from client.contract.architecture import MODEL_NAMES, ModelSpec
+from privacy.errors import ConfigError
 
 
 class LogisticRegression(nn.Module):
@@ -110,11 +86,24 @@ class SmallCnn(nn.Module):
         return self.head(self.features(images).flatten(1))  # type: ignore[no-any-return]
 
 
+def _dp_cnn(spec: ModelSpec) -> nn.Module:
+    from client.image_models import DpCnn
+
+    return DpCnn(spec)
+
+
 MODELS: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "logreg": LogisticRegression,
     "mlp": Mlp,
     "cnn": SmallCnn,
+    "dpcnn": _dp_cnn,
 }
+"""The architectures by name; the names are the contract's ``MODEL_NAMES``."""
+assert tuple(MODELS) == MODEL_NAMES, "client.models and the contract name different models"
+
+
+IMAGE_MODELS = ("cnn", "dpcnn")
+"""Models that read a row as an image (the schema must declare its shape)."""
 
 
 def build_model(spec: ModelSpec, *, seed: int | None = None) -> nn.Module:

@@ -21,18 +21,14 @@ from flwr.common import parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
+from client.contract.wire import TASK_KEY, TASK_PROFILE, TASK_SUMMARY
 from client.node import NodeSettings
-from client.plan import TASK_KEY, TASK_PROFILE, TASK_SUMMARY
-from privacy.errors import PrivacyError, UpdateRejectedError
+from privacy.errors import SecureAggregationRequiredError, UpdateRejectedError
 from privacy.updates import validate_update
 
 logger = logging.getLogger(__name__)
 
 _FITINS_PARAMETERS = "fitins.parameters"
-
-
-class SecureAggregationRequiredError(PrivacyError):
-    """The coordinator asked for an update in the clear, and this institution refuses."""
 
 
 def secure_aggregation_mod_for(

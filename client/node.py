@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from client.contract.values import parse_flag
 from privacy.config import PrivacyBudget
 from privacy.errors import ConfigError
+from privacy.policy import TASKS, NodePolicy
 
 DEFAULT_BUDGET_EPSILON = 1.0
 DEFAULT_BUDGET_DELTA = 1e-5
@@ -30,6 +32,8 @@ class NodeSettings:
         one run, in Flower's node state.
     torch_threads : int
         Threads for torch on this node (1 is fastest for small models).
+    policy : NodePolicy
+        What the institution allows, whatever a run asks (``privacy.policy``).
     """
 
     budget: PrivacyBudget
@@ -37,6 +41,7 @@ class NodeSettings:
     require_secagg: bool = False
     history_path: str | None = None
     torch_threads: int = 1
+    policy: NodePolicy = field(default_factory=NodePolicy)
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
@@ -48,11 +53,14 @@ class NodeSettings:
                     delta=float(node_config.get("budget-delta", DEFAULT_BUDGET_DELTA)),
                 ),
                 device=str(node_config.get("device", "auto")),
-                require_secagg=_flag(node_config.get("require-secagg", False)),
+                require_secagg=parse_flag(
+                    node_config.get("require-secagg", False), name="node config require-secagg"
+                ),
                 history_path=(
                     str(node_config["history-path"]) if "history-path" in node_config else None
                 ),
                 torch_threads=int(node_config.get("torch-threads", 1)),
+                policy=_policy(node_config),
             )
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
@@ -65,11 +73,19 @@ class NodeSettings:
         return settings
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.lower() in ("true", "1", "yes"):
-            return True
-        if value.lower() in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"expected true or false, got {value!r}")
-    return bool(value)
+def _policy(node_config: Mapping[str, Any]) -> NodePolicy:
+    """The node's privacy policy from its own config keys (``allow-non-dp``, ...)."""
+
+    def flag(key: str) -> bool:
+        return parse_flag(node_config.get(key, False), name=f"node config {key}")
+
+    tasks = node_config.get("tasks")
+    return NodePolicy(
+        allow_non_dp=flag("allow-non-dp"),
+        min_noise_multiplier=float(node_config.get("min-noise-multiplier", 0.3)),
+        allow_reproducible=flag("allow-reproducible"),
+        allow_exact_releases=flag("allow-exact-releases"),
+        tasks=TASKS
+        if tasks in (None, "")
+        else frozenset(t.strip() for t in str(tasks).split(",") if t.strip()),
+    )

@@ -19,8 +19,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deploy.errors import InvalidRequestError, ServingError
+from deploy.docs import mount_docs
+from deploy.errors import InvalidRequestError, RateLimitedError, ServingError
 from deploy.metrics import ServiceMetrics
 from deploy.routes import health_router, models_router
 from deploy.service import Service
@@ -45,6 +47,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATUS: list[tuple[type[FedwardenError], int, str]] = [
+    (RateLimitedError, 429, "rate_limited"),
     (AuthenticationError, 401, "unauthenticated"),
     (PermissionDeniedError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
@@ -53,6 +56,10 @@ STATUS: list[tuple[type[FedwardenError], int, str]] = [
     (StoreUnavailableError, 503, "unavailable"),
     (ServingError, 503, "unavailable"),
 ]
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated",
+              403: "forbidden", 413: "too_large"}  # fmt: skip
 
 
 def create_app(settings: ServeSettings | None = None, *, store: Store | None = None) -> FastAPI:
@@ -71,7 +78,12 @@ def create_app(settings: ServeSettings | None = None, *, store: Store | None = N
         finally:
             service.stop()
 
+    _redact_access_log()
+    docs = settings.public_docs
     app = FastAPI(
+        docs_url=None,  # served from the package's own Swagger UI files (deploy.docs)
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
         title="fedwarden inference API",
         version="1.0",
         description=(
@@ -81,11 +93,33 @@ def create_app(settings: ServeSettings | None = None, *, store: Store | None = N
         ),
         lifespan=lifespan,
     )
+    if docs:
+        mount_docs(app)
     app.include_router(models_router)
     app.include_router(health_router)
     register_error_handlers(app)
+    app.add_middleware(AuthScreen)  # type: ignore[arg-type]
     app.add_middleware(Instrumentation, max_body_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     return app
+
+
+class RedactQuery(logging.Filter):
+    """Drops query strings from uvicorn's access log: a key sent as ``?api_key=`` (refused
+    anyway) must not land in a log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, question, _ = args[2].partition("?")
+            if question:
+                record.args = (*args[:2], f"{path}?[redacted]", *args[3:])
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQuery) for f in access.filters):
+        access.addFilter(RedactQuery())
 
 
 def create_app_from_environment() -> FastAPI:
@@ -102,21 +136,35 @@ def register_error_handlers(app: FastAPI) -> None:
 
     async def fedwarden_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, InvalidRequestError):
-            return error_response(exc.status_code, "invalid_request", exc.message)
+            return error_response(exc.status_code, exc.code, exc.message)
         assert isinstance(exc, FedwardenError)
         for kind, status, code in STATUS:
             if isinstance(exc, kind):
-                return error_response(status, code, exc.message)
+                response = error_response(status, code, exc.message)
+                if isinstance(exc, RateLimitedError):
+                    response.headers["Retry-After"] = str(exc.retry_after_s)
+                return response
         logger.error("unexpected fedwarden error on %s: %s", request.url.path, exc)
         return error_response(500, "internal", "internal error")
 
     async def malformed(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         problems = []
+        if any(error.get("type") == "json_invalid" for error in exc.errors()):
+            return error_response(422, "invalid_request", "body: not valid JSON")
         for error in exc.errors()[:5]:
             where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         return error_response(422, "invalid_request", "; ".join(problems) or "malformed request")
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own answers (no such route, method not allowed) in the same format.
+        assert isinstance(exc, StarletteHTTPException)
+        code = HTTP_CODES.get(exc.status_code, "error")
+        response = error_response(exc.status_code, code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The frames, not the exception's message: it may quote the request's rows.
@@ -128,11 +176,8 @@ def register_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(FedwardenError, fedwarden_error)
     app.add_exception_handler(RequestValidationError, malformed)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
-
-
-class _BodyTooLargeError(Exception):
-    pass
 
 
 class Instrumentation:
@@ -158,21 +203,28 @@ class Instrumentation:
         if declared is not None and declared > self.max_body_bytes:
             await self._too_large(scope, counted_send)
         else:
-            seen = 0
+            # A body without a length (chunked) is counted as it arrives; past the limit the
+            # app is handed an end of body, and whatever it answers is replaced by a 413.
+            seen, overflow = 0, False
 
             async def limited_receive() -> Message:
-                nonlocal seen
+                nonlocal seen, overflow
+                if overflow:
+                    return {"type": "http.request", "body": b"", "more_body": False}
                 message = await receive()
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    raise _BodyTooLargeError
+                    overflow = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
                 return message
 
-            try:
-                await self.app(scope, limited_receive, counted_send)
-            except _BodyTooLargeError:
-                if not status["started"]:
+            async def guarded_send(message: Message) -> None:
+                if not overflow:
+                    await counted_send(message)
+                elif message["type"] == "http.response.start":
                     await self._too_large(scope, counted_send)
+
+            await self.app(scope, limited_receive, guarded_send)
         self._observe(scope, int(status["code"]), time.perf_counter() - began)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
@@ -208,6 +260,58 @@ class Instrumentation:
         metrics.latency.labels(route=route).observe(seconds)
         if status >= 400:
             metrics.errors.labels(route=route, status=str(status)).inc()
+
+
+class AuthScreen:
+    """Pure ASGI middleware: refuses missing, malformed and rate-limited keys before routing.
+
+    Under a flood of keyless or wrong-key requests each refusal costs a header
+    parse and a counter, not FastAPI's routing, dependencies and exception
+    handlers; what passes is checked again, fully, by the route's dependency.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = getattr(getattr(scope.get("app"), "state", None), "service", None)
+        if scope["type"] != "http" or service is None or not _protected(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        authorization = next(
+            (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"),
+            None,
+        )
+        client = scope.get("client")
+        try:
+            service.authenticator.screen(authorization, client=client[0] if client else "unknown")
+        except RateLimitedError as exc:
+            await _send_error(send, 429, "rate_limited", exc.message, exc.retry_after_s)
+            return
+        except AuthenticationError as exc:
+            await _send_error(send, 401, "unauthenticated", exc.message, None)
+            return
+        await self.app(scope, receive, send)
+
+
+def _protected(path: str) -> bool:
+    return path.startswith("/v1/")
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, retry_after_s: int | None
+) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -12,7 +12,7 @@ import logging
 import threading
 from pathlib import Path
 
-from client.preprocessing import PreprocessingSpec
+from client.contract.preprocessing import PreprocessingSpec
 from deploy.errors import ServingError
 from deploy.metrics import ServiceMetrics
 from deploy.predictor import LoadedModel, ModelHolder

@@ -23,16 +23,17 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 
 async def get_identity(
+    request: Request,
     service: ServiceDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Identity:
-    """The caller: from the key cache on the event loop, or (a store round trip and a
-    deliberately slow hash) in a worker thread."""
+    """The caller. Missing, malformed and rate-limited keys are refused on the event loop;
+    the rest (a revocation check, and for a key not seen lately a store round trip and a
+    deliberately slow hash) run in a worker thread."""
     token = f"Bearer {credentials.credentials}" if credentials is not None else None
-    cached = service.authenticator.cached(token)
-    if cached is not None:
-        return cached
-    return await run_in_threadpool(service.authenticator.identify, token)
+    client = request.client.host if request.client is not None else "unknown"
+    service.authenticator.screen(token, client=client)
+    return await run_in_threadpool(service.authenticator.identify, token, client=client)
 
 
 CurrentIdentity = Annotated[Identity, Depends(get_identity)]

@@ -56,8 +56,8 @@ from typing import ClassVar
 import numpy as np
 from scipy import stats
 
-from client.profile import Block, BlockKind
-from privacy.errors import ConfigError
+from client.contract.profile import Block, BlockKind
+from privacy.errors import ConfigError, UnknownNameError
 
 STATUSES = ("ok", "warning", "drift")
 OK, WARNING, DRIFT = range(3)
@@ -271,14 +271,11 @@ DETECTORS: dict[str, DriftDetector] = {
 
 
 def get_detector(name: str) -> DriftDetector:
-    """The detector called ``name``; an unknown name raises ``ConfigError``."""
+    """The detector called ``name``; an unknown name raises ``UnknownNameError``."""
     try:
         return DETECTORS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown drift detector {name!r}; known: {', '.join(sorted(DETECTORS))}",
-            detector=name,
-        ) from None
+        raise UnknownNameError("drift detector", name, DETECTORS) from None
 
 
 def merge_matrix(block: Block, reference: np.ndarray, *, bins: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Scoring windows of served rows against a reference profile, with a plan of detectors.
 
-Everything is computed from counts over a profile's blocks (``client.profile``):
+Everything is computed from counts over a profile's blocks (``client.contract.profile``):
 the reference profile's counts, and a window's counts over the same slots. Any
 number of windows are scored at once (``score_windows`` takes ``(windows,
 slots)``), which is how the service scores its one window and how tests score
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from client.profile import Block, ReferenceProfile
+from client.contract.profile import Block, ReferenceProfile
 from deploy.detectors import (
     DRIFT,
     OK,

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
-from client.errors import DataError
-from client.preprocessing import PreprocessingSpec
-from client.profile import ReferenceProfile, encode_frame
-from client.schema import TableSchema, validate_frame
+from client.contract.errors import DataError
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ReferenceProfile, encode_frame
+from client.contract.schema import TableSchema
 from deploy.drift import STATUSES, drift_plan, score_windows, with_histograms
 from deploy.errors import DeployError
 from deploy.settings import ServeSettings
@@ -109,7 +109,7 @@ def summarize(
                 features=[],
             )
     if summary.recommends_retraining:
-        summary.epsilon = _epsilon_left(session, actor=actor, notes=summary.notes)
+        summary.epsilon = epsilon_left(session, actor=actor, notes=summary.notes)
     return summary
 
 
@@ -129,7 +129,7 @@ def _score_file(
             model=name,
             version=version,
         )
-    profile = ReferenceProfile.from_dict(stored)
+    profile = ReferenceProfile.from_dict(stored).without_calibration()
     frame = _read_rows(path, preprocessing.schema)
     numeric, categorical = encode_frame(frame, preprocessing.schema)
     notes = []
@@ -163,19 +163,26 @@ def _score_file(
 
 
 def _read_rows(path: Path, schema: TableSchema) -> pd.DataFrame:
-    """The features of a CSV or Parquet file's rows, checked against ``schema``. Served rows
-    have no target: a target column, if any, is replaced by a placeholder nothing reads."""
-    suffix = path.suffix.lower()
-    if not path.is_file() or suffix not in (".csv", ".parquet", ".pq"):
-        raise DataError(f"{path} is not a CSV or Parquet file", path=str(path))
-    try:
-        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
-        raise DataError(f"cannot read {path}: {exc}", path=str(path)) from exc
+    """The features of a CSV, Parquet or NPZ file's rows, checked against ``schema`` (as an
+    institution's file is). Served rows have no target: a target column, if any, is replaced
+    by a placeholder nothing reads."""
+    from client.contract.files import read_raw, validate_file_frame
+
+    frame = read_raw(path, schema)
+    unknown = sorted(
+        set(map(str, frame.columns)) - set(schema.feature_names) - {schema.target.name}
+    )
+    if unknown:
+        # As the inference API does: a column the model does not know is a mistake, not noise.
+        raise DataError(
+            f"{path}: unknown column {unknown[0]!r}; the model's features are "
+            f"{', '.join(schema.feature_names)}",
+            path=str(path),
+        )
     mapping = schema.target.mapping
     placeholder = next(iter(mapping)) if mapping else schema.target.labels[0]
     frame = frame.assign(**{schema.target.name: placeholder})
-    return validate_frame(frame, schema)
+    return validate_file_frame(frame, schema, path=path)
 
 
 def _predict(
@@ -206,16 +213,23 @@ def _predict(
     return model.run(numeric, categorical).probabilities
 
 
-def _epsilon_left(session: Session, *, actor: Principal, notes: list[str]) -> list[EpsilonLeft]:
+def epsilon_left(session: Session, *, actor: Principal, notes: list[str]) -> list[EpsilonLeft]:
+    """The ε each institution has left for a retraining run (a note if none has any)."""
     try:
         totals = repo.epsilon_totals(session=session, actor=actor)
     except PermissionDeniedError:
         notes.append("ε left per institution needs the ledger:read permission")
         return []
-    return [
+    entries = [
         EpsilonLeft(institution=t.institution, spent=t.epsilon, budget=t.budget, left=t.left)
         for t in totals
     ]
+    if entries and all(e.left is not None and e.left <= 0 for e in entries):
+        notes.append(
+            "no institution has ε left to take part in a retraining run: the consortium "
+            "must agree new budgets first"
+        )
+    return entries
 
 
 def plot(summary: DriftSummary) -> bytes:

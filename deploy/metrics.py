@@ -61,7 +61,7 @@ class ServiceMetrics:
         )
         self.drift_status = Gauge(
             "fedwarden_drift_status",
-            "Drift status at the last check: 0 ok, 1 warning, 2 drift.",
+            "Drift status at the last check: -1 insufficient data, 0 ok, 1 warning, 2 drift.",
             ["model"],
             registry=self.registry,
         )
@@ -69,6 +69,31 @@ class ServiceMetrics:
             "fedwarden_drift_window_rows",
             "Rows in the drift window at the last check.",
             ["model"],
+            registry=self.registry,
+        )
+        self.performance = Gauge(
+            "fedwarden_performance",
+            "Performance of the served version over the window: realised (outcomes fed back) "
+            "or estimated (from the probabilities, calibrated on the federation's reference).",
+            ["model", "metric", "kind"],
+            registry=self.registry,
+        )
+        self.performance_status = Gauge(
+            "fedwarden_performance_status",
+            "Performance status at the last check: -1 insufficient data, 0 ok, 1 alert.",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.performance_rows = Gauge(
+            "fedwarden_performance_window_rows",
+            "Rows behind the performance figures: labelled (realised) or served (estimated).",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "fedwarden_feedback_outcomes_total",
+            "Outcomes fed back, by result (accepted or duplicate).",
+            ["model", "result"],
             registry=self.registry,
         )
         self.version = Gauge(

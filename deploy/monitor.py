@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from client.errors import DataError
-from client.profile import ReferenceProfile
+from client.contract.errors import DataError
+from client.contract.profile import ReferenceProfile
 from deploy.drift import STATUSES, DriftPlan, WindowScores, score_windows, with_histograms
 from deploy.metrics import ServiceMetrics
 from deploy.predictor import LoadedModel
@@ -36,6 +36,8 @@ from server.store import repository as repo
 from server.store.engine import Store
 
 logger = logging.getLogger(__name__)
+
+INSUFFICIENT = "insufficient_data"
 
 
 _Batch = tuple[np.ndarray, np.ndarray, np.ndarray | None, float]
@@ -51,6 +53,7 @@ class DriftState:
     window_rows: int
     window_span_s: float
     features: list[dict[str, Any]]
+    min_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class DriftState:
             "status": self.status,
             "window_rows": self.window_rows,
             "window_span_s": self.window_span_s,
+            "min_rows": self.min_rows,
             "features": self.features,
         }
 
@@ -121,13 +125,26 @@ class DriftMonitor:
         times = np.repeat([batch[3] for batch in pending], [len(batch[0]) for batch in pending])
         self.window.add(self.binner(numeric, categorical, probabilities), times=times)
 
-    def evaluate(self, *, now: float | None = None) -> tuple[DriftState, WindowScores, np.ndarray]:
-        """The window's scores now; also its counts (for histograms)."""
+    def evaluate(
+        self, *, now: float | None = None
+    ) -> tuple[DriftState, WindowScores | None, np.ndarray]:
+        """The window's scores now; also its counts (for histograms).
+
+        A window of fewer than the plan's ``min_rows`` rows is not scored at all:
+        its status is ``insufficient_data`` (the minimum is stated beside it), with
+        no feature scores, rather than ``ok`` on a handful of rows.
+        """
         self.flush()
         now = time.time() if now is None else now
         counts, rows, span = self.window.counts(
             size=self.profile.layout.size, now=now, span_s=self.window_s
         )
+        min_rows = self.plan.thresholds.min_rows
+        if rows < min_rows:
+            state = DriftState(model=self.model, version=self.version, status=INSUFFICIENT,
+                               window_rows=rows, window_span_s=span, features=[],
+                               min_rows=min_rows)  # fmt: skip
+            return state, None, counts
         scores = score_windows(self.profile, counts[None, :], plan=self.plan)
         state = DriftState(
             model=self.model,
@@ -136,12 +153,13 @@ class DriftMonitor:
             window_rows=rows,
             window_span_s=span,
             features=scores.report(0),
+            min_rows=min_rows,
         )
         return state, scores, counts
 
     def persist(self, store: Store, state: DriftState, counts: np.ndarray) -> bool:
         """Write ``state``'s status if it changed since the last written one; ``True`` if so."""
-        if state.window_rows < self.plan.thresholds.min_rows:
+        if state.status == INSUFFICIENT or state.window_rows < self.plan.thresholds.min_rows:
             return False
         with self._persist_lock:
             if self._persisted is None:
@@ -240,7 +258,8 @@ class DriftMonitors:
             self.metrics.drift_score.labels(
                 model=monitor.model, feature=item["name"], detector=item["detector"]
             ).set(item["score"])
-        self.metrics.drift_status.labels(model=monitor.model).set(STATUSES.index(state.status))
+        code = -1 if state.status == INSUFFICIENT else STATUSES.index(state.status)
+        self.metrics.drift_status.labels(model=monitor.model).set(code)
         self.metrics.drift_window_rows.labels(model=monitor.model).set(state.window_rows)
         if persist:
             monitor.persist(self.store, state, counts)
@@ -261,7 +280,7 @@ class DriftMonitors:
             logger.info("%s v%d has no reference profile: no drift monitoring", name, version)
             return None
         try:
-            profile = ReferenceProfile.from_dict(dict(stored))
+            profile = ReferenceProfile.from_dict(dict(stored)).without_calibration()
         except DataError as exc:
             logger.error("reference profile of %s v%d is unreadable: %s", name, version, exc)
             return None

@@ -10,7 +10,6 @@ network, softmax) and predict the same classes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -21,19 +20,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from client.models import ModelSpec, build_model, set_weights
-from client.preprocessing import PreprocessingSpec
-from client.schema import CategoricalFeature, NumericFeature
+from client.contract.architecture import ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.schema import CategoricalFeature, NumericFeature
+from client.models import build_model, set_weights
 from deploy.artifacts import write_artifact
 from deploy.errors import ExportError
+from deploy.onnx_contract import INPUT_NAMES, OUTPUT_NAME
 from deploy.serving_model import ServingModule, encode_rows, frame_to_rows
 from privacy.envelope import Keyring
 
 logger = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-5
-INPUT_NAMES = ("numeric", "categorical")
-OUTPUT_NAME = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,11 @@ def export_onnx(module: ServingModule, path: Path | None = None) -> bytes:
         torch.zeros(2, module.num_categorical, dtype=torch.long),
     )
     batch = torch.export.Dim("batch", min=1)
+    # The exporter logs a warning for each torchvision operator it cannot register;
+    # the served graphs use none of them.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -87,6 +91,8 @@ def export_onnx(module: ServingModule, path: Path | None = None) -> bytes:
             data: bytes = program.model_proto.SerializeToString()
     except Exception as exc:  # the exporter raises many types; all mean "no artifact"
         raise ExportError(f"ONNX export failed: {exc}") from exc
+    finally:
+        registration.setLevel(level)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -176,11 +182,3 @@ def export_model(
         )
     sha256 = write_artifact(path, data, keyring=keyring)
     return ExportedModel(path=path, sha256=sha256, parity=parity)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

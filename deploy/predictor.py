@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from client.preprocessing import PreprocessingSpec
+from client.contract.preprocessing import PreprocessingSpec
 from deploy.artifacts import read_artifact
+from deploy.columns import ColumnEncoder
 from deploy.errors import ServingError
-from deploy.onnx_export import INPUT_NAMES
+from deploy.onnx_contract import INPUT_NAMES
 from deploy.validation import UNLIMITED, RequestLimits, RowEncoder
 from privacy.envelope import Keyring
 
@@ -88,6 +89,7 @@ class LoadedModel:
         self.preprocessing = preprocessing
         self.labels = list(preprocessing.schema.target.labels)
         self.encoder = RowEncoder(preprocessing.schema)
+        self.column_encoder = ColumnEncoder(preprocessing.schema)
         self.providers = self.session.get_providers()
         self.details = details or {}
         logger.info("loaded %s v%d on %s", name, version, self.providers[0])
@@ -98,6 +100,12 @@ class LoadedModel:
         """Check ``rows`` against the schema (``InvalidRequestError`` names a bad one) and
         encode them for the graph."""
         return self.encoder.encode(rows, limits=limits)
+
+    def encode_columns(
+        self, columns: Any, *, limits: RequestLimits = UNLIMITED
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Check a columnar batch (``{feature: [values]}``) and encode it for the graph."""
+        return self.column_encoder.encode(columns, limits=limits)
 
     def run(self, numeric: np.ndarray, categorical: np.ndarray) -> Prediction:
         """Each encoded row's class probabilities, from onnxruntime."""

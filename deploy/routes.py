@@ -1,35 +1,49 @@
-"""The inference API's routes: predictions, model details, drift, health."""
+"""The inference API's routes: predictions, outcomes, performance, model details, drift, health."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from fastapi import APIRouter, Body, Response
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi import APIRouter, Body, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from deploy.deps import CurrentIdentity, ServiceDep
 from deploy.errors import InvalidRequestError
+from deploy.outcomes import Outcome
+from deploy.requests import parse_predict_body
 from deploy.schemas import (
     DriftReport,
     ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     Health,
+    InputSchema,
     ModelDetails,
     ModelList,
     ModelSummary,
+    PerformanceReport,
     PredictRequest,
     PredictResponse,
 )
 from server.errors import ConflictError, NotFoundError
+
+logger = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in (
         (401, "missing, unknown, wrong, revoked or expired API key"),
         (403, "the key's principal lacks the permission"),
-        (404, "no such model in production"),
-        (409, "the served version has no reference profile to measure drift against"),
+        (404, "no such model in production (or, for feedback, no such prediction)"),
+        (
+            409,
+            "drift or performance monitoring is off, the served version has no reference "
+            "profile, or an outcome contradicts one already fed back",
+        ),
+        (410, "an outcome for a prediction past the retention limit"),
         (413, "too many rows, or a body over the size limit"),
         (422, "a row is malformed: the message names the row and the feature"),
         (503, "the store or the model is not available"),
@@ -40,16 +54,23 @@ models_router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS
 health_router = APIRouter(tags=["operations"])
 
 
-@models_router.post("/{name}/predict", response_model=PredictResponse)
-async def predict(
-    name: str,
-    identity: CurrentIdentity,
-    service: ServiceDep,
-    request: PredictRequest = Body(),  # noqa: B008 - FastAPI's way to declare a body
-) -> JSONResponse:
-    """Class and probabilities for each row (needs the `predict` permission: role consumer).
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
 
-    Runs on the event loop: checking, encoding and onnxruntime take well under a
+
+@models_router.post("/{name}/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY)
+async def predict(
+    name: str, http: Request, identity: CurrentIdentity, service: ServiceDep
+) -> Response:
+    """Class, probabilities and a `prediction_id` for each row (needs `predict`: role consumer).
+
+    The body holds `rows` (objects by feature name) or `columns` (one list per
+    feature), and optionally the caller's `request_id`. Runs on the event loop:
+    parsing (orjson), checking, encoding and onnxruntime take well under a
     millisecond for a small batch, less than handing the work to a thread.
     """
     service.authenticator.require(identity, "predict", target=f"model:{name}")
@@ -57,26 +78,113 @@ async def predict(
     if model is None:
         raise NotFoundError(f"model {name!r} has no production version being served", model=name)
     began = time.perf_counter()
-    encoded = model.encode(request.rows, limits=service.limits)
+    body = parse_predict_body(await http.body())
+    if body.columns is not None:
+        encoded = model.encode_columns(body.columns, limits=service.limits)
+    else:
+        encoded = model.encode(body.rows or [], limits=service.limits)
     checked = time.perf_counter()
     prediction = model.run(*encoded)
+    rows = len(encoded[0])
     service.metrics.checks.labels(model=name).observe(checked - began)
     service.metrics.inference.labels(model=name).observe(time.perf_counter() - checked)
-    service.metrics.batch_size.labels(model=name).observe(len(request.rows))
-    service.usage.count(identity, rows=len(request.rows))
+    service.metrics.batch_size.labels(model=name).observe(rows)
+    service.usage.count(identity, rows=rows)
     service.drift.record(
         model, numeric=encoded[0], categorical=encoded[1], probabilities=prediction.probabilities
     )
+    ids, requests = service.outcomes.record(
+        model=name,
+        version=model.version,
+        probabilities=prediction.probabilities,
+        request_id=body.request_id,
+    )
     labels = model.labels
-    return JSONResponse(
-        {
-            "model": name,
-            "version": model.version,
-            "predictions": [
-                {"label": label, "probabilities": dict(zip(labels, row.tolist(), strict=True))}
-                for label, row in zip(prediction.labels, prediction.probabilities, strict=True)
-            ],
-        }
+    answer = {
+        "model": name,
+        "version": model.version,
+        "predictions": [
+            {
+                "label": label,
+                "probabilities": dict(zip(labels, row, strict=True)),
+                "prediction_id": pid,
+                "request_id": rid,
+            }
+            for label, row, pid, rid in zip(
+                prediction.labels,
+                prediction.probabilities.tolist(),
+                ids,
+                requests,
+                strict=True,
+            )
+        ],
+    }
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+@models_router.post("/{name}/feedback", response_model=FeedbackResponse)
+def feedback(
+    name: str,
+    identity: CurrentIdentity,
+    service: ServiceDep,
+    request: FeedbackRequest = Body(),  # noqa: B008 - FastAPI's way to declare a body
+) -> FeedbackResponse:
+    """Feed back the true outcomes of served predictions (needs `feedback`: consumer, operator).
+
+    Each outcome names its prediction by `prediction_id` (from the predict
+    response) or by the caller's `request_id`, and gives the true label. All or
+    nothing: an unknown id is a 404, one past the retention limit a 410, a label
+    that contradicts one already fed back a 409; the same label again is
+    counted as a duplicate. Labels may come days late (up to the retention).
+    """
+    service.authenticator.require(identity, "feedback", target=f"model:{name}")
+    model = service.holder.get(name)
+    if model is None:
+        raise NotFoundError(f"model {name!r} has no production version being served", model=name)
+    if not service.settings.performance_monitoring:
+        raise ConflictError("performance monitoring is off in this service", model=name)
+    result = service.outcomes.feed(
+        model=name,
+        labels=model.labels,
+        outcomes=[
+            Outcome(label=o.label, prediction_id=o.prediction_id, request_id=o.request_id)
+            for o in request.outcomes
+        ],
+    )
+    service.metrics.feedback.labels(model=name, result="accepted").inc(result.accepted)
+    service.metrics.feedback.labels(model=name, result="duplicate").inc(result.duplicates)
+    return FeedbackResponse(model=name, accepted=result.accepted, duplicates=result.duplicates)
+
+
+@models_router.get("/{name}/performance", response_model=PerformanceReport)
+def performance(name: str, identity: CurrentIdentity, service: ServiceDep) -> PerformanceReport:
+    """Realised performance (from outcomes fed back) and estimated performance (from the
+    probabilities, calibrated on the federation's reference) over the window (`model:read`).
+
+    A change of status (`ok`, `alert`) is written to the store and audited once.
+    """
+    service.authenticator.require(identity, "model:read", target=f"model:{name}")
+    model = service.holder.get(name)
+    if model is None:
+        raise NotFoundError(f"model {name!r} has no production version being served", model=name)
+    if not service.settings.performance_monitoring:
+        raise ConflictError("performance monitoring is off in this service", model=name)
+    service.outcomes.flush()
+    return PerformanceReport.model_validate(service.performance.evaluate(model))
+
+
+@models_router.get("/{name}/schema", response_model=InputSchema)
+def input_schema(name: str, identity: CurrentIdentity, service: ServiceDep) -> InputSchema:
+    """The served version's full input schema (needs `predict` or `model:read`)."""
+    if "model:read" not in identity.permissions:
+        service.authenticator.require(identity, "predict", target=f"model:{name}")
+    model = service.holder.get(name)
+    if model is None:
+        raise NotFoundError(f"model {name!r} has no production version being served", model=name)
+    return InputSchema(
+        name=name,
+        version=model.version,
+        input_schema=model.preprocessing.schema.model_dump(mode="json"),
     )
 
 
@@ -145,19 +253,24 @@ def drift(name: str, identity: CurrentIdentity, service: ServiceDep) -> DriftRep
 
 
 @health_router.get("/healthz", response_model=Health)
-def healthz() -> Health:
-    """The process is up."""
-    return Health(status="ok")
+def healthz(service: ServiceDep) -> Health:
+    """The process is up; the models it serves (the same as `/readyz` reports)."""
+    return Health(status="ok", models=_served(service))
 
 
-@health_router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(service: ServiceDep, response: Response) -> Health:
-    """Ready when the store answers and at least one model is loaded."""
+def _served(service: Any) -> dict[str, int]:
     models = {}
     for name in service.holder.names():
         model = service.holder.get(name)
         if model is not None:
             models[name] = model.version
+    return models
+
+
+@health_router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def readyz(service: ServiceDep, response: Response) -> Health:
+    """Ready when the store answers and at least one model is loaded."""
+    models = _served(service)
     try:
         with service.store.session() as session:
             session.connection()

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from client.preprocessing import PreprocessingSpec
-from client.schema import CategoricalFeature, NumericFeature
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.schema import CategoricalFeature, NumericFeature
 from deploy.validation import UNLIMITED, RowEncoder
 
 

@@ -1,9 +1,15 @@
-"""The inference service's settings, read once in the entry point (``FEDWARDEN_`` variables)."""
+"""The inference service's settings, read once in the entry point (``FEDWARDEN_`` variables).
+
+One settings tree: ``ServeSettings`` nests the store's own ``StoreSettings`` (the
+database URL and its one default live there).
+"""
 
 from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.store.settings import StoreSettings
 
 
 class ServeSettings(BaseSettings):
@@ -15,7 +21,7 @@ class ServeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FEDWARDEN_", extra="ignore", frozen=True)
 
-    database_url: str = "sqlite:///fedwarden.db"
+    store: StoreSettings = Field(default_factory=StoreSettings)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
@@ -23,7 +29,12 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     poll_interval_s: float = Field(default=2.0, gt=0)
     auth_cache_ttl_s: float = Field(default=30.0, ge=0)
-    usage_flush_interval_s: float = Field(default=60.0, gt=0)
+    usage_flush_interval_s: float = Field(default=5.0, gt=0)
+    auth_failures_per_client: int = Field(default=20, ge=1)
+    auth_failure_window_s: float = Field(default=10.0, gt=0)
+    auth_failures_total_per_s: int = Field(default=200, ge=1)
+    public_docs: bool = True
+    """Serve /docs and /openapi.json without a key: they describe the routes, hold no data."""
     providers: str = Field(default="auto", pattern="^(auto|cpu|cuda)$")
     threads: int = Field(default=1, ge=1)
     drift_window_rows: int = Field(default=5000, ge=50)
@@ -37,3 +48,13 @@ class ServeSettings(BaseSettings):
     drift_psi_alert: float = Field(default=0.25, gt=0)
     drift_p_value: float = Field(default=0.01, gt=0, lt=1)
     drift_min_rows: int = Field(default=100, ge=1)
+    performance_monitoring: bool = True
+    performance_window_s: float = Field(default=7 * 86400.0, gt=0)
+    performance_window_rows: int = Field(default=10000, ge=10)
+    performance_min_rows: int = Field(default=100, ge=1)
+    performance_max_drop: float = Field(default=0.1, ge=0, le=1)
+    performance_min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    performance_min_auc: float | None = Field(default=None, ge=0, le=1)
+    performance_check_interval_s: float = Field(default=60.0, gt=0)
+    performance_retention_s: float = Field(default=90 * 86400.0, gt=0)
+    feedback_flush_interval_s: float = Field(default=1.0, gt=0)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from client.schema import CategoricalFeature, NumericFeature, TableSchema, canonical, shown
+from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, canonical, shown
 from deploy.errors import InvalidRequestError
 
 MISSING_CATEGORY = -1
@@ -94,7 +94,12 @@ class RowEncoder:
             raise InvalidRequestError(
                 f"rows[{index}].{feature.name}: expected a number, got {type(value).__name__}"
             )
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float (a 1 and 400 zeros)
+            raise InvalidRequestError(
+                f"rows[{index}].{feature.name}: the number is too large to be a float"
+            ) from None
         if not math.isfinite(number):
             raise InvalidRequestError(
                 f"rows[{index}].{feature.name}: {value!r} is not a finite number"
@@ -124,6 +129,8 @@ class RowEncoder:
             raise InvalidRequestError(f"{where}: {value!r} is not a category")
         if not isinstance(value, str | int | float | bool):
             raise InvalidRequestError(f"{where}: expected a category, got {type(value).__name__}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+            raise InvalidRequestError(f"{where}: the number is too large to be a category")
         found = self.index[position].get(canonical(value))
         if found is None:
             expected = ", ".join(feature.categories)

@@ -12,15 +12,15 @@ import threading
 
 import numpy as np
 
-from client.errors import DataError
-from client.profile import ProfileLayout
+from client.contract.errors import DataError
+from client.contract.profile import ProfileLayout
 
 
 class SlotBinner:
     """``ProfileLayout.slot_indices`` for one served batch, in about fifteen numpy operations.
 
     Numeric and probability blocks are binned together in one pass, with the
-    same arithmetic as ``client.profile`` (a test holds the slots equal). The
+    same arithmetic as ``client.contract.profile`` (a test holds the slots equal). The
     columns come out grouped by kind, block ``block_order[j]`` in column ``j``:
     a window only counts slots, and every slot index is global, so the order
     of the columns does not matter.

@@ -50,10 +50,20 @@ def merge_history(history: Iterable[AccountingStep]) -> list[AccountingStep]:
     return merged
 
 
+REPLACE_ONE = "replace-one"
+ADD_OR_REMOVE_ONE = "add-or-remove-one"
+
+
 class Accountant(ABC):
-    """Turns a history of subsampled-Gaussian steps into (ε, δ)."""
+    """Turns a history of subsampled-Gaussian steps into (ε, δ).
+
+    ``neighbouring`` names the relation ε holds for: ``replace-one`` (two datasets
+    of the same size differing in one row: what fedwarden's federations promise, since
+    an institution's row counts are public) or ``add-or-remove-one``.
+    """
 
     name: ClassVar[str]
+    neighbouring: ClassVar[str] = ADD_OR_REMOVE_ONE
 
     @abstractmethod
     def epsilon(self, history: Sequence[AccountingStep], *, delta: float) -> float:
@@ -108,19 +118,76 @@ class _OpacusAccountant(Accountant):
             raise AccountingError(f"{self.name} accountant failed: {exc}") from exc
 
 
+class PldAccountant(Accountant):
+    """Privacy-loss-distribution accountant (Google's ``dp_accounting``) under replace-one.
+
+    Exact up to a pessimistic discretisation: ε is an upper bound. Poisson-subsampled
+    DP-SGD steps and full-data Gaussian releases (``sample_rate`` 1: a noisy summary,
+    profile or evaluation) compose heterogeneously. Under replace-one a released sum
+    moves by up to twice a row's contribution, which the PLD of a replaced row accounts
+    for exactly.
+    """
+
+    name = "pld"
+    neighbouring = REPLACE_ONE
+    _DISCRETISATION = 5e-3
+
+    def epsilon(self, history: Sequence[AccountingStep], *, delta: float) -> float:
+        import dp_accounting
+        from dp_accounting.pld import pld_privacy_accountant
+
+        if not 0 < delta < 1:
+            raise AccountingError(f"δ must be in (0, 1), got {delta}", delta=delta)
+        steps = merge_history(history)
+        if not steps:
+            return 0.0
+        accountant = pld_privacy_accountant.PLDAccountant(
+            neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE,
+            value_discretization_interval=self._DISCRETISATION,
+        )
+        for step in steps:
+            _check_rate(step.sample_rate)
+            if step.noise_multiplier <= 0:
+                return math.inf
+            gaussian = dp_accounting.GaussianDpEvent(step.noise_multiplier)
+            event: dp_accounting.DpEvent = (
+                gaussian
+                if step.sample_rate >= 1
+                else dp_accounting.PoissonSampledDpEvent(step.sample_rate, gaussian)
+            )
+            accountant.compose(event, step.steps)
+        return float(accountant.get_epsilon(delta))
+
+    def noise_multiplier(
+        self, *, target_epsilon: float, target_delta: float, sample_rate: float, steps: int
+    ) -> float:
+        _check_rate(sample_rate)
+        if steps <= 0:
+            raise AccountingError(f"steps must be > 0, got {steps}", steps=steps)
+        return _smallest_noise(
+            lambda sigma: self.epsilon(
+                [AccountingStep(noise_multiplier=sigma, sample_rate=sample_rate, steps=steps)],
+                delta=target_delta,
+            ),
+            target_epsilon=target_epsilon,
+            start=1.0,
+        )
+
+
 class RdpAccountant(_OpacusAccountant):
-    """Rényi-DP accountant (Mironov et al.), converted to (ε, δ)."""
+    """Rényi-DP accountant (Mironov et al.), converted to (ε, δ); add-or-remove-one."""
 
     name = "rdp"
 
 
 class PrvAccountant(_OpacusAccountant):
-    """Privacy-random-variable accountant (Gopi et al.): tighter than RDP."""
+    """Privacy-random-variable accountant (Gopi et al.): tighter than RDP; add-or-remove-one."""
 
     name = "prv"
 
 
 ACCOUNTANTS: dict[str, Callable[[], Accountant]] = {
+    PldAccountant.name: PldAccountant,
     RdpAccountant.name: RdpAccountant,
     PrvAccountant.name: PrvAccountant,
 }
@@ -134,8 +201,12 @@ def get_accountant(name: str) -> Accountant:
         raise UnknownNameError("accountant", name, ACCOUNTANTS) from None
 
 
+DEFAULT_ACCOUNTANT = PrvAccountant.name
+"""What federations account with unless told otherwise (add-or-remove-one)."""
+
+
 def compute_epsilon(
-    history: Sequence[AccountingStep], *, delta: float, accountant: str = "prv"
+    history: Sequence[AccountingStep], *, delta: float, accountant: str = DEFAULT_ACCOUNTANT
 ) -> float:
     """ε at ``delta`` after ``history``, with the named accountant.
 
@@ -156,7 +227,7 @@ def noise_multiplier_for(
     target_delta: float,
     sample_rate: float,
     steps: int,
-    accountant: str = "prv",
+    accountant: str = DEFAULT_ACCOUNTANT,
     reserved: Sequence[AccountingStep] = (),
 ) -> float:
     """σ such that ``steps`` steps at ``sample_rate`` spend at most ``target_epsilon``.
@@ -186,15 +257,21 @@ def noise_multiplier_for(
         steps_at = AccountingStep(noise_multiplier=noise, sample_rate=sample_rate, steps=steps)
         return compute_epsilon([steps_at, *reserved], delta=target_delta, accountant=accountant)
 
-    if spent(sigma) <= target_epsilon:
-        return sigma
-    low, high = sigma, sigma * 1.25
+    return _smallest_noise(spent, target_epsilon=target_epsilon, start=sigma)
+
+
+def _smallest_noise(
+    spent: Callable[[float], float], *, target_epsilon: float, start: float
+) -> float:
+    """The smallest σ ≥ ``start`` (to 0.1%) whose ``spent(σ)`` stays under the target."""
+    if spent(start) <= target_epsilon:
+        return start
+    low, high = start, start * 1.25
     while spent(high) > target_epsilon:
         low, high = high, high * 1.5
         if high > 1e4:
             raise AccountingError(
-                f"no noise multiplier below 1e4 leaves room for the reserved releases under "
-                f"ε={target_epsilon}",
+                f"no noise multiplier below 1e4 keeps ε under {target_epsilon}",
                 target_epsilon=target_epsilon,
             )
     while high - low > 1e-3 * high:

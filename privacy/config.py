@@ -9,9 +9,25 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from privacy.errors import ConfigError
+from privacy.accounting import ACCOUNTANTS
+from privacy.errors import ConfigError, UnknownNameError
 
-ACCOUNTANT_NAMES = ("prv", "rdp")
+
+def check_release_noise(noise_multiplier: float | None, *, release: str) -> None:
+    """A Gaussian release's σ must be positive and finite (``None``: no noisy release).
+
+    Raises
+    ------
+    ConfigError
+        Otherwise, naming the release (``"profile"``).
+    """
+    if noise_multiplier is not None and not (
+        noise_multiplier > 0 and math.isfinite(noise_multiplier)
+    ):
+        raise ConfigError(
+            f"{release} noise multiplier must be > 0, got {noise_multiplier}",
+            noise_multiplier=noise_multiplier,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,12 +97,8 @@ class DPConfig:
             raise ConfigError(
                 f"δ must be in (0, 1), got {self.target_delta}", target_delta=self.target_delta
             )
-        if self.accountant not in ACCOUNTANT_NAMES:
-            raise ConfigError(
-                f"unknown accountant {self.accountant!r}; choose one of: "
-                + ", ".join(ACCOUNTANT_NAMES),
-                accountant=self.accountant,
-            )
+        if self.accountant not in ACCOUNTANTS:
+            raise UnknownNameError("accountant", self.accountant, ACCOUNTANTS)
         if self.enabled and self.noise_multiplier == 0:
             raise ConfigError(
                 "a noise multiplier of 0 gives no privacy; use --no-dp to train without DP",

@@ -19,9 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from privacy.accounting import AccountingStep
-from privacy.errors import ConfigError
+from privacy.errors import ConfigError, UnknownNameError
 
 logger = logging.getLogger(__name__)
+
+GRAD_SAMPLE_MODES = {
+    "hooks": "per-sample gradients from Opacus's forward/backward hooks",
+    "functorch": "per-sample gradients from torch.func (vmap over grad)",
+    "ghost": "ghost clipping: per-sample norms without per-sample gradients, two backward passes",
+}
+"""How per-sample gradients are clipped; all give the same DP-SGD step (the same privacy)."""
 
 
 @dataclass
@@ -34,6 +41,8 @@ class PrivateTraining:
     noise_multiplier: float
     sample_rate: float
     _engine: object
+    criterion: nn.Module | None = None
+    """The loss to call in ``ghost`` mode (its ``backward`` does both passes); else ``None``."""
 
     @property
     def module(self) -> nn.Module:
@@ -41,6 +50,12 @@ class PrivateTraining:
         inner = getattr(self.model, "_module", self.model)
         assert isinstance(inner, nn.Module)
         return inner
+
+    def close(self) -> None:
+        """Remove Opacus's hooks from the module, so it can be trained (or wrapped) again."""
+        close = getattr(self.model, "_close", None)
+        if callable(close):
+            close()
 
     def steps_taken(self) -> int:
         """Noisy steps taken so far (the accountant's own count)."""
@@ -69,16 +84,23 @@ def make_private(
     noise_multiplier: float,
     max_grad_norm: float,
     noise_seed: int | None = None,
+    grad_sample_mode: str = "hooks",
+    criterion: nn.Module | None = None,
 ) -> PrivateTraining:
     """Wrap ``model``, ``optimizer`` and ``data_loader`` for DP-SGD.
 
     The loader's batch size fixes the sample rate (``1 / len(data_loader)``) and
     its generator drives Poisson sampling, so a seeded loader gives a seeded run.
     ``noise_seed`` seeds the Gaussian noise; ``None`` draws it from the OS.
+    ``grad_sample_mode`` is one of ``GRAD_SAMPLE_MODES``; with ``ghost`` the
+    returned ``criterion`` (wrapping ``criterion``, cross-entropy by default)
+    must compute the loss.
     """
     from opacus import PrivacyEngine
     from opacus.validators import ModuleValidator
 
+    if grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise UnknownNameError("per-sample gradient mode", grad_sample_mode, GRAD_SAMPLE_MODES)
     if noise_multiplier <= 0:
         raise ConfigError("DP-SGD needs a noise multiplier > 0", noise_multiplier=noise_multiplier)
     problems = ModuleValidator.validate(model, strict=False)
@@ -95,15 +117,22 @@ def make_private(
         # so once in its documentation instead of in every round's log.
         warnings.simplefilter("ignore", UserWarning)
         engine = PrivacyEngine(accountant="prv", secure_mode=False)
-        private_model, private_optimizer, private_loader = engine.make_private(
+        wrapped = engine.make_private(
             module=model,
             optimizer=optimizer,
+            criterion=criterion if criterion is not None else nn.CrossEntropyLoss(),
             data_loader=data_loader,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             poisson_sampling=True,
             noise_generator=generator,
+            grad_sample_mode=grad_sample_mode,
         )
+    private_criterion = None
+    if grad_sample_mode == "ghost":
+        private_model, private_optimizer, private_criterion, private_loader = wrapped
+    else:
+        private_model, private_optimizer, private_loader = wrapped
     return PrivateTraining(
         model=private_model,
         optimizer=private_optimizer,
@@ -111,4 +140,5 @@ def make_private(
         noise_multiplier=noise_multiplier,
         sample_rate=loader_sample_rate(data_loader),
         _engine=engine,
+        criterion=private_criterion,
     )

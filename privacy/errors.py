@@ -1,30 +1,71 @@
-"""Errors of fedwarden.
+"""Every fedwarden error, and the one table of exit codes.
 
 ``privacy`` is the lowest layer of the import graph, so the root of every
-fedwarden error lives here; each package adds its own branch in its own
-``errors.py``. Every error carries an ``exit_code`` that the CLI turns into the
-process exit status, and keyword context (``institution=``, ``epsilon=``) that
-ends up in logs and in the one-line message a user sees::
+fedwarden error lives here; each package hangs its own branch from it in its
+own ``errors.py`` (``client.contract.errors``, ``client.errors``,
+``server.errors``, ``deploy.errors``). Every error carries an ``exit_code``
+from ``EXIT_CODES`` (the CLI turns it into the process's exit status, in one
+place: ``simulations.cli.app``) and keyword context (``institution=``,
+``epsilon=``) for logs and the one-line message a user sees::
 
-    FedwardenError
-     ├── ConfigError                       bad settings or names        (exit 2)
-     │    └── UnknownNameError             a registry lookup failed     (exit 2)
-     ├── PrivacyError                                                    (exit 3)
-     │    ├── BudgetExceededError          a round would pass a budget  (exit 3)
-     │    ├── AccountingError              ε cannot be computed         (exit 3)
-     │    └── UpdateRejectedError          an update is not acceptable  (exit 3)
-     └── EncryptionError                   data at rest cannot be sealed/opened (exit 70)
-          ├── KeyUnavailableError          no key-encryption key, or not the one needed (exit 71)
-          └── DecryptionError              wrong key, or the ciphertext was altered (exit 72)
+    FedwardenError                                   something unexpected        1
+     ├── ConfigError                                 bad settings or names       2
+     │    └── UnknownNameError                       a registry lookup failed    2
+     ├── PrivacyError                                a guarantee cannot be kept  3
+     │    ├── BudgetExceededError                    a release would pass ε      3
+     │    ├── BudgetSpentError                       no run fits the budgets     3
+     │    ├── AccountingError                        ε cannot be computed        3
+     │    ├── UpdateRejectedError                    a malformed update          3
+     │    ├── PolicyRefusalError                     against the node's policy   3
+     │    ├── SecureAggregationRequiredError         no update in the clear      3
+     │    └── UnsafeSecureAggregationError           a SecAgg+ step would leak   3
+     │         └── TooFewParticipantsError           a sum of fewer than k       3
+     ├── DataError (client.contract.errors)          unusable data               4
+     │    └── SchemaError                            data ≠ its schema           4
+     ├── JoinError (client.errors)                   a node cannot join          11
+     ├── ServerError (server.errors)                 the coordinator cannot      5
+     │    ├── FederationError                        a run cannot go on          5
+     │    │    └── NodeFailedError                   a node gave no reply        5
+     │    ├── FlowerCliError                         Flower's own tool failed    12
+     │    └── StoreError                             the store refuses           8
+     │         ├── StoreUnavailableError, NotFoundError, ConflictError           8
+     │         ├── AuthenticationError               no or a bad API key         6
+     │         ├── PermissionDeniedError             a role is missing           7
+     │         └── AuditChainError                   the audit log was altered   9
+     ├── DeployError (deploy.errors)                 export or serving fails     10
+     │    ├── ExportError, ServingError                                          10
+     │    └── InvalidRequestError                    a bad request (HTTP 4xx)    10
+     └── EncryptionError                             data at rest won't open     70
+          ├── KeyUnavailableError                    no (or not the right) KEK   71
+          └── DecryptionError                        wrong key or altered bytes  72
 
-``client.errors``, ``server.errors`` and ``deploy.errors`` hang their own
-errors from ``FedwardenError``.
+A test holds every error class to this table: a code means one thing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, ClassVar
+
+EXIT_CODES: dict[int, str] = {
+    1: "unexpected error",
+    2: "bad settings or an unknown name",
+    3: "a privacy guarantee cannot be kept (budget, accounting, an unsafe update)",
+    4: "the institution's data cannot be used",
+    5: "the coordinator cannot run the federation",
+    6: "authentication failed (no, wrong, revoked or expired API key)",
+    7: "permission denied (the principal lacks a role)",
+    8: "the governance store refuses or cannot be reached",
+    9: "the audit log was tampered with",
+    10: "a model cannot be exported or served",
+    11: "the node cannot join the federation",
+    12: "a Flower deployment command failed",
+    70: "data at rest cannot be encrypted or decrypted",
+    71: "no key-encryption key is configured, or not the one the data was sealed with",
+    72: "an envelope does not open: wrong key, or the ciphertext was altered",
+    130: "interrupted (Ctrl-C)",
+}
+"""Exit codes of ``fedwarden``, by meaning (the README lists them)."""
 
 
 class FedwardenError(Exception):
@@ -112,6 +153,36 @@ class AccountingError(PrivacyError):
 
 class UpdateRejectedError(PrivacyError):
     """A model update is malformed (wrong shape, NaN/Inf) and must not be aggregated."""
+
+
+class BudgetSpentError(PrivacyError):
+    """Too few institutions could afford even one round of the requested run."""
+
+
+class PolicyRefusalError(PrivacyError):
+    """A task or a release asked of a node goes against the institution's own policy."""
+
+
+class SecureAggregationRequiredError(PrivacyError):
+    """The coordinator asked for an update in the clear, and this institution refuses."""
+
+
+class UnsafeSecureAggregationError(PrivacyError):
+    """A SecAgg+ request would reveal more than the sum; the node refuses to answer it.
+
+    Raised by the node's guard in front of Flower's ``secaggplus_mod`` (an unmask
+    request whose lists overlap, name strangers or drop too many nodes) and by
+    the coordinator when it would have to release a sum of too few institutions.
+    """
+
+
+class TooFewParticipantsError(UnsafeSecureAggregationError):
+    """Fewer than k institutions take part, so their sum would say too much about each."""
+
+    def __init__(self, message: str, *, participants: int, minimum: int, **context: object) -> None:
+        super().__init__(message, participants=participants, minimum=minimum, **context)
+        self.participants = participants
+        self.minimum = minimum
 
 
 class EncryptionError(FedwardenError):

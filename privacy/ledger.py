@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class LedgerEntry:
+class LedgerRecord:
     """One institution's round."""
 
     institution: str
@@ -43,19 +43,19 @@ class LedgerEntry:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LedgerEntry:
+    def from_dict(cls, data: dict[str, Any]) -> LedgerRecord:
         return cls(**{**data, "epsilon": float(data["epsilon"])})
 
 
 class PrivacyLedger:
     """Entries by (institution, round), in the order first recorded."""
 
-    def __init__(self, entries: Iterable[LedgerEntry] = ()) -> None:
-        self._entries: dict[tuple[str, int], LedgerEntry] = {}
+    def __init__(self, entries: Iterable[LedgerRecord] = ()) -> None:
+        self._entries: dict[tuple[str, int], LedgerRecord] = {}
         for entry in entries:
             self.record(entry)
 
-    def record(self, entry: LedgerEntry) -> None:
+    def record(self, entry: LedgerRecord) -> None:
         key = (entry.institution, entry.round)
         if key in self._entries and self._entries[key] != entry:
             logger.warning(
@@ -67,7 +67,7 @@ class PrivacyLedger:
             )
         self._entries[key] = entry
 
-    def entries(self, institution: str | None = None) -> list[LedgerEntry]:
+    def entries(self, institution: str | None = None) -> list[LedgerRecord]:
         return [e for e in self._entries.values() if institution in (None, e.institution)]
 
     def institutions(self) -> list[str]:
@@ -88,4 +88,4 @@ class PrivacyLedger:
     @classmethod
     def read_jsonl(cls, path: Path) -> PrivacyLedger:
         text = path.read_text()
-        return cls(LedgerEntry.from_dict(json.loads(line)) for line in text.splitlines() if line)
+        return cls(LedgerRecord.from_dict(json.loads(line)) for line in text.splitlines() if line)

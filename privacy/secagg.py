@@ -6,6 +6,11 @@ colluding with a majority of that institution's neighbours, (2) the
 institutions' sum cannot overflow the modulus, and (3) no value is clipped
 silently: each coordinate of a clipped update already lies in
 ``[-update_clip_norm, update_clip_norm]``, which becomes the clipping range.
+
+It also holds the two rules both sides keep: no secure sum of fewer than
+``min_participants`` institutions (``MIN_SECURE_PARTICIPANTS`` by default: the
+sum of two tells each the other's update), and a finite wait for every stage
+(``secagg_timeout_s``), so one silent node cannot hold a round forever.
 """
 
 from __future__ import annotations
@@ -13,13 +18,48 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from privacy.errors import ConfigError
+from privacy.errors import ConfigError, TooFewParticipantsError
 
 MODULUS_RANGE = 2**32
 """The largest modulus Flower's SecAgg+ accepts."""
 
 FULL_GRAPH_LIMIT = 10
 """Up to this many institutions every institution shares its keys with all others."""
+
+MIN_SECURE_PARTICIPANTS = 3
+"""k: the fewest institutions whose sum may be released (and the lowest allowed is 2)."""
+
+FIRST_ROUND_TIMEOUT_S = 300.0
+"""A SecAgg+ stage's wait before any round has been timed (covers cold starts)."""
+
+MIN_TIMEOUT_S = 30.0
+"""The shortest wait a derived SecAgg+ timeout gives a stage."""
+
+TIMEOUT_ROUND_MULTIPLE = 5.0
+"""A derived timeout is this many times the previous secure round's duration."""
+
+
+def check_min_participants(value: int, *, source: str = "min-secure-participants") -> int:
+    """``value`` as k, or a ``ConfigError`` naming ``source`` when it is below 2."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ConfigError(f"{source} must be an integer >= 2, got {value!r}")
+    return value
+
+
+def secagg_timeout_s(*, configured_s: float | None, previous_round_s: float | None) -> float:
+    """How long each SecAgg+ stage waits for replies: finite, never ``None``.
+
+    ``configured_s`` wins when given; otherwise ``TIMEOUT_ROUND_MULTIPLE`` times the
+    previous secure round's duration, at least ``MIN_TIMEOUT_S``, and
+    ``FIRST_ROUND_TIMEOUT_S`` before any round has been timed.
+    """
+    if configured_s is not None:
+        if not configured_s > 0 or not math.isfinite(configured_s):
+            raise ConfigError(f"SecAgg+ timeout must be a finite number > 0, got {configured_s}")
+        return float(configured_s)
+    if previous_round_s is None:
+        return FIRST_ROUND_TIMEOUT_S
+    return max(MIN_TIMEOUT_S, TIMEOUT_ROUND_MULTIPLE * previous_round_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +73,7 @@ class SecAggParameters:
     quantization_range: int
     modulus_range: int
     max_weight: float
-    timeout_s: float | None
+    timeout_s: float
 
     @property
     def max_dropouts(self) -> int:
@@ -62,7 +102,7 @@ class SecAggParameters:
             "timeout": self.timeout_s,
         }
 
-    def to_dict(self) -> dict[str, float | int | None]:
+    def to_dict(self) -> dict[str, float | int]:
         return {
             "num_institutions": self.num_institutions,
             "num_shares": self.num_shares,
@@ -83,6 +123,7 @@ def derive_secagg_parameters(
     num_shares: int | None = None,
     reconstruction_threshold: int | None = None,
     timeout_s: float | None = None,
+    min_participants: int = MIN_SECURE_PARTICIPANTS,
 ) -> SecAggParameters:
     """Choose SecAgg+ numbers for one round with ``num_institutions`` participants.
 
@@ -100,11 +141,20 @@ def derive_secagg_parameters(
         to ``FULL_GRAPH_LIMIT`` and ``2 * ceil(log2 n) + 1`` above; the threshold
         to a strict majority of the shares.
     timeout_s : float, optional
-        How long each stage waits for replies.
+        How long each stage waits for replies (``FIRST_ROUND_TIMEOUT_S`` when not
+        given; see ``secagg_timeout_s``).
+    min_participants : int
+        k: refuse (``TooFewParticipantsError``) a round of fewer institutions.
     """
     n = num_institutions
-    if n < 2:
-        raise ConfigError(f"secure aggregation needs >= 2 institutions, got {n}")
+    k = check_min_participants(min_participants)
+    if n < k:
+        raise TooFewParticipantsError(
+            f"a secure sum of {n} institution(s) would be released, fewer than the "
+            f"{k} that min-secure-participants requires",
+            participants=n,
+            minimum=k,
+        )
     if not clipping_range > 0 or not math.isfinite(clipping_range):
         raise ConfigError(f"clipping range must be > 0, got {clipping_range}")
     if not max_weight >= 1:
@@ -114,10 +164,12 @@ def derive_secagg_parameters(
     threshold = (
         reconstruction_threshold if reconstruction_threshold is not None else shares // 2 + 1
     )
-    if n >= 3 and not 2 <= threshold < shares:
+    # A strict majority: a coordinator that asks half the shares for a node's mask seed
+    # and the other half for its key can then never collect enough of both.
+    if n >= 3 and not max(2, shares // 2 + 1) <= threshold < shares:
         raise ConfigError(
-            f"reconstruction threshold must be in [2, {shares - 1}] for {shares} shares, "
-            f"got {threshold}"
+            f"reconstruction threshold must be in [{max(2, shares // 2 + 1)}, {shares - 1}] "
+            f"for {shares} shares (a strict majority), got {threshold}"
         )
     if n >= 3 and shares < 3:
         raise ConfigError(f"SecAgg+ needs >= 3 shares, got {shares}")
@@ -133,7 +185,7 @@ def derive_secagg_parameters(
         quantization_range=quantization_range,
         modulus_range=MODULUS_RANGE,
         max_weight=float(max_weight),
-        timeout_s=timeout_s,
+        timeout_s=secagg_timeout_s(configured_s=timeout_s, previous_round_s=None),
     )
 
 

@@ -1,35 +1,31 @@
 """The coordinator's Flower ServerApp.
 
 ``app`` is what ``flwr run`` and a SuperLink load (``server.app:app``): it reads
-the run's settings from ``context.run_config``, records the run in the
-governance store named by ``database-url`` (or ``FEDWARDEN_DATABASE_URL``),
-writes the ledger to ``output-dir`` when given, and with ``resume = true``
-carries on run ``run-id`` from its last checkpoint. ``create_server_app`` builds
+the run's settings from ``context.run_config`` (through ``server.config``, the
+one reader of it), records the run in the governance store the settings name,
+writes the ledger to their output folder when given, and on resume carries the
+run on from its last checkpoint. ``create_server_app`` builds
 the same app with settings and observers supplied in-process (the simulation).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from privacy.redaction import install_log_redaction
-from server.checkpoints import RunCheckpoint, open_checkpoint
+from server.checkpoint_format import RunCheckpoint, open_checkpoint
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
+from server.federation import Federation
 from server.ledger import LedgerObserver
-from server.orchestrator import Federation
-from server.records import RoundRecord, RunObserver, RunResult, RunStart
+from server.run_events import RoundRecord, RunObserver, RunResult, RunStart
 
 logger = logging.getLogger(__name__)
-
-ObserverFactory = Callable[[FederationSettings, Mapping[str, Any]], Sequence[RunObserver]]
 
 
 class LoggingObserver:
@@ -60,59 +56,55 @@ class LoggingObserver:
 
 def create_server_app(
     *,
-    run_config: Mapping[str, Any] | None = None,
-    observers: ObserverFactory | None = None,
+    settings: FederationSettings | None = None,
+    observers: Sequence[RunObserver] | None = None,
     results: list[RunResult] | None = None,
 ) -> ServerApp:
-    """A ServerApp; ``run_config`` overrides the context's, ``results`` receives the outcome."""
+    """A ServerApp.
+
+    ``settings`` (a simulation's, translated once) replace the context's run
+    config; ``observers`` replace the default ones and the store; ``results``
+    receives the outcome.
+    """
     install_log_redaction()  # the ServerApp process logs no key, token or password
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        merged = {**dict(context.run_config), **dict(run_config or {})}
-        settings = federation_settings_from_run_config(merged)
+        run = settings or federation_settings_from_run_config(context.run_config)
         if observers is not None:
-            result = Federation(settings, observers(settings, merged), run_config=merged).run(
-                grid, context
-            )
+            result = Federation(run, observers).run(grid, context)
         else:
-            result = _run_recorded(grid, context, settings, merged)
+            result = _run_recorded(grid, context, run)
         if results is not None:
             results.append(result)
 
     return app
 
 
-def _run_recorded(
-    grid: Grid, context: Context, settings: FederationSettings, run_config: dict[str, Any]
-) -> RunResult:
+def _run_recorded(grid: Grid, context: Context, settings: FederationSettings) -> RunResult:
     """Run with the default observers and, where a store is configured, record the run."""
     observers: list[RunObserver] = [LoggingObserver()]
-    output = str(run_config.get("output-dir", "") or "")
-    if output:
-        observers.append(LedgerObserver(Path(output)))
-    url = str(run_config.get("database-url", "") or os.environ.get("FEDWARDEN_DATABASE_URL", ""))
-    run_id = str(run_config.get("run-id", "") or "") or None
-    if not url:
-        if run_config.get("resume"):
-            raise FederationError("resuming a run needs the store that holds its checkpoints")
+    record = settings.record
+    if record.output_dir is not None:
+        observers.append(LedgerObserver(record.output_dir))
+    if record.database_url is None:
         logger.warning("no database-url: this run is not recorded in a governance store")
-        return Federation(settings, observers, run_config=run_config).run(grid, context)
+        return Federation(settings, observers).run(grid, context)
 
     from privacy.keyring import load_keyring
     from server.store import repository as repo
     from server.store.recorder import StoreRecorder
 
     recorder = StoreRecorder.open(
-        repo.StoreSettings.load(url),
-        run_name=str(run_config.get("run-name", "") or "federation"),
-        run_id=run_id,
+        repo.StoreSettings.load(record.database_url),
+        run_name=record.run_name,
+        run_id=record.run_id,
         keyring=load_keyring(),  # FEDWARDEN_KEYRING / FEDWARDEN_KEK of the coordinator
     )
     try:
-        resume = _checkpoint(recorder, run_config) if run_config.get("resume") else None
-        federation = Federation(settings, [*observers, recorder], run_config=run_config)
+        resume = _checkpoint(recorder) if record.resume else None
+        federation = Federation(settings, [*observers, recorder])
         return federation.run(grid, context, resume=resume)
     except BaseException as exc:
         recorder.mark_failed(f"{type(exc).__name__}: {exc}")
@@ -121,7 +113,7 @@ def _run_recorded(
         recorder.close()
 
 
-def _checkpoint(recorder: Any, run_config: Mapping[str, Any]) -> RunCheckpoint:
+def _checkpoint(recorder: Any) -> RunCheckpoint:
     from server.store import repository as repo
 
     with recorder.store.session() as session:

@@ -1,30 +1,57 @@
 """The coordinator's settings for a run, translated from Flower's ``run_config``.
 
 ``federation_settings_from_run_config`` is the one place where kebab-case
-``run_config`` keys become typed settings; everything downstream takes the
-frozen dataclasses.
+``run_config`` keys become typed settings (the plan, the strategy, SecAgg+,
+central DP, the reference profile, and where the run is recorded); everything
+downstream takes the frozen dataclasses. The only environment variable it
+reads is ``FEDWARDEN_DATABASE_URL``, the store's fallback when the run config
+names none.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from client.plan import TrainingPlan
-from privacy.config import DPConfig
+from client.contract.plan import TrainingPlan
+from client.contract.profile import PROFILE_NOISY_RANGE
+from client.contract.values import parse_flag
+from privacy.config import DPConfig, check_release_noise
 from privacy.errors import ConfigError
-from server.strategies import ROBUST_STRATEGIES, StrategySettings
+from privacy.secagg import MIN_SECURE_PARTICIPANTS, check_min_participants
+from server.strategies import CENTRAL_DP_STRATEGIES, ROBUST_STRATEGIES, StrategySettings
+
+DEFAULT_SUMMARY_NOISE = 6.0
+"""σ of the preprocessing summary (× one row's contribution bound) unless a run says."""
+DEFAULT_PROFILE_NOISE = 12.0
+"""σ of the reference profile (× its count sensitivity) unless a run says."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class SecAggSettings:
-    """SecAgg+ settings; ``None`` fields are derived from the number of institutions."""
+    """SecAgg+ settings; ``None`` fields are derived from the number of institutions.
+
+    ``min_participants`` is k (run config ``min-secure-participants``): the
+    coordinator never runs a secure round of fewer institutions. ``timeout_s``
+    (``secagg-timeout``) is each stage's wait; ``None`` derives a finite one from
+    the previous round's duration (``privacy.secagg.secagg_timeout_s``).
+    """
 
     num_shares: int | None = None
     reconstruction_threshold: int | None = None
     timeout_s: float | None = None
+    min_participants: int = MIN_SECURE_PARTICIPANTS
+
+    def __post_init__(self) -> None:
+        check_min_participants(self.min_participants, source="run config 'min-secure-participants'")
+        if self.timeout_s is not None and not (0 < self.timeout_s < math.inf):
+            raise ConfigError(
+                f"run config 'secagg-timeout' must be a finite number > 0, got {self.timeout_s}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,10 +75,69 @@ class CentralDPSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProfileSettings:
+    """Whether a run ends with a reference profile, and the DP noise on its counts.
+
+    Parameters
+    ----------
+    enabled : bool
+        Compute the profile after the last round (run config ``profile``).
+    noise_multiplier : float, optional
+        σ of the Gaussian noise each institution adds to its counts, relative
+        to their L2 sensitivity (run config ``profile-noise-multiplier``);
+        ``None`` sends exact counts, protected by secure aggregation only.
+    """
+
+    enabled: bool = True
+    noise_multiplier: float | None = DEFAULT_PROFILE_NOISE
+
+    def __post_init__(self) -> None:
+        check_release_noise(self.noise_multiplier, release="profile")
+
+    @property
+    def value_range(self) -> float:
+        """Largest absolute share an institution sends (SecAgg+'s clipping range)."""
+        return 1.0 if self.noise_multiplier is None else PROFILE_NOISY_RANGE
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordSettings:
+    """Where the coordinator keeps what a run did.
+
+    Parameters
+    ----------
+    database_url : str, optional
+        The governance store (run config ``database-url``); ``None``: the run is
+        not recorded (and cannot be resumed).
+    output_dir : Path, optional
+        Where ``ledger.jsonl`` is written (``output-dir``).
+    run_id, run_name : str
+        The store's id for the run (``run-id``; new when empty) and its name.
+    resume : bool
+        Carry run ``run_id`` on from its last checkpoint (``resume``).
+    """
+
+    database_url: str | None = None
+    output_dir: Path | None = None
+    run_id: str | None = None
+    run_name: str = "federation"
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resume and self.database_url is None:
+            raise ConfigError("resuming a run needs the store that holds its checkpoints")
+
+
+@dataclass(frozen=True, kw_only=True)
 class FederationSettings:
     """Everything the coordinator needs to run one federation."""
 
-    plan: TrainingPlan = field(default_factory=TrainingPlan)
+    plan: TrainingPlan = field(
+        default_factory=lambda: TrainingPlan(
+            summary_noise_multiplier=DEFAULT_SUMMARY_NOISE,
+            profile_noise_multiplier=DEFAULT_PROFILE_NOISE,
+        )
+    )
     strategy: StrategySettings = field(default_factory=StrategySettings)
     secagg: SecAggSettings | None = None
     central_dp: CentralDPSettings | None = None
@@ -59,6 +145,10 @@ class FederationSettings:
     epsilon_cap: float | None = None
     round_timeout_s: float | None = None
     wait_timeout_s: float = 300.0
+    profile: ProfileSettings = field(default_factory=ProfileSettings)
+    record: RecordSettings = field(default_factory=RecordSettings)
+    run_config: Mapping[str, Any] = field(default_factory=dict)
+    """The run configuration as given: kept only to be written into checkpoints."""
 
     def __post_init__(self) -> None:
         if self.min_institutions < 2:
@@ -78,8 +168,25 @@ class FederationSettings:
                 f"{self.strategy.name!r} is not an average",
                 strategy=self.strategy.name,
             )
+        if self.central_dp is not None and self.strategy.name not in CENTRAL_DP_STRATEGIES:
+            raise ConfigError(
+                f"central DP with strategy {self.strategy.name!r} would add Flower's noise after "
+                "its server-side optimiser step, so the noise no longer matches the update's "
+                f"sensitivity; use {' or '.join(sorted(CENTRAL_DP_STRATEGIES))} with central DP",
+                strategy=self.strategy.name,
+            )
         if self.central_dp is not None and not self.plan.uniform_weights:
             raise ConfigError("central DP needs equally weighted institutions (uniform weights)")
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records of its settings (in the store and its checkpoints)."""
+        return {
+            "plan": self.plan.to_config(),
+            "strategy": self.strategy.name,
+            "secagg": self.secagg is not None,
+            "min_institutions": self.min_institutions,
+            "epsilon_cap": self.epsilon_cap,
+        }
 
 
 def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSettings:
@@ -89,6 +196,10 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
     ``ConfigError`` naming the key.
     """
     get = _Reader(run_config)
+    profile = ProfileSettings(
+        enabled=get.flag("profile", True),
+        noise_multiplier=get.release_noise("profile-noise-multiplier", DEFAULT_PROFILE_NOISE),
+    )
     dp = DPConfig(
         enabled=get.flag("dp", True),
         noise_multiplier=get.optional_number("noise-multiplier"),
@@ -108,7 +219,12 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
         update_clip_norm=get.optional_number("update-clip-norm"),
         uniform_weights=get.flag("uniform-weights", False) or get.flag("central-dp", False),
         dp=dp,
-        profile_noise_multiplier=_profile_noise(run_config),
+        # Derived training noise leaves room in each budget for the noisy profile.
+        profile_noise_multiplier=profile.noise_multiplier if profile.enabled else None,
+        summary_noise_multiplier=get.release_noise(
+            "summary-noise-multiplier", DEFAULT_SUMMARY_NOISE
+        ),
+        reproducible=get.flag("insecure-reproducible", False),
     )
     strategy = StrategySettings(
         name=get.text("strategy", "fedavg"),
@@ -130,6 +246,7 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
             num_shares=get.optional_integer("secagg-num-shares"),
             reconstruction_threshold=get.optional_integer("secagg-threshold"),
             timeout_s=get.optional_number("secagg-timeout"),
+            min_participants=get.integer("min-secure-participants", MIN_SECURE_PARTICIPANTS),
         )
     return FederationSettings(
         plan=plan,
@@ -140,6 +257,17 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
         epsilon_cap=get.optional_number("epsilon-cap"),
         round_timeout_s=get.optional_number("round-timeout"),
         wait_timeout_s=get.number("wait-timeout", 300.0),
+        profile=profile,
+        record=RecordSettings(
+            database_url=get.optional_text("database-url")
+            or os.environ.get("FEDWARDEN_DATABASE_URL")
+            or None,
+            output_dir=_path(get.optional_text("output-dir")),
+            run_id=get.optional_text("run-id"),
+            run_name=get.optional_text("run-name") or "federation",
+            resume=get.flag("resume", False),
+        ),
+        run_config=dict(run_config),
     )
 
 
@@ -169,19 +297,24 @@ class _Reader:
         return float(self._convert(key, default, float))
 
     def flag(self, key: str, default: bool) -> bool:
-        value = self.config.get(key, default)
-        if isinstance(value, str):
-            if value.lower() in ("true", "1", "yes", "on"):
-                return True
-            if value.lower() in ("false", "0", "no", "off"):
-                return False
-            raise ConfigError(f"run config {key!r} must be true or false, got {value!r}")
-        return bool(value)
+        return parse_flag(self.config.get(key, default), name=f"run config {key!r}")
 
     def optional_number(self, key: str) -> float | None:
         if key not in self.config or self.config[key] in ("", None):
             return None
         return self.number(key, 0.0)
+
+    def release_noise(self, key: str, default: float) -> float | None:
+        """σ of a Gaussian release: absent or empty is ``default``; 0 asks for it exact."""
+        if key not in self.config or self.config[key] in ("", None):
+            return default
+        sigma = self.number(key, default)
+        return None if sigma == 0 else sigma
+
+    def optional_text(self, key: str) -> str | None:
+        if key not in self.config or self.config[key] in ("", None):
+            return None
+        return self.text(key, "")
 
     def optional_integer(self, key: str) -> int | None:
         if key not in self.config or self.config[key] in ("", None):
@@ -189,9 +322,5 @@ class _Reader:
         return self.integer(key, 0)
 
 
-def _profile_noise(run_config: Mapping[str, Any]) -> float | None:
-    """σ of the run's noisy reference profile, when it makes one (for the budget's reserve)."""
-    from server.profiling import profile_settings_from_run_config
-
-    profile = profile_settings_from_run_config(run_config)
-    return profile.noise_multiplier if profile.enabled else None
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)

@@ -7,10 +7,20 @@ FedAvg, FedAdam, FedMedian and friends run unchanged. Around that it
 * adds the round's plan and preprocessing to every instruction,
 * leaves out institutions that cannot afford another round (their own budget or
   the federation's ε cap, from what they reported),
-* drops replies that are refused, malformed (wrong shape, NaN/Inf) or larger
-  than the update bound, each with a logged reason, before anything is
-  aggregated, and
+* drops replies that are refused, malformed (wrong shape, NaN/Inf), larger
+  than the update bound or weighted by more rows than the institution declared
+  in the census, each with a logged reason, before anything is aggregated,
+* checks the average itself before it is applied: every update is bounded by
+  the plan's norm C, so their weighted average is too, and an average that is
+  not finite or exceeds C (under SecAgg+, where single updates cannot be seen;
+  or a reply under SecAgg+ claiming more rows than its census, which would
+  corrupt the masked weight) discards the whole round (``RoundLog.discarded``),
+  leaving the global model as it was, and
 * keeps a log of each round for the run's records.
+
+What the checks cannot catch: a hostile institution that sends a finite update
+within the bound (its influence is then that of any honest update of its
+weight), or one that declared more rows in the census than it has.
 """
 
 from __future__ import annotations
@@ -36,28 +46,29 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.criterion import Criterion
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 
-from client.flower_client import PREPROCESSING_KEY, ROUND_KEY
-from client.plan import TASK_EVALUATE, TASK_KEY, TASK_TRAIN, TrainingPlan
-from client.report import FitReport
+from client.contract.plan import TrainingPlan
+from client.contract.report import FitReport
+from client.contract.wire import (
+    ACCURACY_KEY,
+    PREPROCESSING_KEY,
+    ROUND_KEY,
+    TASK_EVALUATE,
+    TASK_KEY,
+    TASK_TRAIN,
+)
 from privacy.accounting import AccountingStep, compute_epsilon
 from privacy.errors import ConfigError, UpdateRejectedError
 from privacy.updates import update_norm, validate_update
-from server.checkpoints import RunCheckpoint, capture_strategy_state, restore_strategy_state
+from server.checkpoint_format import RunCheckpoint, capture_strategy_state, restore_strategy_state
 from server.config import CentralDPSettings
-from server.records import Institution
+from server.errors import NodeFailedError
+from server.run_events import Institution
 
 logger = logging.getLogger(__name__)
 
 _NORM_TOLERANCE = 1e-5
-
-
-class NodeFailedError(Exception):
-    """A node that was asked for a reply gave none (an error, or no reply in time)."""
-
-    def __init__(self, node_id: int, reason: str) -> None:
-        super().__init__(reason)
-        self.node_id = node_id
-        self.reason = reason
+_SECURE_NORM_TOLERANCE = 1e-2
+"""SecAgg+ quantizes: the unmasked average is within a few quantization steps of the true one."""
 
 
 @dataclass
@@ -71,6 +82,7 @@ class RoundLog:
     rejected: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     aggregated: bool = False
+    discarded: str | None = None
     loss: float | None = None
     accuracy: float | None = None
     accuracy_by_institution: dict[str, float] = field(default_factory=dict)
@@ -201,23 +213,18 @@ class FedwardenStrategy(Strategy):
         shapes = [a.shape for a in self._global]
         accepted: list[tuple[ClientProxy, FitRes]] = []
         answered: set[int] = set()
+        discard: str | None = None  # under SecAgg+ one bad reply spoils the whole sum
         for proxy, res in results:
             answered.add(proxy.node_id)
             name = self._name(proxy.node_id)
-            try:
-                report = FitReport.from_metrics(dict(res.metrics))
-            except ConfigError as exc:
-                self._reject(log, name, f"unreadable report: {exc}")
+            if not self._take_report(log, server_round, name, proxy.node_id, res):
                 continue
-            log.reports.append(report)
-            self._schedule_next(proxy.node_id, report)
-            if report.dp:
-                self.epsilon[name] = report.epsilon
-            else:
-                self.epsilon[name] = math.inf
-            if report.refused or res.num_examples == 0:
-                log.refused[name] = report.reason or "no training rows"
-                logger.warning("round %d: %s refused: %s", server_round, name, log.refused[name])
+            overclaim = self._overclaim(proxy.node_id, res.num_examples)
+            if overclaim is not None:
+                if self.secure:  # its weight is inside the masked sum
+                    discard = discard or f"{name}: {overclaim}"
+                else:
+                    self._reject(log, name, overclaim)
                 continue
             delta = parameters_to_ndarrays(res.parameters)
             try:
@@ -225,7 +232,10 @@ class FedwardenStrategy(Strategy):
                 if not self.secure:
                     self._check_bound(delta)
             except UpdateRejectedError as exc:
-                self._reject(log, name, str(exc))
+                if self.secure:  # the unmasked sum itself is malformed
+                    discard = discard or f"the aggregated update: {exc}"
+                else:
+                    self._reject(log, name, str(exc))
                 continue
             weights = [g + d.astype(g.dtype) for g, d in zip(self._global, delta, strict=True)]
             accepted.append(
@@ -237,11 +247,16 @@ class FedwardenStrategy(Strategy):
         for node_id, name in log.sampled.items():
             if node_id not in answered and name not in log.dropped:
                 log.dropped[name] = "no reply (dropped out of the round)"
+        if discard is not None:
+            return self._discard(log, server_round, discard)
         if not accepted:
             logger.warning(
                 "round %d: no update to aggregate; the global model is unchanged", server_round
             )
             return None, {}
+        problem = self._check_average(accepted)
+        if problem is not None:
+            return self._discard(log, server_round, problem)
         if isinstance(self.inner, DifferentialPrivacyClientSideFixedClipping):
             self.inner.num_sampled_clients = len(accepted)
         aggregated, _ = self.inner.aggregate_fit(server_round, accepted, [])
@@ -299,7 +314,7 @@ class FedwardenStrategy(Strategy):
         loss = sum(res.loss * res.num_examples for _, res in results) / total
         correct = 0.0
         for proxy, res in results:
-            accuracy = float(res.metrics.get("fw.accuracy", math.nan))
+            accuracy = float(res.metrics.get(ACCURACY_KEY, math.nan))
             log.accuracy_by_institution[self._name(proxy.node_id)] = accuracy
             correct += accuracy * res.num_examples
         log.loss = float(loss)
@@ -314,6 +329,77 @@ class FedwardenStrategy(Strategy):
         return None  # the coordinator holds no data: evaluation is federated
 
     # ------------------------------------------------------------------ helpers
+
+    def _take_report(
+        self, log: RoundLog, server_round: int, name: str, node_id: int, res: FitRes
+    ) -> bool:
+        """Account for a reply's report; whether its update is to be looked at."""
+        try:
+            report = FitReport.from_metrics(dict(res.metrics))
+        except ConfigError as exc:
+            self._reject(log, name, f"unreadable report: {exc}")
+            return False
+        log.reports.append(report)
+        self._schedule_next(node_id, report)
+        self.epsilon[name] = report.epsilon if report.dp else math.inf
+        if report.refused or res.num_examples == 0:
+            log.refused[name] = report.reason or "no training rows"
+            logger.warning("round %d: %s refused: %s", server_round, name, log.refused[name])
+            return False
+        return True
+
+    def _overclaim(self, node_id: int, num_examples: int) -> str | None:
+        """Why a reply's weight cannot be accepted: more rows than the census declared."""
+        declared = self.institutions.get(node_id)
+        if declared is None or num_examples <= max(declared.num_train, 1):
+            return None
+        return (
+            f"the reply claims {num_examples} training rows; the census declared "
+            f"{declared.num_train}"
+        )
+
+    def _check_average(self, accepted: list[tuple[ClientProxy, FitRes]]) -> str | None:
+        """Why the weighted average of the accepted updates must not be applied, if it must not.
+
+        Under SecAgg+ every result carries the same unmasked average (as weights);
+        in the clear the average is computed here from the accepted deltas.
+        """
+        if not accepted:
+            return None
+        if self.secure:
+            weights = parameters_to_ndarrays(accepted[0][1].parameters)
+            average = [w.astype(np.float64) - g for w, g in zip(weights, self._global, strict=True)]
+            tolerance = _SECURE_NORM_TOLERANCE
+        else:
+            total = float(sum(res.num_examples for _, res in accepted))
+            average = [np.zeros(g.shape, dtype=np.float64) for g in self._global]
+            for _, res in accepted:
+                share = res.num_examples / total
+                for k, (w, g) in enumerate(
+                    zip(parameters_to_ndarrays(res.parameters), self._global, strict=True)
+                ):
+                    average[k] += share * (w.astype(np.float64) - g)
+            tolerance = _NORM_TOLERANCE
+        if not all(np.all(np.isfinite(a)) for a in average):
+            return "the aggregated update is not finite (NaN or Inf)"
+        bound = self.plan.effective_update_clip_norm
+        norm = update_norm(average)
+        if not norm <= bound * (1 + tolerance):
+            return (
+                f"the aggregated update's norm {norm:.4g} exceeds the plan's bound {bound:.4g}, "
+                "which no average of bounded updates can"
+            )
+        return None
+
+    def _discard(
+        self, log: RoundLog, server_round: int, reason: str
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Drop the whole round: nothing is applied, the global model stays as it was."""
+        log.discarded = reason
+        log.trained.clear()
+        log.aggregated = False
+        logger.error("round %d discarded, the global model is unchanged: %s", server_round, reason)
+        return None, {}
 
     def _check_bound(self, delta: list[np.ndarray]) -> None:
         bound = self.plan.effective_update_clip_norm

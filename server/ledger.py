@@ -4,27 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.report import FitReport
-from privacy.ledger import LedgerEntry, PrivacyLedger
-from server.records import RoundRecord, RunResult, RunStart
+from privacy.ledger import PrivacyLedger
+from server.run_events import RoundRecord, RunResult, RunStart
 
 LEDGER_FILE = "ledger.jsonl"
-
-
-def ledger_entry(report: FitReport) -> LedgerEntry:
-    """The ledger entry for one institution's report of one round."""
-    return LedgerEntry(
-        institution=report.institution,
-        round=report.round,
-        steps=report.steps,
-        sample_rate=report.sample_rate,
-        noise_multiplier=report.noise_multiplier,
-        max_grad_norm=report.max_grad_norm,
-        epsilon=report.epsilon,
-        delta=report.delta,
-        refused=report.refused,
-        reason=report.reason,
-    )
 
 
 class LedgerObserver:
@@ -40,7 +23,7 @@ class LedgerObserver:
 
     def on_round_end(self, record: RoundRecord) -> None:
         for report in record.reports:
-            self.ledger.record(ledger_entry(report))
+            self.ledger.record(report.to_ledger_record())
         if self.path is not None:
             self.ledger.write_jsonl(self.path)
 

@@ -53,7 +53,8 @@ class StrategySettings:
 def _common(settings: StrategySettings, initial: Parameters, min_clients: int) -> dict[str, object]:
     return {
         "fraction_fit": settings.fraction_fit,
-        "fraction_evaluate": 1.0,
+        # Cross-device style runs (fraction fit < 1) evaluate on a sample of the same size.
+        "fraction_evaluate": settings.fraction_fit,
         "min_fit_clients": min_clients,
         "min_evaluate_clients": 1,
         "min_available_clients": min_clients,
@@ -109,6 +110,16 @@ STRATEGIES: dict[str, Callable[[StrategySettings, Parameters, int], Strategy]] =
 
 ROBUST_STRATEGIES = frozenset({"fedmedian", "fedtrimmedavg", "krum"})
 """Strategies that must see each institution's update (not only their sum)."""
+
+CENTRAL_DP_STRATEGIES = frozenset({"fedavg", "fedprox"})
+"""Strategies whose server step is the plain average that Flower's central-DP wrapper noises.
+
+Flower's ``DifferentialPrivacyClientSideFixedClipping`` adds its noise to what the
+wrapped strategy returns: for FedAvg and FedProx that is the average of updates
+clipped to the bound (sensitivity bound / contributors); for FedAdam, FedYogi or
+any other server optimiser it is the optimiser's output, whose sensitivity the
+noise no longer matches. An allow-list, so a new strategy is refused until checked.
+"""
 
 
 def build_strategy(

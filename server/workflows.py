@@ -9,13 +9,15 @@ consortium needs: a reply timeout, and failures that name the node.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
 import flwr.compat.common.recorddict_compat as compat
-from flwr.app import Message
+import numpy as np
+from flwr.app import Context, Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.common import Code, EvaluateRes, FitRes
+from flwr.common import Code, Parameters, parameters_to_ndarrays
 from flwr.server import LegacyContext
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -23,7 +25,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp.grid import Grid
 
 from privacy.secagg import SecAggParameters
-from server.federated_strategy import NodeFailedError
+from server.errors import NodeFailedError
 
 logger = logging.getLogger(__name__)
 
@@ -61,36 +63,11 @@ def plain_fit_workflow(*, timeout_s: float | None) -> Workflow:
     """Train one round with updates in the clear (``--no-secagg``)."""
 
     def workflow(grid: Grid, context: LegacyContext) -> None:
-        server_round = current_round(context)
-        parameters = compat.arrayrecord_to_parameters(
-            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
-        )
-        instructions = context.strategy.configure_fit(
-            server_round=server_round, parameters=parameters, client_manager=context.client_manager
-        )
+        server_round, instructions = _configure(context, context.strategy.configure_fit)
         if not instructions:
             logger.info("round %d: no institution selected for training", server_round)
             return
-        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
-        messages = [
-            Message(
-                content=compat.fitins_to_recorddict(ins, True),
-                dst_node_id=proxy.node_id,
-                message_type=MessageType.TRAIN,
-                group_id=str(server_round),
-            )
-            for proxy, ins in instructions
-        ]
-        replies, node_failures = _exchange(grid, messages, timeout_s)
-        results: list[tuple[ClientProxy, FitRes]] = []
-        failures: list[tuple[ClientProxy, FitRes] | BaseException] = list(node_failures)
-        for reply in replies:
-            fitres = compat.recorddict_to_fitres(reply.content, keep_input=False)
-            proxy = proxies[reply.metadata.src_node_id]
-            if fitres.status.code == Code.OK:
-                results.append((proxy, fitres))
-            else:
-                failures.append(NodeFailedError(proxy.node_id, fitres.status.message))
+        results, failures = _round_trip(grid, instructions, _FIT, server_round, timeout_s)
         aggregated, metrics = context.strategy.aggregate_fit(server_round, results, failures)
         if aggregated is not None:
             context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
@@ -121,38 +98,96 @@ def evaluate_workflow(*, timeout_s: float | None) -> Workflow:
     """Federated evaluation of the current global weights on each institution's test rows."""
 
     def workflow(grid: Grid, context: LegacyContext) -> None:
-        server_round = current_round(context)
-        parameters = compat.arrayrecord_to_parameters(
-            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
-        )
-        instructions = context.strategy.configure_evaluate(
-            server_round=server_round, parameters=parameters, client_manager=context.client_manager
-        )
+        server_round, instructions = _configure(context, context.strategy.configure_evaluate)
         if not instructions:
             return
-        proxies = {proxy.node_id: proxy for proxy, _ in instructions}
-        messages = [
-            Message(
-                content=compat.evaluateins_to_recorddict(ins, True),
-                dst_node_id=proxy.node_id,
-                message_type=MessageType.EVALUATE,
-                group_id=str(server_round),
-            )
-            for proxy, ins in instructions
-        ]
-        replies, node_failures = _exchange(grid, messages, timeout_s)
-        results: list[tuple[ClientProxy, EvaluateRes]] = []
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException] = list(node_failures)
-        for reply in replies:
-            evalres = compat.recorddict_to_evaluateres(reply.content)
-            proxy = proxies[reply.metadata.src_node_id]
-            if evalres.status.code == Code.OK:
-                results.append((proxy, evalres))
-            else:
-                failures.append(NodeFailedError(proxy.node_id, evalres.status.message))
+        results, failures = _round_trip(grid, instructions, _EVALUATE, server_round, timeout_s)
         loss, metrics = context.strategy.aggregate_evaluate(server_round, results, failures)
         if loss is not None:
             context.history.add_loss_distributed(server_round=server_round, loss=loss)
             context.history.add_metrics_distributed(server_round=server_round, metrics=metrics)
 
     return workflow
+
+
+def fresh_context(context: Context) -> Context:
+    """A copy of ``context`` with its own state, so phases do not share records."""
+    return Context(
+        run_id=context.run_id,
+        node_id=context.node_id,
+        node_config=context.node_config,
+        state=RecordDict(),
+        run_config=context.run_config,
+    )
+
+
+def global_weights(context: LegacyContext) -> list[np.ndarray]:
+    """The global weights a workflow left in the context's state."""
+    return parameters_to_ndarrays(_parameters(context))
+
+
+def _configure(context: LegacyContext, configure: Callable[..., Any]) -> tuple[int, list[Any]]:
+    """The current round, and the strategy's instructions for it."""
+    server_round = current_round(context)
+    instructions = configure(
+        server_round=server_round,
+        parameters=_parameters(context),
+        client_manager=context.client_manager,
+    )
+    return server_round, list(instructions)
+
+
+def _parameters(context: LegacyContext) -> Parameters:
+    return compat.arrayrecord_to_parameters(
+        context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+    )
+
+
+@dataclass(frozen=True)
+class _Codec:
+    """How one kind of legacy instruction and its reply travel as Flower messages."""
+
+    message_type: str
+    encode: Callable[[Any, bool], RecordDict]
+    decode: Callable[[RecordDict], Any]
+
+
+_FIT = _Codec(
+    MessageType.TRAIN,
+    compat.fitins_to_recorddict,
+    lambda content: compat.recorddict_to_fitres(content, keep_input=False),
+)
+_EVALUATE = _Codec(
+    MessageType.EVALUATE, compat.evaluateins_to_recorddict, compat.recorddict_to_evaluateres
+)
+
+
+def _round_trip(
+    grid: Grid,
+    instructions: Sequence[tuple[ClientProxy, Any]],
+    codec: _Codec,
+    server_round: int,
+    timeout_s: float | None,
+) -> tuple[list[tuple[ClientProxy, Any]], list[tuple[ClientProxy, Any] | BaseException]]:
+    """Send each node its instruction; the OK replies, and a named failure for each other."""
+    proxies = {proxy.node_id: proxy for proxy, _ in instructions}
+    messages = [
+        Message(
+            content=codec.encode(ins, True),
+            dst_node_id=proxy.node_id,
+            message_type=codec.message_type,
+            group_id=str(server_round),
+        )
+        for proxy, ins in instructions
+    ]
+    replies, node_failures = _exchange(grid, messages, timeout_s)
+    results: list[tuple[ClientProxy, Any]] = []
+    failures: list[tuple[ClientProxy, Any] | BaseException] = list(node_failures)
+    for reply in replies:
+        res = codec.decode(reply.content)
+        proxy = proxies[reply.metadata.src_node_id]
+        if res.status.code == Code.OK:
+            results.append((proxy, res))
+        else:
+            failures.append(NodeFailedError(proxy.node_id, res.status.message))
+    return results, failures

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
+from client.contract.architecture import ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
 from client.data import InstitutionData
-from client.models import ModelSpec, build_model
-from client.preprocessing import PreprocessingSpec
+from client.models import build_model
 from client.training import evaluate_model, train_locally
 
 BASELINE_EPOCHS = 100

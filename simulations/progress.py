@@ -1,4 +1,9 @@
-"""The simulation's terminal view: a progress bar over rounds and one line per round."""
+"""The simulation's view: a progress bar that names its phase, and one line per round.
+
+On a terminal the bar shows the phase it is in (start-up, census, summary,
+round k, profile, baseline, export); written to a file or a pipe there is no
+bar and no colour, only one plain line per phase and per round.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +12,46 @@ import math
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from server.records import RoundRecord, RunResult, RunStart
+from server.run_events import RoundRecord, RunResult, RunStart
+
+PHASES = (
+    "start-up", "census", "summary", "initial model", "round", "profile", "baseline", "export"
+)  # fmt: skip
+"""The phases of a simulation, in order (``round`` repeats, as ``round k/N``)."""
 
 
 class ProgressObserver:
-    """Shows rounds as they finish: loss, accuracy, and ε spent by each institution."""
+    """Shows the phase the run is in, and rounds as they finish: loss, accuracy, ε."""
 
     def __init__(self, console: Console, *, num_rounds: int) -> None:
         self.console = console
         self.num_rounds = num_rounds
+        self.live = console.is_terminal
         self.progress = Progress(
-            TextColumn("[bold]rounds"),
+            TextColumn("[bold]{task.description:<13}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
             transient=True,
         )
-        self.task = self.progress.add_task("rounds", total=num_rounds)
+        self.task = self.progress.add_task("start-up", total=num_rounds)
 
     def __enter__(self) -> ProgressObserver:
-        self.progress.start()
+        if self.live:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
+
+    def on_phase(self, phase: str) -> None:
+        """The run entered ``phase`` (one of ``PHASES``; rounds as ``round k/N``)."""
+        if self.live:
+            self.progress.update(self.task, description=phase)
+        else:
+            self.console.print(f"… {phase}", highlight=False)
 
     def on_run_start(self, start: RunStart) -> None:
         names = ", ".join(

@@ -4,17 +4,43 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.records import json_safe
+from server.run_events import json_safe
 from simulations.runner import SimulationOutcome
 
 SUMMARY_FILE = "summary.json"
 PLOT_FILE = "accuracy_epsilon.png"
 
 
-def summary(outcome: SimulationOutcome) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class PrivacyHistory:
+    """Each institution's ε before and after a run, and where its history is kept.
+
+    Parameters
+    ----------
+    folder : Path | None
+        The ``--history`` folder; ``None``: the run started from ε = 0 and kept nothing.
+    before, after : Mapping[str, float]
+        ε by institution when the run began and when it ended.
+    """
+
+    folder: Path | None = None
+    before: Mapping[str, float] = field(default_factory=dict)
+    after: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kept_in": str(self.folder) if self.folder is not None else None,
+            "epsilon_before": dict(self.before),
+            "epsilon_after": dict(self.after),
+        }
+
+
+def summary(outcome: SimulationOutcome, *, history: PrivacyHistory | None = None) -> dict[str, Any]:
     """The run as a JSON-ready dict (infinite ε written as ``"inf"``)."""
     settings = outcome.settings
     plan = settings.plan
@@ -32,6 +58,7 @@ def summary(outcome: SimulationOutcome) -> dict[str, Any]:
         "strategy": settings.strategy.name,
         "model": plan.model,
         "seed": plan.seed,
+        "insecure_reproducible": plan.reproducible,
         "num_rounds": plan.num_rounds,
         "dp": {
             "enabled": dp.enabled,
@@ -64,6 +91,7 @@ def summary(outcome: SimulationOutcome) -> dict[str, Any]:
             if outcome.baseline is not None
             else None
         ),
+        "privacy_history": (history or PrivacyHistory()).to_dict(),
         "stopped_reason": outcome.result.stopped_reason,
         "wall_time_s": round(outcome.wall_time_s, 2),
     }
@@ -88,11 +116,13 @@ def _round(record: Any) -> dict[str, Any]:
     return {k: data[k] for k in keep}
 
 
-def write_outputs(outcome: SimulationOutcome, out_dir: Path) -> tuple[Path, Path]:
+def write_outputs(
+    outcome: SimulationOutcome, out_dir: Path, *, history: PrivacyHistory | None = None
+) -> tuple[Path, Path]:
     """Write ``summary.json`` and the accuracy/ε plot into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / SUMMARY_FILE
-    summary_path.write_text(json.dumps(summary(outcome), indent=2) + "\n")
+    summary_path.write_text(json.dumps(summary(outcome, history=history), indent=2) + "\n")
     plot_path = out_dir / PLOT_FILE
     plot_accuracy_epsilon(outcome, plot_path)
     return summary_path, plot_path

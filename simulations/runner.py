@@ -11,28 +11,30 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from client.app import create_client_app
-from client.datasets import get_dataset
-from client.training import effective_sample_rate, steps_per_epoch
-from privacy.accounting import AccountingStep, compute_epsilon
-from privacy.errors import ConfigError, PrivacyError
+from client.models import IMAGE_MODELS
+from privacy.account import InstitutionAccount, MemoryHistory
+from privacy.config import PrivacyBudget
+from privacy.errors import (
+    BudgetExceededError,
+    BudgetSpentError,
+    ConfigError,
+    TooFewParticipantsError,
+)
+from privacy.sampling import training_step
 from server.app import create_server_app
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
-from server.records import RunObserver, RunResult
+from server.run_events import RunObserver, RunResult, notify_phase
 from simulations.baseline import BaselineResult, pooled_baseline
 from simulations.scenario import Scenario, load_simulated_institution
 
 logger = logging.getLogger(__name__)
-
-
-class BudgetSpentError(PrivacyError):
-    """Too few institutions could afford even one round of the requested run."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,13 +54,10 @@ class SimulationOutcome:
     result: RunResult
     baseline: BaselineResult | None
     wall_time_s: float
-    run_config: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(
-    scenario: Scenario, run_config: Mapping[str, Any]
-) -> tuple[dict[str, Any], FederationSettings]:
-    """The run config the ServerApp will see, and its settings.
+def prepare(scenario: Scenario, run_config: Mapping[str, Any]) -> FederationSettings:
+    """The run's settings, translated once from ``run_config`` (kebab-case keys).
 
     Raises on a bad setting, and on a run no institution could train a single
     round of (an explicit noise multiplier whose first round already costs more
@@ -67,13 +66,22 @@ def prepare(
     merged = {**run_config, "min-institutions": scenario.num_institutions}
     merged.setdefault("seed", scenario.seed)
     settings = federation_settings_from_run_config(merged)
-    schema = get_dataset(scenario.dataset).schema
-    if settings.plan.model == "cnn" and schema.image_shape is None:
+    schema = scenario.schema
+    if settings.plan.model in IMAGE_MODELS and schema.image_shape is None:
         raise ConfigError(
-            f"model 'cnn' needs images; dataset {scenario.dataset!r} is a table (use logreg or mlp)"
+            f"model {settings.plan.model!r} needs images; {scenario.name!r} is a table "
+            "(use logreg or mlp)"
+        )
+    if settings.secagg is not None and scenario.num_institutions < settings.secagg.min_participants:
+        raise TooFewParticipantsError(
+            f"{scenario.num_institutions} institutions cannot run secure aggregation: a secure "
+            f"sum needs at least {settings.secagg.min_participants} (min-secure-participants); "
+            "add institutions or run --no-secagg",
+            participants=scenario.num_institutions,
+            minimum=settings.secagg.min_participants,
         )
     _check_budgets(scenario, settings)
-    return merged, settings
+    return settings
 
 
 def _check_budgets(scenario: Scenario, settings: FederationSettings) -> None:
@@ -83,17 +91,25 @@ def _check_budgets(scenario: Scenario, settings: FederationSettings) -> None:
     costs = {}
     for data in scenario.all_institutions():
         n = len(data.train)
-        step = AccountingStep(
+        step = training_step(
+            num_examples=n,
+            sample_rate=plan.sample_rate,
+            local_epochs=plan.local_epochs,
             noise_multiplier=plan.dp.noise_multiplier,
-            sample_rate=effective_sample_rate(n, plan.sample_rate),
-            steps=plan.local_epochs * steps_per_epoch(n, plan.sample_rate),
         )
-        budget = scenario.budgets.get(data.name, scenario.budget.epsilon)
-        epsilon = compute_epsilon(
-            [step], delta=scenario.budget.delta, accountant=plan.dp.accountant
+        account = InstitutionAccount(
+            institution=data.name,
+            budget=PrivacyBudget(
+                epsilon=scenario.budgets.get(data.name, scenario.budget.epsilon),
+                delta=scenario.budget.delta,
+            ),
+            history=MemoryHistory(),
+            accountant=plan.dp.accountant,
         )
-        if epsilon > budget:
-            costs[data.name] = (epsilon, budget)
+        try:
+            account.check([step])
+        except BudgetExceededError as exc:
+            costs[data.name] = (exc.epsilon_projected, exc.epsilon_budget)
     if len(costs) > scenario.num_institutions - 2:
         worst = min(costs.items(), key=lambda item: item[1][0])
         raise BudgetSpentError(
@@ -111,25 +127,23 @@ def _check_budgets(scenario: Scenario, settings: FederationSettings) -> None:
 
 def simulate(
     scenario: Scenario,
-    run_config: Mapping[str, Any],
+    settings: FederationSettings,
     *,
     observers: Sequence[RunObserver] = (),
     backend: BackendSettings | None = None,
     baseline: bool = True,
 ) -> SimulationOutcome:
-    """Run ``scenario`` with the federation settings in ``run_config`` (kebab-case keys)."""
+    """Run ``scenario`` with ``settings`` (from ``prepare``)."""
     from flwr.simulation import run_simulation
 
     backend = backend or BackendSettings()
-    merged, settings = prepare(scenario, run_config)
     began = time.perf_counter()
     results: list[RunResult] = []
-    server_app = create_server_app(
-        run_config=merged, observers=lambda _s, _c: list(observers), results=results
-    )
+    server_app = create_server_app(settings=settings, observers=list(observers), results=results)
     client_app = create_client_app(
         data_loader=load_simulated_institution, node_config=scenario.node_config
     )
+    notify_phase(observers, "start-up")
     with _quiet_flower(backend.verbose):
         run_simulation(
             server_app=server_app,
@@ -142,6 +156,7 @@ def simulate(
         raise FederationError("the simulation ended without a result; see the log above")
     reference = None
     if baseline:
+        notify_phase(observers, "baseline")
         reference = pooled_baseline(
             scenario.all_institutions(),
             model=settings.plan.model,
@@ -154,7 +169,6 @@ def simulate(
         result=results[0],
         baseline=reference,
         wall_time_s=time.perf_counter() - began,
-        run_config=merged,
     )
 
 
@@ -193,13 +207,18 @@ def _quiet_flower(verbose: bool) -> Iterator[None]:
     dropper = _DropDeprecation()
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    handlers = [*flwr_logger.handlers, *logging.getLogger().handlers]
     if not verbose:
+        # run_simulation is called on purpose (it runs in-process, with our observers);
+        # Flower's notice that `flwr run` is preferred is not the user's to act on.
         flwr_logger.setLevel(logging.WARNING)
-        for handler in flwr_logger.handlers:
+        flwr_logger.addFilter(dropper)
+        for handler in handlers:  # records of flwr's child loggers reach these unfiltered
             handler.addFilter(dropper)
     try:
         yield
     finally:
         flwr_logger.setLevel(level)
-        for handler in flwr_logger.handlers:
+        flwr_logger.removeFilter(dropper)
+        for handler in handlers:
             handler.removeFilter(dropper)

@@ -10,15 +10,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from client.contract.schema import TableSchema
 from client.data import InstitutionData, holdout_split
 from client.datasets import get_dataset
+from client.history import FileHistory, history_file, settings_fingerprint
 from client.node import DEFAULT_BUDGET_DELTA, DEFAULT_BUDGET_EPSILON
+from privacy.account import InstitutionAccount
 from privacy.config import PrivacyBudget
 from privacy.errors import ConfigError
+from simulations.own_data import OwnData, load_own_institution
 from simulations.partitioners import get_partitioner
 
 
@@ -43,6 +48,12 @@ class Scenario:
         Every institution's (ε, δ) unless ``budgets`` names it.
     budgets : dict[str, float]
         Per-institution ε budgets by institution name.
+    own_data : OwnData | None
+        The consortium's own files instead of an embedded dataset: one
+        institution per file, or per value of a column.
+    history_dir : Path | None
+        A folder keeping each institution's privacy history across runs (a file
+        per institution and partition); ``None``: every run starts from ε = 0.
     """
 
     dataset: str = "heart-disease"
@@ -56,8 +67,15 @@ class Scenario:
         )
     )
     budgets: dict[str, float] = field(default_factory=dict)
+    own_data: OwnData | None = None
+    node_policy: dict[str, Any] = field(default_factory=dict)
+    """Every simulated node's own policy keys (``allow-non-dp``, ...): ``privacy.policy``."""
+    history_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.own_data is not None:
+            self._check_own_data(self.own_data)
+            return
         source = get_dataset(self.dataset)  # raises on an unknown name
         get_partitioner(self.partition, alpha=self.alpha)  # idem, and checks alpha
         natural = source.institutions()
@@ -79,14 +97,40 @@ class Scenario:
         if unknown:
             raise ConfigError(f"budgets name unknown institutions: {', '.join(unknown)}")
 
+    def _check_own_data(self, own: OwnData) -> None:
+        if self.institutions is not None or self.partition != "iid":
+            raise ConfigError(
+                "with --data the files say who the institutions are: drop --institutions "
+                "and --partition"
+            )
+        own.check()  # every file read and validated now, as `client join` would
+        unknown = sorted(set(self.budgets) - set(own.institution_names()))
+        if unknown:
+            raise ConfigError(f"budgets name unknown institutions: {', '.join(unknown)}")
+
+    @property
+    def name(self) -> str:
+        """What the run is about: the dataset's name, or the own data's schema name."""
+        return self.own_data.schema.name if self.own_data is not None else self.dataset
+
+    @property
+    def schema(self) -> TableSchema:
+        if self.own_data is not None:
+            return self.own_data.schema
+        return get_dataset(self.dataset).schema
+
     @property
     def num_institutions(self) -> int:
+        if self.own_data is not None:
+            return len(self.own_data.institution_names())
         natural = get_dataset(self.dataset).institutions()
         if natural is not None:
             return self.institutions or len(natural)
         return self.institutions or 5
 
     def institution_names(self) -> list[str]:
+        if self.own_data is not None:
+            return self.own_data.institution_names()
         natural = get_dataset(self.dataset).institutions()
         if natural is not None:
             return sorted(natural)[: self.num_institutions]
@@ -98,17 +142,80 @@ class Scenario:
         """Complete Flower's simulated node config (``partition-id``) into an institution's."""
         index = int(flower_node_config["partition-id"])
         name = self.institution_names()[index]
-        return {
-            **flower_node_config,
-            "institution": name,
+        if self.own_data is not None:
+            config: dict[str, Any] = {
+                **flower_node_config,
+                **self.own_data.node_config(name),
+                "seed": self.seed,
+                "budget-epsilon": self.budget_of(name).epsilon,
+                "budget-delta": self.budget.delta,
+                **self.node_policy,
+            }
+        else:
+            config = {
+                **flower_node_config,
+                "institution": name,
+                "dataset": self.dataset,
+                "partition": self.partition,
+                "alpha": self.alpha,
+                "num-institutions": self.num_institutions,
+                "seed": self.seed,
+                "budget-epsilon": self.budget_of(name).epsilon,
+                "budget-delta": self.budget.delta,
+                **self.node_policy,
+            }
+        history = self.history_path(name)
+        if history is not None:
+            config["history-path"] = str(history)
+        return config
+
+    def budget_of(self, institution: str) -> PrivacyBudget:
+        return PrivacyBudget(
+            epsilon=self.budgets.get(institution, self.budget.epsilon), delta=self.budget.delta
+        )
+
+    def history_path(self, institution: str) -> Path | None:
+        """The file keeping ``institution``'s history, keyed by its partition (or ``None``).
+
+        The key covers what picks its rows: the dataset and its schema, the split
+        (partitioner, α, number of institutions) and the seed.
+        """
+        if self.history_dir is None:
+            return None
+        natural = get_dataset(self.dataset).institutions() is not None
+        key = {
             "dataset": self.dataset,
-            "partition": self.partition,
-            "alpha": self.alpha,
-            "num-institutions": self.num_institutions,
+            "institution": institution,
             "seed": self.seed,
-            "budget-epsilon": self.budgets.get(name, self.budget.epsilon),
-            "budget-delta": self.budget.delta,
+            "partition": None
+            if natural
+            else {
+                "name": self.partition,
+                "alpha": self.alpha if self.partition != "iid" else None,
+                "institutions": self.num_institutions,
+            },
         }
+        fingerprint = settings_fingerprint(
+            key, schema_fingerprint=get_dataset(self.dataset).schema.fingerprint()
+        )
+        return history_file(self.history_dir, institution=institution, fingerprint=fingerprint)
+
+    def epsilon_spent(self, *, accountant: str) -> dict[str, float]:
+        """Each institution's ε in its kept history (0 without ``history_dir``)."""
+        spent: dict[str, float] = {}
+        for name in self.institution_names():
+            path = self.history_path(name)
+            if path is None:
+                spent[name] = 0.0
+                continue
+            account = InstitutionAccount(
+                institution=name,
+                budget=self.budget_of(name),
+                history=FileHistory(path),
+                accountant=accountant,
+            )
+            spent[name] = account.epsilon()
+        return spent
 
     def load(self, node_config: Mapping[str, Any]) -> InstitutionData:
         """The rows of the institution ``node_config`` describes (see ``node_config``)."""
@@ -122,6 +229,8 @@ class Scenario:
 
 def load_simulated_institution(node_config: Mapping[str, Any]) -> InstitutionData:
     """Rows of a simulated institution from a node config completed by ``Scenario``."""
+    if "data-path" in node_config:
+        return load_own_institution(node_config, seed=int(node_config["seed"]))
     dataset = get_dataset(str(node_config["dataset"]))
     index = int(node_config["partition-id"])
     seed = int(node_config["seed"])

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from client.schema import CategoricalFeature, NumericFeature, TableSchema, TargetSpec
+from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, TargetSpec
+
+if "FEDWARDEN_AUDIT_KEY_DIR" not in os.environ:  # stores' audit keys, never in the tester's home
+    _AUDIT_KEYS = tempfile.mkdtemp(prefix="fedwarden-audit-keys-")
+    os.environ["FEDWARDEN_AUDIT_KEY_DIR"] = _AUDIT_KEYS
+    atexit.register(shutil.rmtree, _AUDIT_KEYS, ignore_errors=True)
 
 
 @pytest.fixture
@@ -65,7 +73,8 @@ def cli(
     """
     from simulations.cli.app import main
 
-    for name in [name for name in os.environ if name.startswith("FEDWARDEN_")]:
+    kept = ("FEDWARDEN_AUDIT_KEY_DIR",)  # the suite's own audit keys, never the tester's home
+    for name in [n for n in os.environ if n.startswith("FEDWARDEN_") and n not in kept]:
         monkeypatch.delenv(name, raising=False)
 
     def run(*args: str, api_key: str | None = None) -> tuple[int, str]:

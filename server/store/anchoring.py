@@ -129,15 +129,64 @@ def checkpoint(session: Session, private_key: Ed25519PrivateKey) -> Receipt:
     return Receipt(**{**asdict(unsigned), "signature": signature})
 
 
-def verify_receipt(receipt: Receipt, *, public_key: str | None = None) -> None:
-    """Check a receipt's signature, and that it was made with ``public_key`` if one is given.
+def pinned_public_key(value: str | None) -> str | None:
+    """The pinned public key (hex) that ``value`` gives: hex itself, or a file that holds it.
+
+    ``value`` is ``StoreSettings.audit_public_key`` or a command-line flag: 64
+    hex characters, or the path of a file with them (or with a PEM public key).
 
     Raises
     ------
-    AuditChainError
-        The signature is invalid, or made with another key than expected.
+    ConfigError
+        ``value`` is neither a hex public key nor a readable file holding one.
     """
-    if public_key is not None and public_key.lower() != receipt.public_key.lower():
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not _is_hex_key(text):
+        try:
+            text = Path(text).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"the pinned audit public key {value!r} is neither 64 hex characters "
+                f"nor a readable file: {exc.strerror}"
+            ) from None
+        if text.startswith("-----BEGIN"):
+            try:
+                loaded = serialization.load_pem_public_key(text.encode("ascii"))
+            except ValueError:
+                raise ConfigError(f"{value} does not hold a PEM public key") from None
+            if not isinstance(loaded, Ed25519PublicKey):
+                raise ConfigError(f"{value} holds a {type(loaded).__name__}, not Ed25519")
+            return public_key_hex(loaded)
+    if not _is_hex_key(text):
+        raise ConfigError(f"the pinned audit public key in {value} is not 64 hex characters")
+    return text.lower()
+
+
+def _is_hex_key(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def verify_receipt(receipt: Receipt, *, public_key: str | None) -> None:
+    """Check a receipt's signature, made with the pinned ``public_key``.
+
+    A receipt carries the key it was signed with, so its signature alone proves
+    nothing (anyone can sign with a key of their own): it must be the pinned one.
+
+    Raises
+    ------
+    ConfigError
+        No public key is pinned (``FEDWARDEN_AUDIT_PUBLIC_KEY`` or ``--public-key``).
+    AuditChainError
+        The signature is invalid, or made with another key than the pinned one.
+    """
+    if public_key is None:
+        raise ConfigError(
+            "a receipt can only be checked against the coordinator's pinned public key: "
+            "set FEDWARDEN_AUDIT_PUBLIC_KEY (hex, or a file holding it) or pass --public-key"
+        )
+    if public_key.lower() != receipt.public_key.lower():
         raise AuditChainError(
             "the receipt was signed with another key than the coordinator's",
             seq=receipt.seq,

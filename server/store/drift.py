@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from privacy.errors import ConfigError
-from server.records import json_safe
+from server.run_events import json_safe
 from server.store import audit, rbac
 from server.store.models import DRIFT_STATUSES, DriftEvent, Principal
 

@@ -11,7 +11,9 @@ advisory locks (see ``locks.py``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,8 +34,8 @@ from sqlalchemy.pool import StaticPool
 
 from privacy.envelope import Keyring
 from privacy.errors import ConfigError
-from server.errors import ConflictError, StoreError, StoreUnavailableError
-from server.store import migrate
+from server.errors import ConflictError, NotFoundError, StoreError, StoreUnavailableError
+from server.store import audit_key, migrate
 from server.store.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
@@ -129,7 +131,10 @@ def _sqlite_engine(settings: StoreSettings) -> Engine:
         options["poolclass"] = StaticPool
         connect_args["check_same_thread"] = False
     else:
-        Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(str(url.database)).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # owner-only; -wal and -shm follow its mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     engine = create_engine(url, connect_args=connect_args, **options)
 
     @event.listens_for(engine, "connect")
@@ -169,6 +174,29 @@ def translate_errors(url: str) -> Iterator[None]:
         raise StoreError(f"the store at {url} failed: {_first_line(exc)}", url=url) from None
 
 
+def _require_existing(settings: StoreSettings) -> None:
+    """``NotFoundError`` naming the URL if there is no store there (nothing is created)."""
+    url = make_url(settings.database_url)
+    shown = url.render_as_string(hide_password=True)
+    if settings.backend == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return
+        path = Path(str(url.database)).expanduser()
+        exists = path.is_file() and path.stat().st_size > 0
+    else:
+        probe = Store(create_store_engine(settings))
+        try:
+            exists = probe.revision() is not None
+        finally:
+            probe.dispose()
+    if not exists:
+        raise NotFoundError(
+            f"there is no store at {shown}; check --database-url / FEDWARDEN_DATABASE_URL, "
+            "or create one with `fedwarden db upgrade` or `fedwarden admin init`",
+            url=shown,
+        )
+
+
 def _first_line(exc: DBAPIError) -> str:
     """The driver's own message, first line only, without SQLAlchemy's SQL echo."""
     text = str(exc.orig) if exc.orig is not None else str(exc)
@@ -177,7 +205,11 @@ def _first_line(exc: DBAPIError) -> str:
 
 
 def open_store(
-    settings: StoreSettings | str, *, upgrade: bool = True, keyring: Keyring | None = None
+    settings: StoreSettings | str,
+    *,
+    upgrade: bool = True,
+    create: bool = True,
+    keyring: Keyring | None = None,
 ) -> Store:
     """Open the store, creating it or bringing its schema to the newest revision if needed.
 
@@ -187,6 +219,10 @@ def open_store(
         The settings, or just a database URL.
     upgrade : bool
         Apply pending migrations (the default); ``False`` opens the store as it is.
+    create : bool
+        Create the store if there is none (the default). ``False`` (every command
+        but ``db upgrade`` and ``admin init``) refuses, naming the URL, so an
+        operator pointed at the wrong place does not get a fresh, empty store.
     keyring : Keyring, optional
         Encryption at rest for what the store keeps (see ``Store``).
 
@@ -201,7 +237,12 @@ def open_store(
     """
     if isinstance(settings, str):
         settings = StoreSettings.load(settings)
+    if not create:
+        _require_existing(settings)
     store = Store(create_store_engine(settings), keyring=keyring)
+    locator = audit_key.default_locator(settings)
+    locator.keyring = keyring  # the audit key file is sealed under the KEK too
+    audit_key.register(store.engine, locator)
     try:
         if upgrade:
             store.upgrade(actor="system")

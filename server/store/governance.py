@@ -9,14 +9,14 @@ broken) rolls the transaction back, is audited on its own, and raises.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from privacy.errors import ConfigError, FedwardenError
-from server.errors import ConflictError, NotFoundError
-from server.store import audit, keys, rbac
+from server.errors import ConflictError, NotFoundError, PermissionDeniedError
+from server.store import audit, keys, rbac, revocation
 from server.store.models import (
     PRINCIPAL_KINDS,
     ApiKey,
@@ -28,6 +28,8 @@ from server.store.models import (
 )
 
 SYSTEM_ACTOR = "system"
+OWNER_ACTOR = "coordinator-owner"
+DEFAULT_KEY_LIFETIME_DAYS = 90.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +41,7 @@ class PrincipalSummary:
     institution: str | None
     roles: list[str]
     active_keys: list[str]
+    key_expiry: list[datetime | None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,10 +157,25 @@ def grant_role(*, session: Session, actor: Principal, principal: str, role: str)
     """Grant ``role`` to ``principal`` (needs ``principal:manage``)."""
     actor_name, target = actor.name, f"principal:{principal}"
     rbac.authorize(session, principal=actor, permission="principal:manage", target=target)
+    if principal == actor_name:
+        raise audit.record_refusal(
+            session,
+            error=PermissionDeniedError(
+                f"principal {actor_name!r} cannot grant a role to itself; another admin must",
+                principal=actor_name,
+                permission="principal:manage",
+                target=target,
+            ),
+            actor=actor_name,
+            action="role.grant",
+            target=target,
+            details={"role": role, "rule": "no self-grant"},
+        )
     try:
         grantee = _principal(session, principal)
         if role in rbac.roles_of(session, principal=grantee):
             raise ConflictError(f"principal {principal!r} holds role {role!r} already")
+        _check_key_issuers(session, grantee=grantee, role=role, actor_name=actor_name)
         _grant(session, actor_name=actor_name, principal=grantee, role=role)
     except FedwardenError as exc:
         raise _refused(
@@ -182,6 +200,7 @@ def revoke_role(*, session: Session, actor: Principal, principal: str, role: str
             raise ConflictError("cannot revoke the last admin; grant admin to another first")
         session.delete(grant)
         session.flush()
+        revocation.bump(session)
     except FedwardenError as exc:
         raise _refused(
             session, exc, actor=actor_name, action="role.revoke", target=target, role=role
@@ -192,9 +211,23 @@ def revoke_role(*, session: Session, actor: Principal, principal: str, role: str
 
 
 def issue_key(
-    *, session: Session, actor: Principal, principal: str, expires_days: float | None = None
+    *,
+    session: Session,
+    actor: Principal,
+    principal: str,
+    expires_days: float | None = DEFAULT_KEY_LIFETIME_DAYS,
 ) -> tuple[str, ApiKey]:
     """A new API key for ``principal`` (needs ``key:manage``); the token is returned once.
+
+    A key is a role's power in the bearer's hand: it is refused for another
+    principal that holds a role the issuer does not (an admin cannot mint an
+    operator's key and promote with it). Such principals get their first key
+    through ``enroll_principal``, by the coordinator's owner.
+
+    Parameters
+    ----------
+    expires_days : float or None
+        The key's lifetime: 90 days by default, ``None`` for a key that never expires.
 
     Returns
     -------
@@ -207,19 +240,103 @@ def issue_key(
         owner = _principal(session, principal)
         if expires_days is not None and not expires_days > 0:
             raise ConfigError(f"a key's lifetime must be > 0 days, got {expires_days}")
+        _check_separated_duties(session, actor=actor, owner=owner, target=target)
     except FedwardenError as exc:
         raise _refused(session, exc, actor=actor_name, action="key.issue", target=target) from None
-    expires = utcnow() + timedelta(days=expires_days) if expires_days is not None else None
-    token, row = keys.new_key(principal=owner, expires_at=expires)
-    session.add(row)
-    session.flush()
+    token, row = _new_key(session, owner=owner, issuer=actor_name, expires_days=expires_days)
     audit.append(
         session,
         actor=actor_name,
         action="key.issue",
         target=target,
-        details={"prefix": row.prefix, "expires_at": expires},
+        details={"prefix": row.prefix, "expires_at": row.expires_at},
     )
+    return token, row
+
+
+def enroll_principal(
+    *,
+    session: Session,
+    name: str,
+    role: str,
+    kind: str = "person",
+    institution: str | None = None,
+    expires_days: float | None = DEFAULT_KEY_LIFETIME_DAYS,
+) -> tuple[Principal, str]:
+    """Create a principal with one role and its first key, as the coordinator's owner.
+
+    No API key acts here: the caller has shown it runs as the coordinator's
+    owner (``fedwarden admin enroll`` needs the store's audit key), who may
+    hand out any role. Audited as ``coordinator-owner``.
+
+    Returns
+    -------
+    (Principal, str)
+        The principal and its token, to be shown once.
+    """
+    target = f"principal:{name}"
+    try:
+        name = check_name(name, kind="principal")
+        if kind not in PRINCIPAL_KINDS:
+            raise ConfigError(f"principal kind must be one of {', '.join(PRINCIPAL_KINDS)}")
+        if expires_days is not None and not expires_days > 0:
+            raise ConfigError(f"a key's lifetime must be > 0 days, got {expires_days}")
+        if find_principal(session=session, name=name) is not None:
+            raise ConflictError(f"principal {name!r} exists already", principal=name)
+        member = _institution(session, institution) if institution is not None else None
+        principal = Principal(name=name, kind=kind, institution_id=member.id if member else None)
+        session.add(principal)
+        session.flush()
+        _grant(session, actor_name=OWNER_ACTOR, principal=principal, role=role)
+    except FedwardenError as exc:
+        raise _refused(
+            session, exc, actor=OWNER_ACTOR, action="principal.enroll", target=target
+        ) from None
+    token, row = _new_key(session, owner=principal, issuer=OWNER_ACTOR, expires_days=expires_days)
+    audit.append(
+        session,
+        actor=OWNER_ACTOR,
+        action="principal.enroll",
+        target=target,
+        details={
+            "kind": kind,
+            "institution": institution,
+            "role": role,
+            "prefix": row.prefix,
+            "expires_at": row.expires_at,
+        },
+    )
+    return principal, token
+
+
+def _check_separated_duties(
+    session: Session, *, actor: Principal, owner: Principal, target: str
+) -> None:
+    """Refuse a key for ``owner`` minted by an ``actor`` who lacks one of ``owner``'s roles."""
+    if owner.id == actor.id:
+        return
+    beyond = sorted(
+        set(rbac.roles_of(session, principal=owner)) - set(rbac.roles_of(session, principal=actor))
+    )
+    if beyond:
+        raise PermissionDeniedError(
+            f"principal {actor.name!r} cannot issue a key for {owner.name!r}, which holds "
+            f"role(s) {', '.join(beyond)} that {actor.name!r} does not; its key comes "
+            "from `fedwarden admin enroll` on the coordinator",
+            principal=actor.name,
+            permission="key:manage",
+            target=target,
+        )
+
+
+def _new_key(
+    session: Session, *, owner: Principal, issuer: str, expires_days: float | None
+) -> tuple[str, ApiKey]:
+    expires = utcnow() + timedelta(days=expires_days) if expires_days is not None else None
+    token, row = keys.new_key(principal=owner, expires_at=expires)
+    row.issued_by = issuer
+    session.add(row)
+    session.flush()
     return token, row
 
 
@@ -233,6 +350,7 @@ def revoke_key(*, session: Session, actor: Principal, prefix: str) -> ApiKey:
         error = NotFoundError(f"{state} prefix {prefix!r}" + ("" if row is None else " is revoked"))
         raise _refused(session, error, actor=actor_name, action="key.revoke", target=target)
     row.revoked_at = utcnow()
+    revocation.bump(session)
     owner = session.get_one(Principal, row.principal_id)
     audit.append(
         session, actor=actor_name, action="key.revoke", target=target, details={"owner": owner.name}
@@ -249,7 +367,8 @@ def rotate_key(
     expires_days: float | None = None,
 ) -> tuple[str, ApiKey, ApiKey]:
     """A new key for the owner of key ``prefix``; the old one keeps working ``overlap_hours``
-    more, then expires (needs ``key:manage``; audited as ``key.rotate``).
+    more, then expires (needs ``key:manage``; audited as ``key.rotate``). As with
+    ``issue_key``, an actor cannot rotate the key of a principal holding a role it lacks.
 
     Returns
     -------
@@ -266,15 +385,15 @@ def rotate_key(
             raise ConfigError(f"the overlap must be >= 0 hours, got {overlap_hours}")
         if expires_days is not None and not expires_days > 0:
             raise ConfigError(f"a key's lifetime must be > 0 days, got {expires_days}")
+        owner = session.get_one(Principal, old.principal_id)
+        _check_separated_duties(session, actor=actor, owner=owner, target=target)
     except FedwardenError as exc:
         raise _refused(session, exc, actor=actor_name, action="key.rotate", target=target) from None
     now = utcnow()
-    owner = session.get_one(Principal, old.principal_id)
     if expires_days is None and old.expires_at is not None and old.created_at is not None:
         expires_days = max((old.expires_at - old.created_at).total_seconds() / 86400, 1.0)
-    expires = now + timedelta(days=expires_days) if expires_days is not None else None
-    token, row = keys.new_key(principal=owner, expires_at=expires)
-    session.add(row)
+    token, row = _new_key(session, owner=owner, issuer=actor_name, expires_days=expires_days)
+    expires = row.expires_at
     cutoff = now + timedelta(hours=overlap_hours)
     if old.expires_at is None or old.expires_at > cutoff:
         old.expires_at = cutoff
@@ -317,9 +436,9 @@ def bootstrap_admin(*, session: Session, name: str = "admin") -> tuple[Principal
     session.add(admin)
     session.flush()
     _grant(session, actor_name=SYSTEM_ACTOR, principal=admin, role="admin")
-    token, row = keys.new_key(principal=admin)
-    session.add(row)
-    session.flush()
+    token, row = _new_key(
+        session, owner=admin, issuer=SYSTEM_ACTOR, expires_days=DEFAULT_KEY_LIFETIME_DAYS
+    )
     audit.append(
         session,
         actor=SYSTEM_ACTOR,
@@ -360,19 +479,21 @@ def directory(*, session: Session, actor: Principal) -> Directory:
     now = utcnow()
     summaries = []
     for principal in session.scalars(select(Principal).order_by(Principal.name)):
-        active = session.scalars(
-            select(ApiKey.prefix)
+        active = session.execute(
+            select(ApiKey.prefix, ApiKey.expires_at)
             .where(ApiKey.principal_id == principal.id, ApiKey.revoked_at.is_(None))
             .where((ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > now))
             .order_by(ApiKey.created_at)
         )
+        rows = list(active)
         summaries.append(
             PrincipalSummary(
                 name=principal.name,
                 kind=principal.kind,
                 institution=institutions.get(principal.institution_id or -1),
                 roles=rbac.roles_of(session, principal=principal),
-                active_keys=list(active),
+                active_keys=[row.prefix for row in rows],
+                key_expiry=[row.expires_at for row in rows],
             )
         )
     audit.append(
@@ -391,6 +512,33 @@ def _grant(session: Session, *, actor_name: str, principal: Principal, role: str
         raise ConfigError("the institution role needs a principal tied to an institution")
     session.add(Grant(principal_id=principal.id, role_id=role_row.id, granted_by=actor_name))
     session.flush()
+
+
+def _check_key_issuers(session: Session, *, grantee: Principal, role: str, actor_name: str) -> None:
+    """Refuse a grant that would give a key more power than the principal who issued it holds.
+
+    Otherwise an admin could issue a key for a fresh admin, grant that admin
+    ``operator`` and act as an operator with the key it holds.
+    """
+    issuers = set(
+        session.scalars(
+            select(ApiKey.issued_by).where(
+                ApiKey.principal_id == grantee.id, ApiKey.revoked_at.is_(None)
+            )
+        )
+    )
+    for issuer in sorted(name for name in issuers if name is not None):
+        if issuer in (OWNER_ACTOR, SYSTEM_ACTOR, grantee.name):
+            continue
+        holder = find_principal(session=session, name=issuer)
+        if holder is None or role not in rbac.roles_of(session, principal=holder):
+            raise PermissionDeniedError(
+                f"cannot grant {role!r} to {grantee.name!r}: it holds an API key issued by "
+                f"{issuer!r}, who does not hold {role!r}; revoke that key first",
+                principal=actor_name,
+                permission="principal:manage",
+                target=f"principal:{grantee.name}",
+            )
 
 
 def _role(session: Session, name: str) -> Role:

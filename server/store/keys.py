@@ -2,13 +2,17 @@
 
 The prefix (12 hex characters) is stored in the clear to find the key; the
 secret (256 random bits) is hashed with scrypt and a per-key salt and compared
-in constant time. A token is shown once, when it is issued, and never logged
-or stored. ``authenticate`` gives every failure the same message; the specific
-reason (malformed, unknown, wrong, revoked, expired) goes to the audit log.
+in constant time. A prefix that names no key is refused before any scrypt
+(so a flood of made-up keys costs an index lookup each); that a prefix exists
+is not a secret, the 256-bit secret behind it is. A token is shown once, when
+it is issued, and never logged or stored. ``authenticate`` gives every failure
+the same message; the specific reason (malformed, unknown, wrong, revoked,
+expired) goes to the audit log.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -29,7 +33,8 @@ SCHEME = "scrypt:n=16384,r=8,p=1"
 _SCRYPT = {"n": 16384, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
 _PREFIX_BYTES = 6
 _SECRET_BYTES = 32
-_DUMMY_SALT = "00" * 16
+CREDENTIAL = "fedwarden.credential"
+"""``session.info`` key: the key that authenticated the session's principal, for the audit log."""
 _GENERIC_FAILURE = "authentication failed: the API key is missing, wrong, revoked or expired"
 
 
@@ -73,7 +78,7 @@ def split_token(token: str) -> tuple[str, str] | None:
     return (prefix, secret) if well_formed else None
 
 
-def authenticate(session: Session, token: str | None) -> Principal:
+def authenticate(session: Session, token: str | None, *, audit_failures: bool = True) -> Principal:
     """The principal that owns ``token``; otherwise audit the failure and raise.
 
     Parameters
@@ -83,6 +88,10 @@ def authenticate(session: Session, token: str | None) -> Principal:
         attempt is committed to the audit log in a transaction of its own.
     token : str or None
         The API key as presented.
+    audit_failures : bool
+        Write each failure to the audit log (the default). A service that
+        audits failures as counts per interval passes ``False``; the failure's
+        reason is then only on the error (``error.context["reason"]``).
 
     Raises
     ------
@@ -90,32 +99,56 @@ def authenticate(session: Session, token: str | None) -> Principal:
         The token is missing, malformed, unknown, wrong, revoked or expired
         (one message for all; the reason is in the audit event).
     """
+    fail = functools.partial(_failure, session, audited=audit_failures)
     parts = split_token(token or "")
     if parts is None:
-        raise _failure(session, reason="missing" if not token else "malformed", prefix=None)
+        raise fail(reason="missing" if not token else "malformed", prefix=None)
     prefix, secret = parts
     row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
-    expected = row.secret_hash if row is not None else ""
-    presented = hash_secret(secret, salt=row.salt if row is not None else _DUMMY_SALT)
-    if row is None:
-        raise _failure(session, reason="unknown key", prefix=prefix)
+    if row is None:  # no scrypt for a prefix that names no key: failures stay cheap
+        raise fail(reason="unknown key", prefix=prefix)
+    presented = hash_secret(secret, salt=row.salt)
     owner = session.get_one(Principal, row.principal_id)
     now = utcnow()
-    if not hmac.compare_digest(presented, expected):
-        raise _failure(session, reason="wrong secret", prefix=prefix, owner=owner.name)
+    if not hmac.compare_digest(presented, row.secret_hash):
+        raise fail(reason="wrong secret", prefix=prefix, owner=owner.name)
     if row.revoked_at is not None:
-        raise _failure(session, reason="revoked", prefix=prefix, owner=owner.name)
+        raise fail(reason="revoked", prefix=prefix, owner=owner.name)
     if row.expires_at is not None and row.expires_at <= now:
-        raise _failure(session, reason="expired", prefix=prefix, owner=owner.name)
+        raise fail(reason="expired", prefix=prefix, owner=owner.name)
     row.last_used_at = now
+    session.info[CREDENTIAL] = {
+        "principal": owner.name,
+        "via_key": row.prefix,
+        "key_issuer": row.issued_by,
+    }
     return owner
 
 
+def live_key_owner(session: Session, *, prefix: str) -> Principal | None:
+    """The owner of the key with ``prefix`` if that key is still valid (not revoked, not
+    expired), else ``None``: for sessions that were opened with the key and must end with it."""
+    row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        return None
+    return session.get(Principal, row.principal_id)
+
+
 def _failure(
-    session: Session, *, reason: str, prefix: str | None, owner: str | None = None
+    session: Session,
+    *,
+    reason: str,
+    prefix: str | None,
+    owner: str | None = None,
+    audited: bool = True,
 ) -> AuthenticationError:
     logger.info("authentication failed (%s) for key prefix %s", reason, prefix)
-    error = AuthenticationError(_GENERIC_FAILURE)
+    error = AuthenticationError(_GENERIC_FAILURE, reason=reason, prefix=prefix)
+    if not audited:
+        session.rollback()
+        return error
     details = {"reason": reason, "prefix": prefix, "key_owner": owner}
     audit.record_refusal(
         session,

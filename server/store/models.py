@@ -45,6 +45,8 @@ MODEL_STAGES = ("staging", "production", "archived")
 PRINCIPAL_KINDS = ("person", "service")
 LEDGER_KINDS = ("train", "profile")
 DRIFT_STATUSES = ("ok", "warning", "drift")
+PERFORMANCE_KINDS = ("realised", "estimated")
+PERFORMANCE_STATUSES = ("insufficient_data", "ok", "alert")
 
 
 def utcnow() -> datetime:
@@ -163,13 +165,26 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    issued_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class AuthGeneration(Base):
+    """One row whose ``generation`` grows with every revocation; services read it per request."""
+
+    __tablename__ = "auth_generations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
 
 
 class Run(Base):
     """One federated training run."""
 
     __tablename__ = "runs"
-    __table_args__ = (CheckConstraint(_in("status", RUN_STATUSES), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        Index("ix_runs_started_at", "started_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -219,6 +234,7 @@ class LedgerEntry(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "institution_id", "round", "kind"),
         CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+        Index("ix_privacy_ledger_institution_recorded", "institution_id", "recorded_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -302,6 +318,54 @@ class DriftEvent(Base):
     features: Mapped[list[Any]]
 
 
+class ServedPrediction(Base):
+    """What the service keeps of one answered row: enough to join an outcome and score it.
+
+    The row's features are not kept: only its id (``id``, time-ordered, see
+    ``deploy.outcomes``), the caller's ``request_id``, the version that answered,
+    when, and the class probabilities. ``label`` (a class index) is set once, when
+    the true outcome comes back. Rows older than the service's retention are deleted.
+    """
+
+    __tablename__ = "served_predictions"
+    __table_args__ = (
+        Index("ix_served_predictions_model_time", "model", "served_at"),
+        Index("ix_served_predictions_model_request", "model", "request_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int]
+    served_at: Mapped[datetime]
+    probabilities: Mapped[list[Any]]
+    label: Mapped[int | None]
+    labelled_at: Mapped[datetime | None]
+
+
+class PerformanceEvent(Base):
+    """A served model version's realised or estimated performance status changed."""
+
+    __tablename__ = "performance_events"
+    __table_args__ = (
+        CheckConstraint(_in("kind", PERFORMANCE_KINDS), name="kind"),
+        CheckConstraint(_in("status", PERFORMANCE_STATUSES), name="status"),
+        CheckConstraint(_in("previous", PERFORMANCE_STATUSES), name="previous"),
+        Index("ix_performance_events_model_time", "model", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(20))
+    previous: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+    rows: Mapped[int]
+    metrics: Mapped[dict[str, Any]]
+    thresholds: Mapped[dict[str, Any]]
+
+
 class NodeKey(Base):
     """An institution's SuperNode public key, registered with the coordinator.
 
@@ -325,7 +389,11 @@ class AuditEvent(Base):
     """One link of the append-only audit chain; ``hash`` covers every other column."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_time", "time"),)
+    __table_args__ = (
+        Index("ix_audit_events_time", "time"),
+        Index("ix_audit_events_actor_seq", "actor", "seq"),
+        Index("ix_audit_events_action_seq", "action", "seq"),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     time: Mapped[datetime]

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from privacy.errors import ConfigError, FedwardenError
 from privacy.pki import check_node_public_key, fingerprint
 from server.errors import ConflictError, NotFoundError
-from server.store import audit, rbac
+from server.store import audit, rbac, revocation
 from server.store.governance import check_name, ensure_institution, find_institution
 from server.store.models import Institution, NodeKey, Principal, utcnow
 
@@ -97,6 +97,46 @@ def register_node_key(
     return _info(row, name)
 
 
+def revoke_node_keys(
+    *, session: Session, actor: Principal, name_or_fingerprint: str
+) -> list[NodeKeyInfo]:
+    """Revoke one node key by fingerprint (``SHA256:...``), or every active key of an institution.
+
+    Raises
+    ------
+    NotFoundError
+        No key has that fingerprint and no institution that name with an active key.
+    """
+    if name_or_fingerprint.startswith("SHA256:"):
+        return [revoke_node_key(session=session, actor=actor, fingerprint_=name_or_fingerprint)]
+    member = find_institution(session=session, name=name_or_fingerprint)
+    rows = []
+    if member is not None:
+        rows = list(
+            session.scalars(
+                select(NodeKey).where(
+                    NodeKey.institution_id == member.id, NodeKey.revoked_at.is_(None)
+                )
+            )
+        )
+    if not rows:
+        raise audit.record_refusal(
+            session,
+            error=NotFoundError(
+                f"no node key with fingerprint or active key of an institution named "
+                f"{name_or_fingerprint!r}",
+                name=name_or_fingerprint,
+            ),
+            actor=actor.name,
+            action="node.revoke",
+            target=f"institution:{name_or_fingerprint}",
+            outcome="error",
+        )
+    return [
+        revoke_node_key(session=session, actor=actor, fingerprint_=row.fingerprint) for row in rows
+    ]
+
+
 def revoke_node_key(*, session: Session, actor: Principal, fingerprint_: str) -> NodeKeyInfo:
     """Revoke the node key with this fingerprint (same permissions as registering it)."""
     actor_name, target = actor.name, f"node:{fingerprint_}"
@@ -117,6 +157,7 @@ def revoke_node_key(*, session: Session, actor: Principal, fingerprint_: str) ->
         )
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        revocation.bump(session)
         audit.append(
             session,
             actor=actor_name,

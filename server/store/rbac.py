@@ -36,6 +36,7 @@ PERMISSIONS: dict[str, str] = {
     "institution:manage": "add institutions to the federation",
     "node:register": "register a node for one's own institution",
     "predict": "call the inference API",
+    "feedback": "report the true outcomes of served predictions",
 }
 
 INSTITUTION_SCOPED: frozenset[str] = frozenset({"run:join", "ledger:read-own", "node:register"})
@@ -70,11 +71,12 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
             "model:read",
             "ledger:read",
             "audit:checkpoint",
+            "feedback",
         }
     ),
     "institution": frozenset({"run:join", "ledger:read-own", "node:register"}),
     "auditor": frozenset({"audit:read", "run:read", "model:read", "ledger:read", "principal:read"}),
-    "consumer": frozenset({"predict"}),
+    "consumer": frozenset({"predict", "feedback"}),
 }
 
 

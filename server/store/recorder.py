@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from privacy.envelope import Keyring
-from server.checkpoints import seal_checkpoint
+from server.checkpoint_format import seal_checkpoint
 from server.errors import NotFoundError
-from server.records import RoundRecord, RunResult, RunStart
-from server.store import audit, governance, rbac, tracking
+from server.run_events import RoundRecord, RunResult, RunStart
+from server.store import audit, checkpoints, governance, rbac, runs
 from server.store.engine import Store, open_store
 from server.store.models import AuditEvent, Principal, Run
 from server.store.settings import StoreSettings
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 class StoreRecorder:
-    """Records one run in the store; implements ``server.records.RunObserver``.
+    """Records one run in the store; implements ``server.run_events.RunObserver``.
 
     Parameters
     ----------
@@ -99,7 +99,7 @@ class StoreRecorder:
         settings = {**start.settings, "secure": start.secure}
         with self.store.session() as session:
             if start.first_round > 1 and session.get(Run, self.run_id) is not None:
-                tracking.resume_run(
+                runs.resume_run(
                     session=session,
                     actor=self._actor(session),
                     run_id=self.run_id,
@@ -108,7 +108,7 @@ class StoreRecorder:
                 session.flush()
                 self._claim = _last_claim(session, self.run_id)
                 return
-            tracking.start_run(
+            runs.start_run(
                 session=session,
                 actor=self._actor(session),
                 name=self.run_name,
@@ -125,9 +125,18 @@ class StoreRecorder:
         transaction (replacing an earlier write of the same round)."""
         with self.store.session() as session:
             actor = self._actor(session)
-            tracking.record_round(session=session, actor=actor, run_id=self.run_id, record=record)
+            runs.record_round(session=session, actor=actor, run_id=self.run_id, record=record)
+            if record.discarded is not None:
+                audit.append(
+                    session,
+                    actor=actor.name,
+                    action="round.discarded",
+                    target=f"run:{self.run_id}",
+                    outcome="failure",
+                    details={"round": record.round, "reason": record.discarded},
+                )
             if record.checkpoint is not None:
-                tracking.save_checkpoint(
+                checkpoints.save_checkpoint(
                     session=session,
                     actor=actor,
                     run_id=self.run_id,
@@ -140,7 +149,7 @@ class StoreRecorder:
         ``completed`` with the reason it stopped."""
         if result.profile is not None or result.profile_reports:
             with self.store.session() as session:
-                tracking.record_profile(
+                runs.record_profile(
                     session=session,
                     actor=self._actor(session),
                     run_id=self.run_id,
@@ -184,10 +193,10 @@ class StoreRecorder:
         with self.store.session() as session:
             actor = self._actor(session)
             if session.get(Run, self.run_id) is None:
-                tracking.start_run(
+                runs.start_run(
                     session=session, actor=actor, name=self.run_name, config={}, run_id=self.run_id
                 )
-            tracking.end_run(
+            runs.end_run(
                 session=session, actor=actor, run_id=self.run_id, status=status, reason=reason
             )
 

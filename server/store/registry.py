@@ -17,12 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from privacy.errors import ConfigError, FedwardenError
-from server.errors import ConflictError, NotFoundError
-from server.records import json_safe
+from server.errors import ConflictError, NotFoundError, PermissionDeniedError
+from server.run_events import json_safe
 from server.store import audit, rbac
 from server.store.locks import LockPurpose, lock_for_transaction
 from server.store.models import (
     MODEL_STAGES,
+    AuditEvent,
     Institution,
     LedgerEntry,
     ModelVersion,
@@ -59,7 +60,7 @@ def run_lineage(*, session: Session, run_id: str, up_to_round: int | None = None
         rounds = rounds.where(Round.round <= up_to_round)
         ledger = ledger.where(LedgerEntry.round <= up_to_round)
     last = session.scalars(rounds.order_by(Round.round.desc())).first()
-    entries = session.execute(ledger.order_by(LedgerEntry.round)).tuples()
+    entries = session.execute(ledger.order_by(LedgerEntry.round))
     epsilon: dict[str, float] = {}
     dp: dict[str, dict[str, float]] = {}
     trained: set[str] = set()
@@ -155,19 +156,31 @@ def register_model_version(
 
 
 def promote_model_version(
-    *, session: Session, actor: Principal, name: str, version: int
-) -> ModelVersion:
-    """Move a ``staging`` version to ``production`` (needs ``model:promote``).
+    *,
+    session: Session,
+    actor: Principal,
+    name: str,
+    version: int,
+    require_approval: bool = False,
+) -> ModelVersion | None:
+    """Move a ``staging`` version to ``production``, or an ``archived`` one back to it (a
+    rollback; needs ``model:promote``).
 
-    The name's previous production version, if any, becomes ``archived``.
+    The name's previous production version, if any, becomes ``archived``; the
+    audit record says which, and whether this was a rollback. With
+    ``require_approval`` two people must agree: the first call records a
+    request (``model.promote.request``) and returns ``None``; a call by another
+    principal holding ``model:promote`` carries it out. The requester can never
+    approve its own request.
     """
     actor_name, target = actor.name, f"model:{name}@{version}"
     rbac.authorize(session, principal=actor, permission="model:promote", target=target)
     candidate = _version(session, name=name, version=version)
-    if candidate is None or candidate.stage != "staging":
+    if candidate is None or candidate.stage not in ("staging", "archived"):
         found = "no such version" if candidate is None else f"it is {candidate.stage}"
         error = (NotFoundError if candidate is None else ConflictError)(
-            f"cannot promote {name} version {version}: {found}; only staging versions are promoted"
+            f"cannot promote {name} version {version}: {found}; only staging versions are "
+            "promoted, and archived ones rolled back to"
         )
         raise audit.record_refusal(
             session,
@@ -177,6 +190,35 @@ def promote_model_version(
             target=target,
             outcome="error",
         )
+    rollback = candidate.stage == "archived"
+    approval: dict[str, str] = {}
+    if require_approval:
+        requester = _pending_request(session, target=target)
+        if requester is None:
+            audit.append(
+                session,
+                actor=actor_name,
+                action="model.promote.request",
+                target=target,
+                details={"approval": "pending"},
+            )
+            return None
+        if requester == actor_name:
+            raise audit.record_refusal(
+                session,
+                error=PermissionDeniedError(
+                    f"{actor_name!r} requested this promotion; another principal with "
+                    "model:promote must approve it",
+                    principal=actor_name,
+                    permission="model:promote",
+                    target=target,
+                ),
+                actor=actor_name,
+                action="model.promote",
+                target=target,
+                details={"rule": "two-person approval"},
+            )
+        approval = {"requested_by": requester, "approved_by": actor_name}
     archived = []
     for current in session.scalars(
         select(ModelVersion).where(ModelVersion.name == name, ModelVersion.stage == "production")
@@ -190,9 +232,24 @@ def promote_model_version(
         actor=actor_name,
         action="model.promote",
         target=target,
-        details={"archived": archived},
+        details={"archived": archived, **approval, **({"rollback": True} if rollback else {})},
     )
     return candidate
+
+
+def _pending_request(session: Session, *, target: str) -> str | None:
+    """Who requested the newest promotion of ``target`` not yet carried out, if anyone."""
+    last = session.execute(
+        select(AuditEvent.action, AuditEvent.actor)
+        .where(
+            AuditEvent.target == target,
+            AuditEvent.outcome == "success",
+            AuditEvent.action.in_(("model.promote.request", "model.promote")),
+        )
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    ).first()
+    return last.actor if last is not None and last.action == "model.promote.request" else None
 
 
 def get_model_version(

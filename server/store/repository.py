@@ -12,7 +12,7 @@ changes or reads in the same transaction::
         alice = repo.authenticate(session, api_key)
         repo.promote_model_version(session, actor=alice, name="heart", version=3)
 
-The functions live in small modules (``governance``, ``tracking``,
+The functions live in small modules (``governance``, ``runs``, ``spending``, ``checkpoints``,
 ``registry``, ``oversight``); import them from here.
 """
 
@@ -25,6 +25,7 @@ from server.store.anchoring import (
     verify_receipt,
 )
 from server.store.audit import ChainBreak, ChainReport
+from server.store.checkpoints import checkpoint_for_export, latest_checkpoint, save_checkpoint
 from server.store.drift import drift_events, latest_drift_event, record_drift_change
 from server.store.engine import Store, open_store
 from server.store.governance import (
@@ -48,9 +49,11 @@ from server.store.models import (
     DriftEvent,
     LedgerEntry,
     ModelVersion,
+    PerformanceEvent,
     Principal,
     Round,
     Run,
+    ServedPrediction,
 )
 from server.store.nodes import (
     NodeKeyInfo,
@@ -59,6 +62,16 @@ from server.store.nodes import (
     record_node_refusal,
     register_node_key,
     revoke_node_key,
+)
+from server.store.outcomes import (
+    expire_predictions,
+    find_predictions,
+    latest_performance_event,
+    performance_events,
+    record_performance_change,
+    record_predictions,
+    set_labels,
+    window_predictions,
 )
 from server.store.oversight import (
     export_audit_log,
@@ -75,22 +88,17 @@ from server.store.registry import (
     run_lineage,
     serving_catalog,
 )
-from server.store.settings import StoreSettings
-from server.store.tracking import (
-    EpsilonTotal,
-    checkpoint_for_export,
+from server.store.runs import (
     end_run,
-    epsilon_totals,
     get_run,
-    latest_checkpoint,
-    ledger_entries,
     record_profile,
     record_round,
     resume_run,
     run_profile,
-    save_checkpoint,
     start_run,
 )
+from server.store.settings import StoreSettings
+from server.store.spending import EpsilonTotal, epsilon_totals, ledger_entries
 
 __all__ = [
     "ApiKey",
@@ -103,11 +111,13 @@ __all__ = [
     "LedgerEntry",
     "ModelVersion",
     "NodeKeyInfo",
+    "PerformanceEvent",
     "Principal",
     "PrincipalSummary",
     "Receipt",
     "Round",
     "Run",
+    "ServedPrediction",
     "Store",
     "StoreSettings",
     "active_node_keys",
@@ -122,7 +132,9 @@ __all__ = [
     "drift_events",
     "end_run",
     "epsilon_totals",
+    "expire_predictions",
     "export_audit_log",
+    "find_predictions",
     "generate_signing_key",
     "get_model_version",
     "get_run",
@@ -132,14 +144,18 @@ __all__ = [
     "issue_key",
     "latest_checkpoint",
     "latest_drift_event",
+    "latest_performance_event",
     "ledger_entries",
     "list_model_versions",
     "list_node_keys",
     "load_signing_key",
     "open_store",
+    "performance_events",
     "promote_model_version",
     "record_drift_change",
     "record_node_refusal",
+    "record_performance_change",
+    "record_predictions",
     "record_profile",
     "record_round",
     "register_model_version",
@@ -153,10 +169,12 @@ __all__ = [
     "save_checkpoint",
     "service_principal",
     "serving_catalog",
+    "set_labels",
     "sign_audit_head",
     "start_run",
     "tail_audit_log",
     "upgrade",
     "verify_audit_log",
     "verify_receipt",
+    "window_predictions",
 ]

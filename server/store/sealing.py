@@ -2,8 +2,9 @@
 
 ``rotate`` rewraps the data key of every sealed checkpoint blob, every sealed
 model artifact the registry points at, and every sealed file under the extra
-paths given (signing keys, PKI folders), under the keyring's active KEK. Only
-each envelope's header changes: the ciphertexts stay byte for byte the same.
+paths given (signing keys, PKI folders) and the store's own audit key file,
+under the keyring's active KEK. Only each envelope's header changes: the
+ciphertexts stay byte for byte the same.
 ``usage`` counts envelopes per KEK, so a KEK is retired only once nothing
 needs it.
 """
@@ -16,12 +17,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from privacy.envelope import Envelope, Keyring, is_sealed
 from privacy.sealed_files import file_kek, rewrap_file
-from server.store import audit, rbac
+from server.store import audit, audit_key, rbac
 from server.store.models import Checkpoint, ModelVersion, Principal
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def rotate(
         if kek is not None:
             before[kek] += 1
             report.artifacts += rewrap_file(path, keyring=keyring)
-    for path in _sealed_files(extra_paths):
+    for path in _sealed_files([*_store_files(session), *extra_paths]):
         kek = file_kek(path)
         if kek is not None:
             before[kek] += 1
@@ -94,7 +95,8 @@ def usage(*, session: Session, extra_paths: Iterable[Path] = ()) -> Counter[str]
     for blob in session.scalars(select(Checkpoint.blob)):
         if is_sealed(blob):
             counts[Envelope.parse(blob).kek_id] += 1
-    for path in [*_artifact_files(session, missing=[]), *_sealed_files(extra_paths)]:
+    files = _sealed_files([*_store_files(session), *extra_paths])
+    for path in [*_artifact_files(session, missing=[]), *files]:
         kek = file_kek(path)
         if kek is not None:
             counts[kek] += 1
@@ -105,6 +107,14 @@ def record_retirement(*, session: Session, actor: Principal, kek_id: str) -> Non
     """Audit ``keys.retire`` (needs ``key:manage``); the caller deletes the KEK afterwards."""
     rbac.authorize(session, principal=actor, permission=PERMISSION, target=f"kek:{kek_id}")
     audit.append(session, actor=actor.name, action="keys.retire", target=f"kek:{kek_id}")
+
+
+def _store_files(session: Session) -> list[Path]:
+    """The files the store itself keeps outside the database: its audit (HMAC) key."""
+    bind = session.get_bind()
+    assert isinstance(bind, Engine | Connection)
+    path = audit_key.locator_for(bind).path
+    return [path] if path is not None and path.is_file() else []
 
 
 def _artifact_files(session: Session, *, missing: list[str]) -> Iterator[Path]:
@@ -123,8 +133,12 @@ def _artifact_files(session: Session, *, missing: list[str]) -> Iterator[Path]:
 
 
 def _sealed_files(paths: Iterable[Path]) -> Iterator[Path]:
+    seen: set[Path] = set()
     for root in paths:
         candidates = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         for path in candidates:
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
             if path.is_file() and file_kek(path) is not None:
                 yield path

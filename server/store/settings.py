@@ -25,7 +25,14 @@ _DEFAULT_DRIVERS = {"postgresql": "psycopg", "postgres": "psycopg"}
 
 
 class StoreSettings(BaseSettings):
-    """The store's URL, connection pool and timeouts."""
+    """The store's URL, connection pool and timeouts, and where its audit key lives.
+
+    ``audit_key_file`` (``FEDWARDEN_AUDIT_KEY_FILE``) names the HMAC key the
+    audit chain is keyed with; by default each store has one in
+    ``audit_key_dir``. ``audit_public_key`` (``FEDWARDEN_AUDIT_PUBLIC_KEY``) pins
+    the coordinator's Ed25519 public key that receipts must be signed with: 64
+    hex characters, or the path of a file holding them.
+    """
 
     model_config = SettingsConfigDict(env_prefix="FEDWARDEN_", extra="ignore", frozen=True)
 
@@ -36,6 +43,11 @@ class StoreSettings(BaseSettings):
     max_overflow: int = Field(default=10, ge=0)
     pool_timeout_s: float = Field(default=30.0, gt=0)
     echo_sql: bool = False
+    audit_key_file: str | None = None
+    audit_key_dir: str = "~/.config/fedwarden/audit-keys"
+    audit_checkpoint_every: int = Field(default=100, ge=1)
+    audit_checkpoint_interval_s: float = Field(default=600.0, gt=0)
+    audit_public_key: str | None = None
 
     @field_validator("database_url")
     @classmethod

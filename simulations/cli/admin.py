@@ -14,6 +14,44 @@ admin_app = typer.Typer(
 )
 
 Role = Annotated[str, typer.Argument(help="admin, operator, institution, auditor or consumer.")]
+ExpiresDays = Annotated[float, typer.Option(help="The key's lifetime in days.")]
+NoExpiry = Annotated[bool, typer.Option("--no-expiry", help="A key that never expires.")]
+
+
+@admin_app.command("enroll")
+def enroll_command(
+    name: Annotated[str, typer.Argument(help="The new principal's name.")],
+    role: Role,
+    institution: Annotated[
+        str | None, typer.Option(help="The institution it belongs to (institution role).")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="person or service.")] = "person",
+    expires_days: ExpiresDays = 90.0,
+    no_expiry: NoExpiry = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """As the coordinator's owner: create a principal with any role and print its first key once.
+
+    Needs no API key but the store's audit key (readable only by the
+    coordinator's user): this is how an operator or auditor gets a key that no
+    admin has held.
+    """
+    from server.store.audit_key import locator_for
+    from server.store.governance import enroll_principal
+
+    with opened(database_url, upgrade=False) as store:
+        locator_for(store.engine).require_key()
+        with store.session() as session:
+            _, token = enroll_principal(
+                session=session,
+                name=name,
+                role=role,
+                kind=kind,
+                institution=institution,
+                expires_days=None if no_expiry else expires_days,
+            )
+    console.print(f"enrolled {name!r} as {role}; its API key, shown only this once:")
+    typer.echo(token)
 
 
 @admin_app.command("init")
@@ -24,7 +62,7 @@ def init_command(
     """Create the store if needed and its first admin; print the admin's API key once."""
     from server.store.governance import bootstrap_admin
 
-    with opened(database_url) as store:
+    with opened(database_url, create=True) as store:
         with store.session() as session:
             admin, token = bootstrap_admin(session=session, name=name)
             admin_name = admin.name
@@ -103,18 +141,24 @@ def revoke_command(
 @admin_app.command("issue-key")
 def issue_key_command(
     principal: Annotated[str, typer.Argument(help="Whose key.")],
-    expires_days: Annotated[
-        float | None, typer.Option(help="Lifetime in days (default: until revoked).")
-    ] = None,
+    expires_days: ExpiresDays = 90.0,
+    no_expiry: NoExpiry = False,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Issue an API key for a principal and print it once (needs key:manage)."""
+    """Issue an API key for a principal and print it once (needs key:manage).
+
+    Refused for another principal holding a role you do not hold: such a
+    principal's key comes from `admin enroll`, run by the coordinator's owner.
+    """
     from server.store.governance import issue_key
 
     with authenticated(database_url, api_key) as (session, actor):
         token, row = issue_key(
-            session=session, actor=actor, principal=principal, expires_days=expires_days
+            session=session,
+            actor=actor,
+            principal=principal,
+            expires_days=None if no_expiry else expires_days,
         )
         prefix, expires = row.prefix, row.expires_at
     until = f"until {expires:%Y-%m-%d %H:%M} UTC" if expires is not None else "until revoked"
@@ -177,13 +221,17 @@ def list_command(database_url: DatabaseUrl = None, api_key: ApiKey = None) -> No
     with authenticated(database_url, api_key) as (session, actor):
         listing = directory(session=session, actor=actor)
     console.print(f"institutions: {', '.join(listing.institutions) or '(none)'}")
-    table = Table("principal", "kind", "institution", "roles", "active keys")
+    table = Table("principal", "kind", "institution", "roles", "active keys (expiry, UTC)")
     for item in listing.principals:
         table.add_row(
             item.name,
             item.kind,
             item.institution or "(coordinator)",
             ", ".join(item.roles) or "-",
-            ", ".join(item.active_keys) or "-",
+            ", ".join(
+                f"{prefix} ({'never' if expiry is None else f'{expiry:%Y-%m-%d}'})"
+                for prefix, expiry in zip(item.active_keys, item.key_expiry, strict=True)
+            )
+            or "-",
         )
     console.print(table)

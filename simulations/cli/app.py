@@ -19,11 +19,13 @@ from privacy.redaction import install_log_redaction, mask
 from simulations.cli.admin import admin_app
 from simulations.cli.audit import audit_app
 from simulations.cli.client import client_app
+from simulations.cli.console import console_command
 from simulations.cli.coordinator import coordinator_app
 from simulations.cli.db import db_app
 from simulations.cli.drift import drift_app
 from simulations.cli.keys import keys_app
 from simulations.cli.models import export_command, models_app
+from simulations.cli.performance import performance_app
 from simulations.cli.pki import pki_app
 from simulations.cli.privacy import privacy_app
 from simulations.cli.run import run_app
@@ -37,7 +39,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one error, one line, in a file too
 
 
 @app.callback()
@@ -59,6 +61,8 @@ app.command("export")(export_command)
 app.add_typer(models_app, name="models")
 app.command("serve")(serve_command)
 app.add_typer(drift_app, name="drift")
+app.command("console")(console_command)
+app.add_typer(performance_app, name="performance")
 app.add_typer(keys_app, name="keys")
 
 
@@ -72,7 +76,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")
-        sys.exit(130)
+        sys.exit(130)  # EXIT_CODES[130]
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

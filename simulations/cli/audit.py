@@ -23,21 +23,25 @@ def verify_command(
         Path | None, typer.Option(help="A receipt from `audit checkpoint` the log must still hold.")
     ] = None,
     public_key: Annotated[
-        str | None, typer.Option(help="The coordinator's public key (hex) the receipt must carry.")
+        str | None,
+        typer.Option(
+            help="The coordinator's public key (hex, or a file) the receipt must carry "
+            "(default: FEDWARDEN_AUDIT_PUBLIC_KEY, the store's pinned key)."
+        ),
     ] = None,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
     """Walk the hash chain; exit non-zero naming the first broken event (needs audit:read)."""
     from server.errors import AuditChainError
-    from server.store.anchoring import Receipt
+    from server.store.anchoring import Receipt, pinned_public_key
     from server.store.oversight import verify_audit_log
+    from server.store.settings import StoreSettings
 
     anchor = Receipt.from_json(_read(receipt)) if receipt is not None else None
+    pinned = pinned_public_key(public_key or StoreSettings.load(database_url).audit_public_key)
     with authenticated(database_url, api_key) as (session, actor):
-        report = verify_audit_log(
-            session=session, actor=actor, receipt=anchor, public_key=public_key
-        )
+        report = verify_audit_log(session=session, actor=actor, receipt=anchor, public_key=pinned)
     if report.broken is not None:
         raise AuditChainError(
             f"audit chain broken at event {report.broken.seq}: {report.broken.reason}",
@@ -128,6 +132,7 @@ def keygen_command(key: KeyFile) -> None:
 
     public = generate_signing_key(key, keyring=load_keyring())
     console.print(f"wrote a new signing key to {key}; public key {public}")
+    typer.echo(f"pin it where receipts are verified: FEDWARDEN_AUDIT_PUBLIC_KEY={public}")
 
 
 def _read(path: Path) -> str:

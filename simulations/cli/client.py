@@ -7,7 +7,43 @@ from typing import Annotated, Any
 
 import typer
 
-client_app = typer.Typer(help="Join a federation as an institution's node.", no_args_is_help=True)
+FORMATS = "CSV (delimiter detected: , ; tab |), Parquet or NPZ"
+
+client_app = typer.Typer(
+    help="An institution's node: check its file, join a federation.", no_args_is_help=True
+)
+
+
+@client_app.command("check")
+def check_command(
+    *,
+    data: Annotated[Path, typer.Option("--data", help=f"The institution's rows: {FORMATS}.")],
+    schema: Annotated[Path, typer.Option("--schema", help="The consortium's schema (JSON).")],
+    delimiter: Annotated[
+        str | None, typer.Option(help="The CSV delimiter (default: detected; e.g. ';').")
+    ] = None,
+) -> None:
+    """Validate a file against the schema, as `client join` would, without a coordinator."""
+    from client.contract.files import read_table
+    from client.contract.schema import load_schema
+    from client.data import holdout_split
+
+    table_schema = load_schema(schema)
+    rows = read_table(data, table_schema, delimiter=delimiter)
+    split = holdout_split(data.stem, rows, table_schema, seed=0)
+    typer.echo(
+        f"{data}: {len(rows)} rows match schema {table_schema.name!r} "
+        f"({len(table_schema.features)} features, target {table_schema.target.name!r}); "
+        f"{len(split.train)} would train, {len(split.test)} held out"
+    )
+    counts = rows[table_schema.target.name].value_counts()
+    typer.echo(
+        "labels: "
+        + ", ".join(f"{label} {int(counts.get(label, 0))}" for label in table_schema.target.labels)
+    )
+    missing = {name: int(n) for name, n in rows.isna().sum().items() if n}
+    if missing:
+        typer.echo("missing values: " + ", ".join(f"{k} {v}" for k, v in missing.items()))
 
 
 @client_app.command("join")
@@ -20,7 +56,10 @@ def join_command(
         float, typer.Option("--budget-epsilon", help="The ε this institution spends at most.")
     ],
     data: Annotated[
-        Path | None, typer.Option("--data", help="The institution's rows (CSV).")
+        Path | None, typer.Option("--data", help=f"The institution's rows: {FORMATS}.")
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="The CSV delimiter (default: detected; e.g. ';').")
     ] = None,
     schema: Annotated[Path | None, typer.Option("--schema", help="Their schema file.")] = None,
     dataset: Annotated[
@@ -31,14 +70,22 @@ def join_command(
     budget_delta: Annotated[float, typer.Option("--budget-delta", help="δ of the budget.")] = 1e-5,
     history: Annotated[
         Path | None,
-        typer.Option("--history", help="File keeping the privacy history across runs."),
+        typer.Option(
+            "--history",
+            help="History file to use instead of the state folder's (one per institution and "
+            "data file).",
+        ),
     ] = None,
     require_secagg: Annotated[
         bool, typer.Option("--require-secagg/--allow-clear", help="Refuse unmasked rounds.")
     ] = True,
     state: Annotated[
         Path | None,
-        typer.Option("--state", help="The node's FLWR_HOME (default ~/.fedwarden/node)."),
+        typer.Option(
+            "--state",
+            help="The node's state folder: its privacy history and FLWR_HOME "
+            "(default ~/.fedwarden/node); must be writable.",
+        ),
     ] = None,
     runtime_port: Annotated[int, typer.Option(help="Local Runtime API port (0: any free).")] = 0,
     warm: Annotated[
@@ -47,9 +94,36 @@ def join_command(
     check_data: Annotated[
         bool, typer.Option("--check-data/--no-check-data", help="Load the rows before joining.")
     ] = True,
+    allow_non_dp: Annotated[
+        bool,
+        typer.Option("--allow-non-dp", help="Policy: train rounds a run asks to run without DP."),
+    ] = False,
+    min_noise_multiplier: Annotated[
+        float, typer.Option(help="Policy: the lowest DP-SGD noise multiplier accepted.")
+    ] = 0.3,
+    allow_reproducible: Annotated[
+        bool,
+        typer.Option(
+            "--allow-reproducible",
+            help="Policy: seed the DP noise from the run's public seed when a run asks for it "
+            "(insecure: anyone with the seed can recompute the noise; for tests only).",
+        ),
+    ] = False,
+    tasks: Annotated[
+        str | None,
+        typer.Option(help="Policy: the tasks answered, comma-separated (default: all)."),
+    ] = None,
+    min_secure_participants: Annotated[
+        int,
+        typer.Option(
+            "--min-secure-participants",
+            help="Refuse SecAgg+ rounds of fewer institutions than this (at least 2).",
+        ),
+    ] = 3,
 ) -> None:
     """Start this institution's SuperNode: its data and its own budget, over TLS, with its key."""
-    from client.join import JoinSettings, join
+    from client.join import JoinSettings, default_state_dir, join, node_history
+    from client.secagg_guard import min_secure_participants as check_min_participants
     from privacy.errors import ConfigError
 
     config: dict[str, Any] = {}
@@ -57,6 +131,8 @@ def join_command(
         if schema is None:
             raise ConfigError("--data needs --schema")
         config |= {"data-path": str(data.resolve()), "schema-path": str(schema.resolve())}
+        if delimiter:
+            config["delimiter"] = delimiter
     elif dataset is not None:
         config |= {"dataset": dataset, "partition-id": partition_id}
     else:
@@ -67,15 +143,25 @@ def join_command(
         "budget-epsilon": budget_epsilon,
         "budget-delta": budget_delta,
         "require-secagg": require_secagg,
+        "allow-non-dp": allow_non_dp,
+        "min-noise-multiplier": min_noise_multiplier,
+        "allow-reproducible": allow_reproducible,
     }
-    if history is not None:
-        config["history-path"] = str(history.resolve())
-    else:
-        typer.echo(
-            "warning: without --history the budget is enforced per run only; a resumed or "
-            "later run starts from ε = 0",
-            err=True,
-        )
+    if tasks is not None:
+        config["tasks"] = tasks
+    state_dir = (state or default_state_dir()).expanduser()
+    # The node's own SecAgg+ rule, and where it records the requests it refuses.
+    config |= {
+        "min-secure-participants": min_secure_participants,
+        "audit-log": str(state_dir.resolve() / "audit.jsonl"),
+    }
+    check_min_participants(config)
+    kept = node_history(config, state_dir=state_dir, override=history)
+    config["history-path"] = str(kept.path)
+    typer.echo(
+        f"privacy history of {kept.institution}: {kept.path} (ε {kept.epsilon_spent:.4g} "
+        f"already spent of {kept.budget.epsilon:g}, δ={kept.budget.delta:g})"
+    )
     if check_data:
         from client.data import load_node_data
         from client.node import NodeSettings
@@ -88,7 +174,7 @@ def join_command(
         ca_certificate=ca,
         node_key=key,
         node_config=config,
-        state_dir=state or Path.home() / ".fedwarden" / "node",
+        state_dir=state_dir,
         runtime_port=runtime_port,
         warm=warm,
     )

@@ -54,14 +54,22 @@ console = Console(highlight=False)
 
 
 @contextmanager
-def opened(database_url: str | None, *, upgrade: bool = True) -> Iterator[Store]:
-    """The store named by ``--database-url`` or the environment, disposed of afterwards."""
+def opened(
+    database_url: str | None, *, upgrade: bool = True, create: bool = False
+) -> Iterator[Store]:
+    """The store named by ``--database-url`` or the environment, disposed of afterwards.
+
+    Only ``db upgrade`` and ``admin init`` pass ``create=True``; everywhere else a
+    missing store is an error that names the URL.
+    """
     from privacy.keyring import load_keyring
     from server.store.engine import open_store
     from server.store.settings import StoreSettings
 
     keyring = load_keyring()  # FEDWARDEN_KEYRING / FEDWARDEN_KEK, if encryption at rest is on
-    store = open_store(StoreSettings.load(database_url), upgrade=upgrade, keyring=keyring)
+    store = open_store(
+        StoreSettings.load(database_url), upgrade=upgrade, create=create, keyring=keyring
+    )
     try:
         yield store
     finally:

@@ -27,8 +27,8 @@ def coordinator_start_command(
 ) -> None:
     """Start the SuperLink (TLS, node authentication, state database, no runtime installs),
     push the registered node keys to it, and run in the foreground (Ctrl-C stops it)."""
-    from server.deployment.coordinator import run_coordinator
-    from server.deployment.superlink import SuperLinkSettings
+    from server.engine.coordinator import run_coordinator
+    from server.engine.superlink import SuperLinkSettings
 
     settings = SuperLinkSettings(pki_dir=pki, state_dir=state, host=host, port=port)
 

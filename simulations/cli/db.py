@@ -19,7 +19,7 @@ def upgrade_command(database_url: DatabaseUrl = None) -> None:
     """
     from simulations.cli.common import opened
 
-    with opened(database_url, upgrade=False) as store:
+    with opened(database_url, upgrade=False, create=True) as store:
         before, after = store.upgrade(actor="system")
         url = store.url
     if before == after:

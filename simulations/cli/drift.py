@@ -22,7 +22,7 @@ def drift_report_command(
         Path | None,
         typer.Option(
             "--input",
-            help="CSV or Parquet rows in the model's schema to score (default: the service's "
+            help="CSV, Parquet or NPZ rows in the model's schema to score (default: the service's "
             "latest stored drift state).",
         ),
     ] = None,

@@ -26,6 +26,24 @@ def export_command(
     artifact_dir: Annotated[Path, typer.Option(help="Where the ONNX artifact is written.")] = Path(
         "artifacts"
     ),
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="INT8: dynamic, static, or auto (keep the fastest within the tolerance, FP32 "
+            "included); the decision goes into the lineage."
+        ),
+    ] = None,
+    quantize_tolerance: Annotated[
+        float,
+        typer.Option(min=0.0, help="Refuse INT8 losing more accuracy points than this."),
+    ] = 0.5,
+    held_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV or Parquet rows with the target, to check INT8 accuracy on (default: "
+            "rows sampled from the schema, checked for agreement with FP32)."
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
@@ -37,7 +55,15 @@ def export_command(
         with store.session() as session:
             actor = repo.authenticate(session, api_key)
         registered = export_and_register(
-            store=store, actor=actor, run_id=run, name=name, artifact_dir=artifact_dir, round=round_
+            store=store,
+            actor=actor,
+            run_id=run,
+            name=name,
+            artifact_dir=artifact_dir,
+            round=round_,
+            held_out_path=held_out,
+            quantize=quantize,
+            quantize_tolerance_points=quantize_tolerance,
         )
     console.print(
         f"registered {registered.name!r} version {registered.version} (staging) from round "
@@ -45,6 +71,13 @@ def export_command(
         f"sha256 {registered.exported.sha256}; ONNX parity on {registered.exported.parity.rows} rows: "
         f"max |Δp| {registered.exported.parity.max_abs_diff:.1e}"
     )
+    if registered.quantization is not None:
+        q = registered.quantization
+        console.print(
+            f"quantisation ({q['asked']}): kept {q['chosen']}, {q['speedup_batch_64']:.2f}x at "
+            f"batch 64, {q['accuracy_delta_points']:+.2f} accuracy points on {q['rows']} rows "
+            f"({q['accuracy_basis']}): {q['reason']}"
+        )
 
 
 @models_app.command("list")
@@ -103,6 +136,13 @@ def show_command(
 def promote_command(
     name: Annotated[str, typer.Argument(help="The model's name.")],
     version: Annotated[int, typer.Argument(help="The staging version to serve.")],
+    require_approval: Annotated[
+        bool,
+        typer.Option(
+            "--require-approval",
+            help="Two-person rule: the first call requests, another operator's call promotes.",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
@@ -114,7 +154,17 @@ def promote_command(
 
     with authenticated(database_url, api_key) as (session, actor):
         promoted = repo.promote_model_version(
-            session=session, actor=actor, name=name, version=version
+            session=session,
+            actor=actor,
+            name=name,
+            version=version,
+            require_approval=require_approval,
         )
-        number = promoted.version
-    console.print(f"{name} version {number} is now in production")
+        requester = actor.name
+    if promoted is None:
+        console.print(
+            f"{requester} requested promoting {name} version {version}; another operator "
+            "must run the same command with --require-approval to carry it out"
+        )
+        return
+    console.print(f"{name} version {version} is now in production")

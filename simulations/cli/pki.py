@@ -80,19 +80,27 @@ def pki_node_command(
             line = public_key.read_text().strip()
         except OSError as exc:
             raise ConfigError(f"cannot read the public key {public_key}: {exc.strerror}") from None
-    else:
+    made: list[Path] = []
+    if public_key is None:
         private, line = generate_node_key(
             out_dir=out, institution=institution, keyring=load_keyring()
         )
-        console.print(f"node private key {private} (mode 0600; it never leaves the institution)")
-        console.print(f"node public key {private.with_suffix('.pub')}")
-    if not register:
-        return
-    with authenticated(database_url, api_key) as (session, actor):
-        info = register_node_key(
-            session=session, actor=actor, institution=institution, public_key=line
-        )
-    console.print(f"registered {info.fingerprint} for {info.institution}")
+        made = [private, private.with_suffix(".pub")]
+    if register:
+        try:
+            with authenticated(database_url, api_key) as (session, actor):
+                info = register_node_key(
+                    session=session, actor=actor, institution=institution, public_key=line
+                )
+        except BaseException:
+            for path in made:  # a refused registration leaves no key pair behind
+                path.unlink(missing_ok=True)
+            raise
+    if made:
+        console.print(f"node private key {made[0]} (mode 0600; it never leaves the institution)")
+        console.print(f"node public key {made[1]}")
+    if register:
+        console.print(f"registered {info.fingerprint} for {info.institution}")
 
 
 @pki_app.command("nodes")
@@ -121,13 +129,17 @@ def pki_nodes_command(
 
 @pki_app.command("revoke")
 def pki_revoke_command(
-    fingerprint: Annotated[str, typer.Argument(help="SHA256:... of the node key.")],
+    which: Annotated[
+        str, typer.Argument(help="SHA256:... of one node key, or an institution's name (all).")
+    ],
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Revoke a node key; the coordinator unregisters it from its SuperLink on its next start."""
-    from server.store.nodes import revoke_node_key
+    """Revoke node keys; a running coordinator unregisters them from its SuperLink at once."""
+    from server.store.nodes import revoke_node_keys
 
     with authenticated(database_url, api_key) as (session, actor):
-        revoke_node_key(session=session, actor=actor, fingerprint_=fingerprint)
-    console.print(f"revoked {fingerprint}")
+        revoked = revoke_node_keys(session=session, actor=actor, name_or_fingerprint=which)
+        fingerprints = [info.fingerprint for info in revoked]
+    for fingerprint in fingerprints:
+        console.print(f"revoked {fingerprint}")

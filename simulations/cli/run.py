@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from simulations.cli.common import StateDir
+from simulations.cli.common import ApiKey, DatabaseUrl, StateDir
 
 run_app = typer.Typer(help="Start, follow, stop and resume federation runs.", no_args_is_help=True)
 
@@ -26,10 +26,17 @@ def run_start_command(
         bool, typer.Option("--stream/--no-stream", help="Follow the run's log.")
     ] = True,
     app_dir: AppDir = None,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
 ) -> None:
-    """Submit a federation run (rounds, strategy, DP, SecAgg, budget cap) to the coordinator."""
-    from server.deployment.runs import default_app_dir, load_run_config, new_record, submit
+    """Submit a federation run (rounds, strategy, DP, SecAgg, budget cap) (needs run:start)."""
+    from server.engine.operator import authorize_operator
+    from server.engine.runs import default_app_dir, load_run_config, new_record, submit
 
+    authorize_operator(
+        database_url=database_url, api_key=api_key, action="run.start", target="runs",
+        details={"config": str(config)},
+    )  # fmt: skip
     app = app_dir or default_app_dir()
     record = new_record(load_run_config(config, app_dir=app), state_dir=state)
     record.save(state)
@@ -45,10 +52,16 @@ def run_resume_command(
     state: StateDir,
     stream: Annotated[bool, typer.Option("--stream/--no-stream")] = True,
     app_dir: AppDir = None,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
 ) -> None:
-    """Carry a run on from its last completed round (its checkpoint in the store)."""
-    from server.deployment.runs import RunRecord, default_app_dir, submit
+    """Carry a run on from its last completed round (its checkpoint in the store) (run:start)."""
+    from server.engine.operator import authorize_operator
+    from server.engine.runs import RunRecord, default_app_dir, submit
 
+    authorize_operator(
+        database_url=database_url, api_key=api_key, action="run.resume", target=f"run:{run}"
+    )
     record = RunRecord.load(state, run)
     code = submit(
         record, state_dir=state, app_dir=app_dir or default_app_dir(), resume=True,
@@ -61,10 +74,16 @@ def run_resume_command(
 def run_status_command(
     run: Annotated[str, typer.Argument(help="The fedwarden (or Flower) run id.")],
     state: StateDir,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
 ) -> None:
-    """The run's Flower runs (first, then each resume) and their status, as JSON."""
-    from server.deployment.runs import RunRecord, flower_status
+    """The run's Flower runs (first, then each resume) and their status, as JSON (run:read)."""
+    from server.engine.operator import authorize_operator
+    from server.engine.runs import RunRecord, flower_status
 
+    authorize_operator(
+        database_url=database_url, api_key=api_key, action="run.status", target=f"run:{run}"
+    )
     record = RunRecord.load(state, run)
     out = {
         "run_id": record.run_id,
@@ -78,10 +97,14 @@ def run_status_command(
 
 
 @run_app.command("list")
-def run_list_command(state: StateDir) -> None:
-    """Every run started from this coordinator: fedwarden id, Flower runs, Flower status."""
-    from server.deployment.runs import flower_runs, list_records
+def run_list_command(
+    state: StateDir, database_url: DatabaseUrl = None, api_key: ApiKey = None
+) -> None:
+    """Every run started from this coordinator: id, Flower runs, Flower status (run:read)."""
+    from server.engine.operator import authorize_operator
+    from server.engine.runs import flower_runs, list_records
 
+    authorize_operator(database_url=database_url, api_key=api_key, action="run.list", target="runs")
     statuses = {int(r["run-id"]): str(r.get("status", "?")) for r in flower_runs(state)}
     for record in list_records(state):
         last = record.flower_runs[-1] if record.flower_runs else None
@@ -94,11 +117,17 @@ def run_list_command(state: StateDir) -> None:
 def run_stop_command(
     run: Annotated[str, typer.Argument(help="The fedwarden (or Flower) run id.")],
     state: StateDir,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
 ) -> None:
-    """Stop the run's current Flower run."""
-    from server.deployment.runs import RunRecord, stop
+    """Stop the run's current Flower run (needs run:stop)."""
+    from server.engine.operator import authorize_operator
+    from server.engine.runs import RunRecord, stop
     from server.errors import NotFoundError
 
+    authorize_operator(
+        database_url=database_url, api_key=api_key, action="run.stop", target=f"run:{run}"
+    )
     record = RunRecord.load(state, run)
     if not record.flower_runs:
         raise NotFoundError(f"run {run} was never accepted by the SuperLink")

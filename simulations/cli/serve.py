@@ -33,9 +33,10 @@ def serve_command(
     from deploy.settings import ServeSettings
     from server.store.settings import StoreSettings
 
-    url = StoreSettings.load(database_url).database_url
+    store = StoreSettings.load(database_url)
+    url = store.database_url
     settings = ServeSettings(
-        database_url=url,
+        store=store,
         host=host,
         port=port,
         workers=workers,
@@ -45,10 +46,14 @@ def serve_command(
         threads=threads,
         poll_interval_s=poll_interval,
     )
+    drift_plan(settings)  # fail now, in one line, if a drift detector or threshold is wrong
     with opened(url):
-        pass  # fail now, in one line, if the store is unreachable
-    drift_plan(settings)  # and if a drift detector or threshold is wrong
-    for key, value in settings.model_dump(mode="json").items():
+        pass  # and if the store is missing or unreachable
+    os.environ["FEDWARDEN_DATABASE_URL"] = url  # the store's own settings read it back
+    for key, value in settings.model_dump(mode="json", exclude={"store"}).items():
+        if value is None:  # unset is how an optional setting says "none"
+            os.environ.pop(f"FEDWARDEN_{key.upper()}", None)
+            continue
         # Lists (the drift detectors) travel as JSON, as pydantic-settings reads them back.
         os.environ[f"FEDWARDEN_{key.upper()}"] = (
             value if isinstance(value, str) else json.dumps(value)

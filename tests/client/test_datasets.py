@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from client.contract.errors import DataError, SchemaError
 from client.datasets import DATASETS, FileSource, get_dataset, read_table
-from client.errors import DataError, SchemaError
 from privacy.errors import UnknownNameError
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -7,17 +8,19 @@ import pytest
 from flwr.app import RecordDict
 from opacus.accountants import PRVAccountant
 
+from client.contract.errors import DataError
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.report import FitReport
+from client.contract.schema import validate_frame
+from client.contract.wire import TASK_INIT, TASK_KEY, TASK_SUMMARY
 from client.data import holdout_split
-from client.errors import DataError
 from client.flower_client import InstitutionClient
 from client.history import FileHistory, StateHistory
 from client.node import NodeSettings
-from client.plan import TASK_INIT, TASK_KEY, TASK_SUMMARY, TrainingPlan
-from client.preprocessing import PreprocessingSpec
-from client.report import FitReport
-from client.schema import validate_frame
 from privacy.accounting import AccountingStep
 from privacy.config import DPConfig, PrivacyBudget
+from privacy.policy import NodePolicy
 
 
 @pytest.fixture
@@ -29,10 +32,10 @@ def institution(small_schema, rows_factory):
     return build
 
 
-def client_for(data, *, budget: float = 100.0, history=None) -> InstitutionClient:
+def client_for(data, *, budget: float = 100.0, history=None, policy=None) -> InstitutionClient:
     return InstitutionClient(
         data=data,
-        settings=NodeSettings(budget=PrivacyBudget(epsilon=budget, delta=1e-5)),
+        settings=NodeSettings(budget=PrivacyBudget(epsilon=budget, delta=1e-5), policy=policy or NodePolicy()),
         history=history if history is not None else StateHistory(RecordDict()),
     )
 
@@ -132,9 +135,9 @@ def test_updates_are_deltas_bounded_by_the_plan(institution):
     assert norm == pytest.approx(0.05) and report.update_clipped and report.update_norm > 0.05
 
 
-def test_no_dp_reports_infinite_epsilon(institution):
+def test_no_dp_reports_infinite_epsilon_where_the_node_allows_it(institution):
     data = institution()
-    client = client_for(data)
+    client = client_for(data, policy=NodePolicy(allow_non_dp=True))
     plan = TrainingPlan(dp=DPConfig(enabled=False))
     weights = initial(client, round_config(data, plan, 0))
 
@@ -165,14 +168,19 @@ def test_summary_census_and_evaluation(institution, small_schema):
     data = institution()
     client = client_for(data)
 
-    summary, rows, _ = client.fit([], {TASK_KEY: TASK_SUMMARY})
+    noisy = dataclasses.replace(PLAN, summary_noise_multiplier=6.0)
+    summary, rows, report = client.fit([], {**noisy.to_config(), TASK_KEY: TASK_SUMMARY, "fw.round": 0})
+    exact, refused_rows, refusal = client.fit([], {**PLAN.to_config(), TASK_KEY: TASK_SUMMARY, "fw.round": 0})
     census = client.get_properties({})
     config = round_config(data, PLAN, 1)
     loss, test_rows, metrics = client.evaluate(
         initial(client, config), {**config, TASK_KEY: "evaluate"}
     )
 
-    assert rows == len(data.train) and summary[0].min() >= 0
+    assert rows == len(data.train) and np.all(np.isfinite(summary[0]))
+    assert FitReport.from_metrics(report).noise_multiplier == 6.0 and FitReport.from_metrics(report).epsilon > 0
+    assert refused_rows == 0 and not np.any(exact[0])  # an exact summary needs the node's consent
+    assert "refuses to send an exact preprocessing summary" in FitReport.from_metrics(refusal).reason
     assert (
         census["fw.num-train"] == len(data.train)
         and census["fw.schema-fingerprint"] == small_schema.fingerprint()

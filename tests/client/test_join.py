@@ -6,13 +6,16 @@ import tomllib
 
 import pytest
 
+from client.history import FileHistory
 from client.join import (
     JoinSettings,
     _Diagnosis,
     node_config_text,
+    node_history,
     supernode_argv,
     warm_executor_argv,
 )
+from privacy.accounting import AccountingStep
 from privacy.errors import ConfigError
 
 
@@ -73,3 +76,54 @@ def test_tls_failures_and_refusals_are_told_apart():
 
     assert (tls.tls_failure, tls.refused) == (True, False)
     assert (refused.tls_failure, refused.refused) == (False, True)
+
+
+def _institution_files(tmp_path, rows, schema):
+    data, schema_path = tmp_path / "cleveland.csv", tmp_path / "schema.json"
+    rows.to_csv(data, index=False)
+    schema_path.write_text(schema.model_dump_json())
+    return {"data-path": str(data), "schema-path": str(schema_path), "budget-epsilon": 3.0}
+
+
+def test_the_default_history_lives_in_the_state_folder_keyed_by_the_data(
+    tmp_path, small_rows, small_schema
+):
+    config = _institution_files(tmp_path, small_rows, small_schema)
+    state = tmp_path / "state"
+
+    kept = node_history(config, state_dir=state)
+    small_rows.iloc[:-1].to_csv(config["data-path"], index=False)
+    changed = node_history(config, state_dir=state)
+
+    assert kept.path.parent == (state / "privacy-history").resolve()
+    assert kept.path.name.startswith("cleveland-")
+    assert kept.epsilon_spent == 0.0
+    assert changed.path != kept.path
+    assert changed.path.parent == kept.path.parent
+
+
+def test_an_explicit_history_file_overrides_the_state_folders(tmp_path, small_rows, small_schema):
+    config = _institution_files(tmp_path, small_rows, small_schema)
+    own = tmp_path / "mine" / "history.jsonl"
+    FileHistory(own).append(AccountingStep(noise_multiplier=1.0, sample_rate=0.1, steps=50))
+
+    kept = node_history(config, state_dir=tmp_path / "state", override=own)
+
+    assert kept.path == own.resolve()
+    assert kept.epsilon_spent > 0
+
+
+def test_join_refuses_a_state_folder_it_cannot_write(tmp_path, cli, small_rows, small_schema):
+    config = _institution_files(tmp_path, small_rows, small_schema)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+
+    code, output = cli(
+        "client", "join", "--coordinator", "127.0.0.1:9", "--ca", str(tmp_path / "ca.crt"),
+        "--key", str(tmp_path / "node.key"), "--budget-epsilon", "1",
+        "--data", config["data-path"], "--schema", config["schema-path"],
+        "--state", str(blocker / "node"),
+    )  # fmt: skip
+
+    assert code == 2
+    assert "not writable" in output

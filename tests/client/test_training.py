@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from client.models import ModelSpec, build_model, get_weights, set_weights
-from client.training import (
-    batch_size_for,
-    effective_sample_rate,
-    evaluate_model,
-    steps_per_epoch,
-    train_locally,
-)
+from client.contract.architecture import ModelSpec
+from client.models import build_model, get_weights, set_weights
+from client.training import evaluate_model, train_locally
 from privacy.errors import ConfigError
+from privacy.sampling import effective_sample_rate, steps_per_epoch
 
 CPU = torch.device("cpu")
 
@@ -100,13 +96,6 @@ def test_a_large_proximal_term_keeps_weights_near_the_start():
     moved_free = sum(np.abs(a - b).sum() for a, b in zip(free.weights, start, strict=True))
     moved_held = sum(np.abs(a - b).sum() for a, b in zip(held.weights, start, strict=True))
     assert moved_held < 0.5 * moved_free
-
-
-def test_batch_plan_gives_about_one_over_q_batches():
-    assert batch_size_for(200, 0.1) == 20
-    assert effective_sample_rate(200, 0.1) == pytest.approx(0.1)
-    assert steps_per_epoch(7, 0.2) == 4  # 7 rows cannot make 5 batches of equal size
-    assert effective_sample_rate(7, 0.2) == pytest.approx(0.25)
 
 
 def test_weights_of_the_wrong_shape_are_refused():

@@ -23,21 +23,23 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from client.models import ModelSpec, build_model, get_weights, set_weights
-from client.plan import TrainingPlan
-from client.preprocessing import PreprocessingSpec
-from client.profile import ProfileLayout, ReferenceProfile, encode_frame
-from client.report import FitReport
+from client.contract.architecture import ModelSpec
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ReferenceProfile, encode_frame, federation_layout
+from client.contract.report import FitReport
+from client.models import build_model, get_weights, set_weights
 from client.training import train_locally
 from deploy.api import create_app
 from deploy.registration import export_and_register
 from deploy.settings import ServeSettings
-from server.checkpoints import RunCheckpoint
-from server.records import Institution, RoundRecord, RunResult, RunStart
+from server.checkpoint_format import RunCheckpoint
+from server.run_events import Institution, RoundRecord, RunResult, RunStart
 from server.store import repository as repo
 from server.store.engine import Store, open_store
-from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.governance import bootstrap_admin, enroll_principal
 from server.store.recorder import StoreRecorder
+from server.store.settings import StoreSettings
 from simulations.scenario import Scenario
 
 
@@ -70,9 +72,10 @@ def _profile(spec: PreprocessingSpec, train: pd.DataFrame, model_spec: dict, wei
     set_weights(network, weights)
     with torch.no_grad():
         probabilities = torch.softmax(network(torch.as_tensor(spec.transform(train))), dim=1).numpy()
-    layout = ProfileLayout.for_schema(spec.schema)
+    layout = federation_layout(spec.schema)
     numeric, categorical = encode_frame(train, spec.schema)
-    return ReferenceProfile(layout=layout, counts=layout.counts(numeric, categorical, probabilities),
+    counts = layout.counts(numeric, categorical, probabilities, spec.labels(train))
+    return ReferenceProfile(layout=layout, counts=counts,
                             rows=float(len(train)), round=2, institutions=tuple(sorted(institutions)))
 
 
@@ -83,10 +86,9 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
     store = open_store(url)
     keys: dict[str, str] = {}
     with store.session() as session:
-        admin, keys["admin"] = bootstrap_admin(session=session)
+        keys["admin"] = bootstrap_admin(session=session)[1]
         for name, role in (("ops", "operator"), ("app", "consumer"), ("eve", "auditor")):
-            create_principal(session=session, actor=admin, name=name, role=role)
-            keys[name], _ = issue_key(session=session, actor=admin, principal=name)
+            keys[name] = enroll_principal(session=session, name=name, role=role)[1]
     data = Scenario().all_institutions()
     train = pd.concat([d.train for d in data], ignore_index=True)
     test = pd.concat([d.test for d in data], ignore_index=True)
@@ -129,7 +131,7 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
 
 
 def settings_for(url: str, **changes: object) -> ServeSettings:
-    return ServeSettings(database_url=url, poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
+    return ServeSettings(store=StoreSettings.load(url), poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture

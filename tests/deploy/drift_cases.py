@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from client.contract.preprocessing import PreprocessingSpec
+from client.contract.profile import ProfileLayout, ReferenceProfile, encode_frame
+from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, TargetSpec
 from client.datasets import get_dataset
-from client.preprocessing import PreprocessingSpec
-from client.profile import ProfileLayout, ReferenceProfile, encode_frame
-from client.schema import CategoricalFeature, NumericFeature, TableSchema, TargetSpec
 
 WINDOWS, ROWS = 200, 500
 

@@ -94,6 +94,6 @@ def test_registered_versions_carry_the_runs_profile(model_store):
 
     names = {v: [b["name"] for b in p["blocks"]] for v, p in profiles.items()}
     # The profile's model is round 2's: version 2 keeps its output blocks, version 1 (round 1) not.
-    assert names[2][-2:] == ["prediction", "probability:disease"]
+    assert names[2][-3:] == ["prediction", "probability:disease", "calibration:disease"]
     assert names[1] == list(model_store.spec.schema.feature_names)
     assert profiles[1]["rows"] == profiles[2]["rows"] == len(model_store.train_rows)

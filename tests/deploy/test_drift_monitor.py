@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,18 @@ def test_batches_wait_until_enough_rows_or_a_check(world):
     state, _, _ = monitor.evaluate()
 
     assert (waiting, flushed, state.window_rows) == (0, 120, 150)
+
+
+def test_a_window_too_small_to_judge_says_so_and_an_empty_one_warns_nothing(world, caplog, recwarn):
+    monitor = DriftMonitor(model="synthetic", version=1, profile=world.reference, plan=DriftPlan(),
+                           window_rows=1000, window_s=3600.0)
+    with caplog.at_level(logging.DEBUG):
+        empty, empty_scores, _ = monitor.evaluate()
+    monitor.record(*world.draw(np.random.default_rng(2), (8,)))
+    few, _, _ = monitor.evaluate()
+
+    assert empty.status == few.status == "insufficient_data" and empty_scores is None
+    assert empty.features == few.features == []  # no score on 0 or 8 rows
+    assert (empty.window_rows, few.window_rows, few.min_rows) == (0, 8, DriftPlan().thresholds.min_rows)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-from client.models import ModelSpec, build_model, set_weights
-from client.preprocessing import PreprocessingSpec
+from client.contract.architecture import ModelSpec
+from client.contract.preprocessing import PreprocessingSpec
+from client.models import build_model, set_weights
 from deploy.serving_model import frame_to_rows
-from server.checkpoints import RunCheckpoint
+from server.checkpoint_format import RunCheckpoint
 from server.store import repository as repo
 from server.store.engine import open_store
 from simulations.cli.app import main
@@ -49,11 +50,10 @@ def test_simulate_export_promote_serve_predict(tmp_path, monkeypatch, capsys, se
     assert "registered model 'heart-disease' version 1 (staging)" in " ".join(simulated.stdout.split())
     url = f"sqlite:///{out / 'fedwarden.db'}"
 
-    admin = cli(monkeypatch, capsys, "admin", "init", "--database-url", url).strip().splitlines()[-1]
+    cli(monkeypatch, capsys, "admin", "init", "--database-url", url)
     keys = {}
     for name, role in (("ops", "operator"), ("frontend", "consumer")):
-        cli(monkeypatch, capsys, "admin", "create-principal", name, "--role", role, "--database-url", url, "--api-key", admin)
-        keys[name] = cli(monkeypatch, capsys, "admin", "issue-key", name, "--database-url", url, "--api-key", admin).strip().splitlines()[-1]
+        keys[name] = cli(monkeypatch, capsys, "admin", "enroll", name, role, "--database-url", url).strip().splitlines()[-1]
     assert "heart-disease" in cli(monkeypatch, capsys, "models", "list", "--database-url", url, "--api-key", keys["ops"])
     cli(monkeypatch, capsys, "models", "promote", "heart-disease", "1", "--database-url", url, "--api-key", keys["ops"])
 

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
+from client.contract.plan import TrainingPlan
+from client.contract.preprocessing import PreprocessingSpec
 from client.models import build_model, get_weights
-from client.plan import TrainingPlan
-from client.preprocessing import PreprocessingSpec
 from deploy import onnx_export
 from deploy.errors import ExportError
 from deploy.onnx_export import check_parity, export_model, export_onnx, sample_rows, serving_module

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import math
 
-from privacy.ledger import LedgerEntry, PrivacyLedger
+from privacy.ledger import LedgerRecord, PrivacyLedger
 
 
-def entry(institution: str, round_: int, epsilon: float, **changes) -> LedgerEntry:
+def entry(institution: str, round_: int, epsilon: float, **changes) -> LedgerRecord:
     values = dict(institution=institution, round=round_, steps=5, sample_rate=0.2,
                   noise_multiplier=4.0, max_grad_norm=1.0, epsilon=epsilon, delta=1e-5)
     values.update(changes)
-    return LedgerEntry(**values)
+    return LedgerRecord(**values)
 
 
 def test_each_institution_round_appears_once_and_a_retry_replaces_it():

@@ -11,7 +11,7 @@ from privacy.envelope import Keyring, LocalKeyEncryptionKey, is_sealed
 from privacy.errors import DecryptionError, KeyUnavailableError
 from privacy.pki import create_ca, generate_node_key, issue_server_certificate
 from privacy.sealed_files import materialized, read_private_file, write_private_file
-from server.deployment.superlink import SuperLinkSettings, superlink_argv
+from server.engine.superlink import SuperLinkSettings, superlink_argv
 from server.store.anchoring import generate_signing_key, load_signing_key
 
 

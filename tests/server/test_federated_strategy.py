@@ -15,13 +15,14 @@ from flwr.common import (
 from flwr.server import SimpleClientManager
 from flwr.server.compat.grid_client_proxy import GridClientProxy
 
-from client.plan import TrainingPlan
-from client.report import FitReport
+from client.contract.plan import TrainingPlan
+from client.contract.report import FitReport
 from privacy.config import DPConfig
 from privacy.errors import ConfigError
 from server.config import FederationSettings, SecAggSettings
-from server.federated_strategy import FedwardenStrategy, NodeFailedError, SchedulingClientManager
-from server.records import Institution
+from server.errors import NodeFailedError
+from server.federated_strategy import FedwardenStrategy, SchedulingClientManager
+from server.run_events import Institution
 from server.strategies import StrategySettings, build_strategy
 
 GLOBAL = [np.zeros((2, 3), dtype=np.float32), np.zeros(2, dtype=np.float32)]
@@ -37,7 +38,7 @@ def institutions(n: int) -> dict[int, Institution]:
         i: Institution(
             node_id=i,
             name=f"inst-{i}",
-            num_train=100,
+            num_train=1000,
             num_test=50,
             budget_epsilon=1.0,
             budget_delta=1e-5,

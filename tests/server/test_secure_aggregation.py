@@ -24,14 +24,15 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 from scipy import stats
 
+from client.contract.architecture import ModelSpec
 from client.flower_client import InstitutionClient
 from client.history import StateHistory
-from client.models import ModelSpec, build_model, get_weights
+from client.models import build_model, get_weights
 from client.mods import secure_aggregation_mod, update_guard_mod
 from client.node import NodeSettings
 from server.config import federation_settings_from_run_config
-from server.orchestrator import Federation
-from server.records import RunResult
+from server.federation import Federation
+from server.run_events import RunResult
 from simulations.scenario import Scenario, load_simulated_institution
 
 pytestmark = pytest.mark.slow

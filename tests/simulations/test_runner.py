@@ -12,7 +12,7 @@ from privacy.config import PrivacyBudget
 from privacy.ledger import PrivacyLedger
 from server.ledger import LedgerObserver
 from simulations.report import write_outputs
-from simulations.runner import simulate
+from simulations.runner import prepare, simulate
 from simulations.scenario import Scenario
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def test_three_hospitals_two_rounds_end_to_end(tmp_path):
     recorder = Recorder()
     ledger = LedgerObserver(tmp_path)
 
-    outcome = simulate(scenario, {"num-server-rounds": 2, "secagg": False}, observers=[recorder, ledger])
+    outcome = simulate(scenario, prepare(scenario, {"num-server-rounds": 2, "secagg": False}), observers=[recorder, ledger])
 
     names = ["Cleveland", "Hungary", "Switzerland"]
     assert [i.name for i in recorder.starts[0].institutions] == names
@@ -74,8 +74,8 @@ def test_secure_aggregation_with_central_dp_reports_institution_level_epsilon():
 
     outcome = simulate(
         scenario,
-        {"num-server-rounds": 2, "secagg": True, "central-dp": True,
-         "central-noise-multiplier": 0.8, "central-delta": 1e-3},
+        prepare(scenario, {"num-server-rounds": 2, "secagg": True, "central-dp": True,
+         "central-noise-multiplier": 0.8, "central-delta": 1e-3}),
         baseline=False,
     )
 

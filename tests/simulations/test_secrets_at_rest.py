@@ -30,7 +30,7 @@ from deploy.settings import ServeSettings
 from privacy.envelope import Keyring, is_sealed
 from privacy.keyring import create_kek, load_keyring
 from privacy.sealed_files import read_file
-from server.checkpoints import RunCheckpoint, open_checkpoint
+from server.checkpoint_format import RunCheckpoint, open_checkpoint
 from server.store.engine import open_store
 from server.store.models import Checkpoint, Run
 from simulations.cli.app import main
@@ -73,6 +73,8 @@ def test_a_run_and_an_export_leave_no_weights_or_keys_in_plaintext(
 ):
     for name in [n for n in os.environ if n.startswith("FEDWARDEN_")]:
         monkeypatch.delenv(name)
+    audit_keys = tmp_path / "audit-keys"  # the store's audit (HMAC) key, sealed like the rest
+    monkeypatch.setenv("FEDWARDEN_AUDIT_KEY_DIR", str(audit_keys))
     caplog.set_level(logging.DEBUG)
     keyring_dir = tmp_path / "keyring"
     monkeypatch.setenv("FEDWARDEN_KEYRING", str(keyring_dir))
@@ -90,6 +92,7 @@ def test_a_run_and_an_export_leave_no_weights_or_keys_in_plaintext(
     }
     sealed = _scan_plaintext_files(tmp_path, {**secrets, **weights})
     assert {"pki/ca.key", "pki/server.key", "coordinator.key"} <= sealed
+    assert any(n.startswith("audit-keys/") and n.endswith(".key") for n in sealed)
     assert any(n.startswith("run/artifacts/") for n in sealed)
     assert any(n.startswith("export/") for n in sealed)
     logs = "\n".join([run.simulated.stdout, run.simulated.stderr, caplog.text, *cli.outputs])
@@ -107,7 +110,7 @@ def test_a_run_and_an_export_leave_no_weights_or_keys_in_plaintext(
                   str(tmp_path / "again"), code=72)  # fmt: skip
     assert "cannot decrypt" in refused and "does not open under KEK" in refused
     assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
-    assert _predict(run.url, run.rows, run.tokens["app-rotated"]).status_code != 200
+    assert _predict(run.url, run.rows, run.tokens["app"]).status_code != 200
 
 
 @dataclass
@@ -122,12 +125,12 @@ class Done:
 
 
 def _run_export_and_serve(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Done:
-    """keys create, simulate at DEBUG, admin keys (one rotated), PKI, signing key, receipt,
-    export, promote, two predictions (old and rotated key), KEK rotation and retirement."""
+    """keys create, simulate at DEBUG, enrolled principals, the admin's key rotated, PKI,
+    signing key, receipt, export, promote, a prediction, KEK rotation and retirement."""
     cli("keys", "create")
     out = tmp_path / "run"
     simulated = subprocess.run(
-        [sys.executable, "-c", DEBUG_SIMULATE, "simulate", "--institutions", "2", "--rounds", "2",
+        [sys.executable, "-c", DEBUG_SIMULATE, "simulate", "--institutions", "3", "--rounds", "2",
          "--no-baseline", "--out", str(out)],
         check=False, capture_output=True, text=True, timeout=600, env=dict(os.environ),
     )  # fmt: skip
@@ -136,13 +139,14 @@ def _run_export_and_serve(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("FEDWARDEN_DATABASE_URL", url)
     tokens = {"admin": cli("admin", "init", shows_key=True)}
     monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["admin"])
-    for name, role in (("ops", "operator"), ("app", "consumer")):
-        cli("admin", "create-principal", name, "--role", role)
-        tokens[name] = cli("admin", "issue-key", name, shows_key=True)
-    prefix = tokens["app"].split("_")[1]
-    tokens["app-rotated"] = cli(
+    for name, role in (("ops", "operator"), ("app", "consumer")):  # as the coordinator's owner
+        tokens[name] = cli("admin", "enroll", name, role, shows_key=True)
+    # Separated duties: an admin rotates keys of roles it holds (here its own), not a consumer's.
+    prefix = tokens["admin"].split("_")[1]
+    tokens["admin-rotated"] = cli(
         "admin", "rotate-key", prefix, "--overlap-hours", "1", shows_key=True
     )
+    monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["admin-rotated"])
     cli("pki", "init", "--out", str(tmp_path / "pki"))
     cli("audit", "keygen", "--key", str(tmp_path / "coordinator.key"))
     cli("audit", "checkpoint", "--key", str(tmp_path / "coordinator.key"),
@@ -159,11 +163,10 @@ def _run_export_and_serve(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["ops"])
     cli("export", "--run", run_id, "--name", "exported", "--artifact-dir", str(tmp_path / "export"))
     cli("models", "promote", "heart-disease", "1")
-    rows = _rows(checkpoint, Scenario(institutions=2).all_institutions()[0].test.head(5))
-    for token in (tokens["app"], tokens["app-rotated"]):
-        response = _predict(url, rows, token)
-        assert response.status_code == 200, response.text
-    monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["admin"])
+    rows = _rows(checkpoint, Scenario(institutions=3).all_institutions()[0].test.head(5))
+    response = _predict(url, rows, tokens["app"])
+    assert response.status_code == 200, response.text
+    monkeypatch.setenv("FEDWARDEN_API_KEY", tokens["admin-rotated"])
     paths = ["--path", str(tmp_path / "pki"), "--path", str(tmp_path / "coordinator.key")]
     cli("keys", "rotate", *paths)
     cli("keys", "retire", ring.active_id, *paths)
@@ -185,6 +188,10 @@ def _predict(url: str, rows: list[dict], token: str) -> Any:
 def _secrets_used(tmp_path: Path, tokens: dict[str, str], ring: Keyring) -> dict[str, bytes]:
     """API keys' secrets, every KEK (base64 and raw) and a slice of every private key's body."""
     secrets = {f"token {name}": token.split("_", 2)[2].encode() for name, token in tokens.items()}
+    for path in (tmp_path / "audit-keys").glob("*.key"):
+        secret = read_file(path, keyring=ring).decode().split()[-1]
+        secrets[f"audit key {path.name}"] = secret.encode()
+        secrets[f"audit key {path.name} raw"] = bytes.fromhex(secret)
     for path in (tmp_path / "keyring").glob("*.kek"):
         key_b64 = json.loads(path.read_text())["key"]
         secrets[f"KEK {path.stem}"] = key_b64.encode()
@@ -217,7 +224,7 @@ def _scan_plaintext_files(root: Path, needles: dict[str, bytes]) -> set[str]:
 
 
 def _rows(checkpoint, frame) -> list[dict]:
-    from client.preprocessing import PreprocessingSpec
+    from client.contract.preprocessing import PreprocessingSpec
 
     spec = PreprocessingSpec.from_json(checkpoint.preprocessing)
     return frame_to_rows(frame[spec.schema.feature_names], spec)

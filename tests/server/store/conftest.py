@@ -19,8 +19,11 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from client.contract.report import FitReport
+from server.run_events import RoundRecord
+from server.store import runs
 from server.store.engine import Store, open_store
-from server.store.governance import bootstrap_admin, create_principal, issue_key
+from server.store.governance import bootstrap_admin, enroll_principal
 from server.store.models import Principal
 
 POSTGRES_URL = os.environ.get(
@@ -128,11 +131,66 @@ def principal_factory(store: Store, admin: Principal) -> Callable[..., tuple[Pri
     """Make a principal with one role and an API key: ``make(name, role, institution=None)``."""
 
     def make(name: str, role: str, institution: str | None = None) -> tuple[Principal, str]:
-        with store.session() as session:
-            principal = create_principal(
-                session=session, actor=admin, name=name, role=role, institution=institution
+        with store.session() as session:  # enrolled by the coordinator's owner
+            principal, token = enroll_principal(
+                session=session, name=name, role=role, institution=institution
             )
-            token, _ = issue_key(session=session, actor=admin, principal=name)
         return principal, token
 
     return make
+
+
+def record_of(number: int, spent: dict[str, float]) -> RoundRecord:
+    return RoundRecord(
+        round=number,
+        loss=0.5,
+        accuracy=0.8,
+        accuracy_by_institution={},
+        epsilon=spent,
+        participants=sorted(spent),
+        reports=[
+            FitReport(
+                institution=name,
+                round=number,
+                epsilon=epsilon,
+                delta=1e-5,
+                steps=10,
+                noise_multiplier=1.0,
+                sample_rate=0.1,
+                max_grad_norm=1.0,
+            )
+            for name, epsilon in spent.items()
+        ],
+    )
+
+
+@pytest.fixture
+def operator(principal_factory):
+    return principal_factory("olga", "operator")[0]
+
+
+@pytest.fixture
+def two_runs(store, operator):
+    """Run a: Cleveland 0.2 then 0.5, Hungary 0.3; run b: Cleveland 0.4."""
+    with store.session() as session:
+        a = runs.start_run(
+            session=session,
+            actor=operator,
+            name="a",
+            config={},
+            institutions=["Cleveland", "Hungary"],
+        ).id
+        runs.record_round(
+            session=session,
+            actor=operator,
+            run_id=a,
+            record=record_of(1, {"Cleveland": 0.2, "Hungary": 0.3}),
+        )
+        runs.record_round(
+            session=session, actor=operator, run_id=a, record=record_of(2, {"Cleveland": 0.5})
+        )
+        b = runs.start_run(session=session, actor=operator, name="b", config={}).id
+        runs.record_round(
+            session=session, actor=operator, run_id=b, record=record_of(1, {"Cleveland": 0.4})
+        )
+    return a, b

@@ -17,6 +17,7 @@ from sqlalchemy import delete, text, update
 
 from server.errors import StoreError
 from server.store import audit
+from server.store.audit_key import locator_for
 from server.store.engine import open_store
 from server.store.models import AuditEvent, utcnow
 
@@ -49,7 +50,7 @@ def test_an_untouched_chain_verifies(store):
     report = _verify(store)
 
     assert report.broken is None
-    assert report.events == 10  # 9 and the store's creation
+    assert report.events == 11  # 9, the store's creation and the genesis
     with store.session() as session:
         assert (report.head_seq, report.head_hash) == audit.head(session)
 
@@ -61,6 +62,7 @@ def test_events_link_to_their_predecessors(store):
         events = audit.tail(session, limit=10)
 
     assert events[0]["prev_hash"] == audit.GENESIS_HASH
+    assert events[0]["action"] == audit.GENESIS_ACTION
     for before, after in pairwise(events):
         assert after["prev_hash"] == before["hash"]
         assert after["seq"] == before["seq"] + 1
@@ -123,14 +125,14 @@ def test_a_forged_event_with_a_valid_hash_breaks_the_next_link(store):
     with store.session() as session:
         events = {e["seq"]: e for e in audit.tail(session, limit=20)}
     forged = {**events[5], "details": {"role": "admin"}}
-    forged["hash"] = audit.event_hash(forged)  # recomputed, so event 5 itself looks fine
+    forged["hash"] = audit.event_hash(forged)  # recomputed, but without the audit key
 
     _raw(store, "DELETE FROM audit_events WHERE seq = 5")
     _raw(store, AuditEvent.__table__.insert().values({**forged, "time": _parse(forged["time"])}))
 
     broken = _verify(store).broken
-    assert broken is not None and broken.seq == 6
-    assert "does not link" in broken.reason
+    assert broken is not None and broken.seq == 5
+    assert "MAC" in broken.reason
 
 
 def test_swapped_events_are_named(store):
@@ -185,10 +187,12 @@ def test_an_export_verifies_on_its_own_and_names_the_same_break(store):
         count = audit.export_jsonl(session, out)
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
 
-    assert count == len(lines) == 6
-    assert audit.verify_events(lines).broken is None
+    key = locator_for(store.engine).require_key()
+
+    assert count == len(lines) == 7
+    assert audit.verify_events(lines, key=key).broken is None
     lines[3]["outcome"] = "denied"
-    assert audit.verify_events(lines).broken.seq == 4
+    assert audit.verify_events(lines, key=key).broken.seq == 4
 
 
 def test_an_anchor_catches_a_log_cut_short(store):
@@ -222,7 +226,7 @@ def test_threads_appending_at_once_extend_one_chain(store):
     report = _verify(store)
     assert errors == []
     assert report.broken is None
-    assert report.events == 1 + 8 * 40
+    assert report.events == 2 + 8 * 40
 
 
 _WRITER = textwrap.dedent(
@@ -271,7 +275,7 @@ def test_eight_processes_appending_500_events_each_extend_one_chain(postgres_url
         actors = {e["actor"] for e in audit.tail(session, limit=4000)}
     store.dispose()
     assert report.broken is None
-    assert report.events == 1 + 8 * 500
+    assert report.events == 2 + 8 * 500
     assert len(actors) == 8  # every writer got its turn
 
 

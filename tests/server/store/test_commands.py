@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import select, text
 
 from server.store import audit
+from server.store.audit_key import default_locator
 from server.store.engine import open_store
 from server.store.models import Principal
+from server.store.settings import StoreSettings
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 
@@ -28,19 +30,7 @@ def make_key(cli, store_url, admin_key):
 
     def make(name: str, role: str, *extra: str) -> str:
         code, output = cli(
-            "admin",
-            "create-principal",
-            name,
-            "--role",
-            role,
-            *extra,
-            "--database-url",
-            store_url,
-            api_key=admin_key,
-        )
-        assert code == 0, output
-        code, output = cli(
-            "admin", "issue-key", name, "--database-url", store_url, api_key=admin_key
+            "admin", "enroll", name, role, *extra, "--database-url", store_url, api_key=None
         )
         assert code == 0, output
         return output.strip().splitlines()[-1]
@@ -92,11 +82,10 @@ def test_governance_round_trip(cli, store_url, admin_key, make_key):
 
     assert code == 0
     assert "Cleveland" in listing and "cleo" in listing and "institution" in listing
-    actions = [e["action"] for e in _events(store_url, limit=6)]
+    actions = [e["action"] for e in _events(store_url, limit=5)]
     assert actions == [
         "institution.create",
-        "principal.create",
-        "key.issue",
+        "principal.enroll",
         "role.grant",
         "role.revoke",
         "directory.read",
@@ -112,7 +101,8 @@ def test_audit_verify_export_and_tail(cli, store_url, make_key, tmp_path):
     out = tmp_path / "audit.jsonl"
     assert cli("audit", "export", "--out", str(out), *url, api_key=auditor)[0] == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert audit.verify_events(lines).broken is None
+    key = default_locator(StoreSettings.load(store_url)).require_key()
+    assert audit.verify_events(lines, key=key).broken is None
     assert [e["action"] for e in lines][-1] == "audit.verify"
     code, tail = cli("audit", "tail", "-n", "3", *url, api_key=auditor)
     assert code == 0 and "audit.export" in tail
@@ -143,7 +133,7 @@ FORGED = (
     ids=["modified", "deleted", "inserted", "reordered"],
 )
 def test_audit_verify_names_the_first_broken_event(cli, store_url, make_key, tamper, seq):
-    auditor = make_key("aude", "auditor")  # events: 1 store, 2 admin, 3 aude, 4 aude's key
+    auditor = make_key("aude", "auditor")  # 1 genesis, 2 store, 3 admin, 4 aude
     store = open_store(store_url)
     with store.engine.begin() as connection:
         for statement in tamper:
@@ -162,24 +152,46 @@ def test_audit_verify_names_the_first_broken_event(cli, store_url, make_key, tam
     )
 
 
-def test_checkpoint_receipt_round_trip(cli, store_url, admin_key, make_key, tmp_path):
+def test_checkpoint_receipt_round_trip(cli, store_url, admin_key, make_key, tmp_path, monkeypatch):
     auditor = make_key("aude", "auditor")
     key, receipt = tmp_path / "coordinator.pem", tmp_path / "receipt.json"
     url = ["--database-url", store_url]
 
     code, output = cli("audit", "keygen", "--key", str(key))
     assert code == 0 and "PRIVATE" not in output
+    public = output.split("FEDWARDEN_AUDIT_PUBLIC_KEY=")[1].split()[0]
     code, output = cli(
         "audit", "checkpoint", "--key", str(key), "--out", str(receipt), *url, api_key=admin_key
     )
     assert code == 0, output
     code, output = cli("audit", "verify", "--receipt", str(receipt), *url, api_key=auditor)
-    assert code == 0 and "holds receipt event" in output
+    assert code == 2 and "pinned public key" in _one_error_line(output)  # nothing pinned
+    pinned = tmp_path / "coordinator.pub"
+    pinned.write_text(public + "\n")
+    monkeypatch.setenv("FEDWARDEN_AUDIT_PUBLIC_KEY", str(pinned))
+    code, output = cli("audit", "verify", "--receipt", str(receipt), *url, api_key=auditor)
+    assert code == 0 and "holds receipt event" in output, output
 
     forged = json.loads(receipt.read_text()) | {"seq": 1}
     receipt.write_text(json.dumps(forged))
     code, output = cli("audit", "verify", "--receipt", str(receipt), *url, api_key=auditor)
     assert code == 9 and "invalid signature" in _one_error_line(output)
+
+
+def test_a_receipt_signed_with_another_key_fails_against_the_pinned_one(
+    cli, store_url, admin_key, make_key, tmp_path, monkeypatch
+):
+    auditor = make_key("aude", "auditor")
+    url = ["--database-url", store_url]
+    ours, theirs, receipt = tmp_path / "ours.pem", tmp_path / "theirs.pem", tmp_path / "r.json"
+    public = cli("audit", "keygen", "--key", str(ours))[1].split("AUDIT_PUBLIC_KEY=")[1].split()[0]
+    cli("audit", "keygen", "--key", str(theirs))
+    monkeypatch.setenv("FEDWARDEN_AUDIT_PUBLIC_KEY", public)
+    cli("audit", "checkpoint", "--key", str(theirs), "--out", str(receipt), *url, api_key=admin_key)
+
+    code, output = cli("audit", "verify", "--receipt", str(receipt), *url, api_key=auditor)
+
+    assert code == 9 and "another key" in _one_error_line(output)
 
 
 def test_db_upgrade_and_current(cli, store_url):

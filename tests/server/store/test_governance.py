@@ -104,7 +104,8 @@ def test_listing_shows_roles_institutions_and_active_keys_only(store, admin, pri
         governance.create_institution(session=session, actor=admin, name="Cleveland")
     principal_factory("cleo", "institution", institution="Cleveland")
     with store.session() as session:
-        _, revoked = governance.issue_key(session=session, actor=admin, principal="cleo")
+        cleo = governance.find_principal(session=session, name="cleo")
+        _, revoked = governance._new_key(session, owner=cleo, issuer="test", expires_days=None)
         governance.revoke_key(session=session, actor=admin, prefix=revoked.prefix)
 
     with store.session() as session:
@@ -120,7 +121,7 @@ def test_listing_shows_roles_institutions_and_active_keys_only(store, admin, pri
 
 
 def test_revoking_an_unknown_or_revoked_key_is_refused(store, admin, principal_factory):
-    principal_factory("bob", "consumer")
+    principal_factory("bob", "admin")
     with store.session() as session:
         _, row = governance.issue_key(session=session, actor=admin, principal="bob")
         governance.revoke_key(session=session, actor=admin, prefix=row.prefix)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, text
 
-from server.errors import AuthenticationError
+from server.errors import AuthenticationError, PermissionDeniedError
 from server.store import audit, keys
 from server.store.governance import issue_key, revoke_key
 from server.store.models import ApiKey, utcnow
@@ -41,7 +41,9 @@ def test_a_bad_key_fails_with_one_message_and_the_reason_is_audited(
     store, admin, principal_factory, reason
 ):
     _, token = principal_factory("alice", "auditor")
-    prefix = keys.split_token(token)[0]
+    parts = keys.split_token(token)
+    assert parts is not None
+    prefix = parts[0]
     presented: str | None = token
     if reason == "wrong secret":
         presented = token[:-4] + ("aaaa" if not token.endswith("aaaa") else "bbbb")
@@ -77,7 +79,7 @@ def test_a_bad_key_fails_with_one_message_and_the_reason_is_audited(
 
 
 def test_a_key_with_a_lifetime_works_until_it_expires(store, admin, principal_factory):
-    principal_factory("bob", "consumer")
+    principal_factory("bob", "admin")
     with store.session() as session:
         token, row = issue_key(session=session, actor=admin, principal="bob", expires_days=1)
 
@@ -106,7 +108,7 @@ def test_the_secret_is_stored_nowhere(store, store_url, principal_factory):
 
 
 def test_tokens_are_unique_and_hashes_are_salted(store, admin, principal_factory):
-    principal_factory("dave", "consumer")
+    principal_factory("dave", "admin")
     with store.session() as session:
         first, row1 = issue_key(session=session, actor=admin, principal="dave")
         second, row2 = issue_key(session=session, actor=admin, principal="dave")
@@ -134,7 +136,7 @@ def test_malformed_tokens_do_not_parse(token):
 def test_a_rotated_key_overlaps_the_new_one_then_expires(store, admin, principal_factory):
     from server.store.governance import rotate_key
 
-    principal_factory("dora", "consumer")
+    principal_factory("dora", "admin")  # an admin may mint keys for roles it holds
     with store.session() as session:
         old_token, old_row = issue_key(session=session, actor=admin, principal="dora")
     with store.session() as session:
@@ -154,3 +156,14 @@ def test_a_rotated_key_overlaps_the_new_one_then_expires(store, admin, principal
     assert _authenticate(store, new_token).name == "dora"
     assert event["action"] == "key.rotate" and event["details"]["new_prefix"] == new_row.prefix
     assert new_token not in str(event)
+
+
+def test_a_key_is_not_rotated_by_an_actor_lacking_its_owners_roles(store, admin, principal_factory):
+    from server.store.governance import rotate_key
+
+    _, token = principal_factory("erin", "consumer")  # enrolled by the coordinator's owner
+    parts = keys.split_token(token)
+    assert parts is not None
+    prefix = parts[0]
+    with store.session() as session, pytest.raises(PermissionDeniedError):
+        rotate_key(session=session, actor=admin, prefix=prefix)

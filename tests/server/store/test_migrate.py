@@ -50,9 +50,12 @@ def test_creating_the_store_is_the_first_audit_event(store):
     with store.session() as session:
         events = audit.tail(session, limit=10)
 
-    assert [(e["seq"], e["action"], e["details"]) for e in events] == [
-        (1, "store.upgrade", {"from": None, "to": migrate.head_revision()})
+    assert [(e["seq"], e["action"]) for e in events] == [
+        (1, audit.GENESIS_ACTION),
+        (2, "store.upgrade"),
     ]
+    assert events[1]["details"] == {"from": None, "to": migrate.head_revision()}
+    assert events[0]["details"]["unkeyed_events"] == 0
 
 
 def test_opening_an_up_to_date_store_changes_nothing(store_url):
@@ -63,7 +66,7 @@ def test_opening_an_up_to_date_store_changes_nothing(store_url):
         count = len(audit.tail(session, limit=10))
     again.dispose()
 
-    assert count == 1
+    assert count == 2  # the genesis and the creation
 
 
 def test_stores_opened_at_once_are_created_once(store_url):
@@ -86,7 +89,7 @@ def test_stores_opened_at_once_are_created_once(store_url):
     with store.session() as session:
         actions = [e["action"] for e in audit.tail(session, limit=10)]
     store.dispose()
-    assert actions == ["store.upgrade"]
+    assert actions == [audit.GENESIS_ACTION, "store.upgrade"]
 
 
 def test_a_store_from_a_newer_release_is_refused(store):

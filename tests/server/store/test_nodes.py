@@ -129,3 +129,27 @@ def test_a_revoked_key_is_no_longer_active_and_its_refusal_names_it(store, admin
     assert anonymous["target"] == "node:unknown"
     with store.session() as session:
         assert audit.verify_chain(session).broken is None
+
+
+def test_revoking_by_institution_name_revokes_its_keys_and_raises_the_generation(
+    store, admin, node_key
+):
+    from server.errors import NotFoundError
+    from server.store import revocation
+    from server.store.nodes import revoke_node_keys
+
+    with store.session() as session:
+        register_node_key(
+            session=session, actor=admin, institution="Namur", public_key=node_key("Namur")
+        )
+        before = revocation.current(session)
+
+    with store.session() as session:
+        revoked = revoke_node_keys(session=session, actor=admin, name_or_fingerprint="Namur")
+    with store.session() as session, pytest.raises(NotFoundError, match="Namur"):
+        revoke_node_keys(session=session, actor=admin, name_or_fingerprint="Namur")
+
+    assert [info.institution for info in revoked] == ["Namur"]
+    with store.session() as session:
+        assert active_node_keys(session=session) == []
+    assert revocation.read_generation(store.engine) == before + 1

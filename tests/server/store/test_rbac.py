@@ -17,10 +17,10 @@ EXPECTED = {
     "admin": "principal:read principal:manage key:manage institution:manage run:read model:read "
     "audit:checkpoint",
     "operator": "run:start run:stop run:read model:register model:promote model:read ledger:read "
-    "audit:checkpoint",
+    "audit:checkpoint feedback",
     "institution": "run:join ledger:read-own node:register",
     "auditor": "audit:read run:read model:read ledger:read principal:read",
-    "consumer": "predict",
+    "consumer": "predict feedback",
 }
 ISSUE_PERMISSIONS = {
     "run:start",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from client.report import FitReport
+from client.contract.report import FitReport
 from server.errors import PermissionDeniedError
-from server.records import Institution, RoundRecord, RunResult, RunStart
+from server.run_events import Institution, RoundRecord, RunResult, RunStart
 from server.store import audit
 from server.store.models import Institution as InstitutionRow
 from server.store.models import LedgerEntry, Principal, Round, Run
@@ -94,7 +94,7 @@ def _ledger(store, run_id):
             .join(InstitutionRow, InstitutionRow.id == LedgerEntry.institution_id)
             .where(LedgerEntry.run_id == run_id)
             .order_by(LedgerEntry.round, InstitutionRow.name)
-        ).tuples()
+        )
         return [(name, e.round, e.steps, e.epsilon, e.refused) for name, e in rows]
 
 

@@ -6,11 +6,11 @@ import hashlib
 
 import pytest
 
-from client.report import FitReport
+from client.contract.report import FitReport
 from privacy.errors import ConfigError
 from server.errors import ConflictError, NotFoundError, PermissionDeniedError
-from server.records import RoundRecord
-from server.store import audit, registry, tracking
+from server.run_events import RoundRecord
+from server.store import audit, registry, runs
 
 SHA = hashlib.sha256(b"model").hexdigest()
 
@@ -66,6 +66,19 @@ def test_promoting_archives_the_previous_production_version(store, operator):
     )
 
 
+def test_an_archived_version_is_promoted_back_a_rollback(store, operator):
+    for _ in range(2):
+        _register(store, operator)
+    for version in (1, 2, 1):
+        with store.session() as session:
+            registry.promote_model_version(session=session, actor=operator, name="heart", version=version)
+    with store.session() as session:
+        last = audit.tail(session, limit=1)[0]
+
+    assert _stages(store, operator) == {1: "production", 2: "archived"}
+    assert last["details"] == {"archived": [2], "rollback": True}
+
+
 @pytest.mark.parametrize(("version", "error"), [(1, ConflictError), (9, NotFoundError)])
 def test_only_a_staging_version_is_promoted(store, operator, version, error):
     _register(store, operator)
@@ -111,7 +124,7 @@ def test_reading_a_model_is_audited(store, operator, principal_factory):
 
 def test_lineage_comes_from_the_run(store, operator):
     with store.session() as session:
-        run = tracking.start_run(session=session, actor=operator, name="r", config={})
+        run = runs.start_run(session=session, actor=operator, name="r", config={})
         record = RoundRecord(
             round=1,
             loss=0.4,
@@ -134,7 +147,7 @@ def test_lineage_comes_from_the_run(store, operator):
                 FitReport(institution="Hungary", round=1, refused=True, epsilon=0.9),
             ],
         )
-        tracking.record_round(session=session, actor=operator, run_id=run.id, record=record)
+        runs.record_round(session=session, actor=operator, run_id=run.id, record=record)
         run_id = run.id
 
     version = _register(store, operator, run_id=run_id)

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from privacy.envelope import Envelope, Keyring, LocalKeyEncryptionKey
 from privacy.errors import KeyUnavailableError
 from privacy.sealed_files import write_file
-from server.checkpoints import RunCheckpoint, open_checkpoint, seal_checkpoint
-from server.store import audit, tracking
+from server.checkpoint_format import RunCheckpoint, open_checkpoint, seal_checkpoint
+from server.store import audit, checkpoints, runs
 from server.store.models import Checkpoint
 from server.store.sealing import rotate, usage
 
@@ -25,8 +25,8 @@ def _checkpoint() -> RunCheckpoint:
 
 def _saved(store, actor, keyring: Keyring) -> str:
     with store.session() as session:
-        run = tracking.start_run(session=session, actor=actor, name="sealed", config={})
-        tracking.save_checkpoint(
+        run = runs.start_run(session=session, actor=actor, name="sealed", config={})
+        checkpoints.save_checkpoint(
             session=session,
             actor=actor,
             run_id=run.id,

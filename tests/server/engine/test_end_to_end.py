@@ -1,0 +1,462 @@
+"""A real deployment on 127.0.0.1: a coordinator and three institutions as separate processes.
+
+The coordinator (``fedwarden coordinator start``: a SuperLink with TLS, node
+authentication and a state database) and three heart-disease institutions
+(``fedwarden client join``), each a process group of its own, over TLS with
+registered node keys, SecAgg+ and DP-SGD on, and encryption at rest on (a keyring:
+sealed PKI keys, node keys and checkpoints). Slow (minutes), run in CI.
+
+Nodes run ``--warm`` (preloaded, forked ClientApps) when ``client.warm_exec`` is
+importable, else ``--no-warm``; ``FEDWARDEN_E2E_WARM=0`` forces ``--no-warm``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+from sqlalchemy import select
+
+from client.app import create_client_app
+from client.contract.architecture import ModelSpec
+from client.join import free_port
+from client.models import build_model, get_weights
+from privacy.config import PrivacyBudget
+from privacy.envelope import Keyring, is_sealed
+from privacy.keyring import EncryptionSettings, create_kek, load_keyring
+from server.checkpoint_format import open_checkpoint
+from server.config import federation_settings_from_run_config
+from server.federation import Federation
+from server.run_events import RunResult
+from server.store.engine import Store, open_store
+from server.store.models import AuditEvent, Checkpoint, Institution, LedgerEntry, Round
+from simulations.scenario import Scenario, load_simulated_institution
+
+pytestmark = pytest.mark.slow
+
+INSTITUTIONS = ["Cleveland", "Hungary", "Switzerland"]  # heart-disease partitions 0, 1, 2
+BUDGET = PrivacyBudget(epsilon=50.0, delta=1e-5)
+RUN_CONFIG = {
+    "secagg": True,
+    "dp": True,
+    "noise-multiplier": 1.0,
+    "min-institutions": 3,
+    "profile": False,
+    "seed": 0,
+    "insecure-reproducible": True,  # the deployment must match the seeded simulation
+    "round-timeout": 120.0,
+    "wait-timeout": 120.0,
+}
+WARM = os.environ.get("FEDWARDEN_E2E_WARM", "1") != "0" and bool(
+    importlib.util.find_spec("client.warm_exec")
+)
+
+
+def fedwarden(*args: str) -> list[str]:
+    return [sys.executable, "-m", "simulations.cli", *args]
+
+
+@dataclass
+class Deployment:
+    """The processes of one deployment, their logs, and how to drive them."""
+
+    root: Path
+    url: str
+    api_key: str
+    keyring: Path
+    operator_key: str = ""
+    port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FEDWARDEN_API_KEY": self.api_key,
+            "FEDWARDEN_KEYRING": str(self.keyring),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def log(self, name: str) -> Path:
+        return self.root / f"{name}.log"
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in a process group of its own, output to ``<name>.log``."""
+        with self.log(name).open("ab") as out:
+            process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
+                cwd=Path(__file__).resolve().parents[3], start_new_session=True,
+            )  # fmt: skip
+        self.processes[name] = process
+        return process
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def shutdown(self) -> None:
+        for name in list(self.processes):
+            self.kill(name, signal.SIGTERM)
+
+    def start_coordinator(self) -> None:
+        log = self.log("coordinator")
+        offset = log.stat().st_size if log.exists() else 0  # a restart appends to the log
+        self.spawn(
+            "coordinator",
+            fedwarden(
+                "coordinator", "start", "--pki", str(self.pki), "--state", str(self.state),
+                "--database-url", self.url, "--port", str(self.port),
+            ),
+        )  # fmt: skip
+        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 90, self)
+
+    def join(
+        self, name: str, *, partition: int, key: Path | None = None, ca: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            name,
+            fedwarden(
+                "client", "join", "--coordinator", f"127.0.0.1:{self.port}",
+                "--ca", str(ca or self.pki / "ca.crt"),
+                "--key", str(key or self.root / "nodes" / f"{name}.key"),
+                "--dataset", "heart-disease", "--partition-id", str(partition),
+                "--budget-epsilon", str(BUDGET.epsilon), "--budget-delta", str(BUDGET.delta),
+                "--history", str(self.root / f"{name}-history.json"),
+                "--state", str(self.root / f"node-{name}"), "--no-check-data", "--allow-reproducible",
+                "--warm" if WARM else "--no-warm",
+            ),
+        )  # fmt: skip
+
+    def run(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """A ``fedwarden run`` command, as the operator (its key in the environment)."""
+        argv = fedwarden("run", *args, "--state", str(self.state), "--database-url", self.url)
+        with self.log(name).open("ab") as out:
+            process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT,
+                env={**self.env(), "FEDWARDEN_API_KEY": self.operator_key},
+                cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+            )  # fmt: skip
+        self.processes[name] = process
+        return process
+
+    def store(self) -> Store:
+        return open_store(self.url, upgrade=False, keyring=self.ring())
+
+    def ring(self) -> Keyring:
+        keyring = load_keyring(EncryptionSettings(keyring=self.keyring))
+        assert keyring is not None
+        return keyring
+
+
+def wait_for(
+    check: Callable[[], bool], timeout_s: float, deployment: Deployment, *, poll_s: float = 0.5
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            logs = {p.name: p.read_text()[-3000:] for p in deployment.root.glob("*.log")}
+            pytest.fail(f"timed out after {timeout_s:g} s; logs: {logs}")
+        time.sleep(poll_s)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        fedwarden(*args), capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def write_config(path: Path, **overrides: object) -> Path:
+    config = {**RUN_CONFIG, **overrides}
+    lines = []
+    for key, value in config.items():
+        text = str(value).lower() if isinstance(value, bool) else repr(value)
+        lines.append(f"{key} = {text}".replace("'", '"'))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_id_of(deployment: Deployment, name: str) -> str:
+    for line in deployment.log(name).read_text().splitlines():
+        if line.startswith("fedwarden run "):
+            return line.split()[2]
+    raise AssertionError(f"no run id in {name}.log")
+
+
+def replies_sent(log: Path, *, flower_run: str, server_round: int) -> int:
+    """Replies a SuperNode has sent in one round of one Flower run, read from its log
+    (Flower logs ``[RUN r, ROUND n]``, then ``Sending: ...`` and ``Sent successfully``)."""
+    header, current, sent = f"[RUN {flower_run}, ROUND {server_round}]", False, 0
+    for line in log.read_text(errors="replace").splitlines():
+        if "[RUN " in line:
+            current = header in line
+        elif current and "Sent successfully" in line:
+            sent += 1
+    return sent
+
+
+def rounds_of(store: Store, run_id: str) -> dict[int, Round]:
+    with store.session() as session:
+        rows = session.scalars(select(Round).where(Round.run_id == run_id))
+        return {row.round: row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("deployment")
+    url = f"sqlite:///{root / 'store.db'}"
+    token = cli("admin", "init", "--database-url", url).strip().splitlines()[-1]
+    create_kek(root / "keyring")
+    operator = cli("admin", "enroll", "ops", "operator", "--database-url", url)
+    deployment = Deployment(
+        root=root,
+        url=url,
+        api_key=token,
+        keyring=root / "keyring",
+        operator_key=operator.strip().splitlines()[-1],
+    )
+    try:
+        cli("pki", "init", "--out", str(deployment.pki), "--host", "127.0.0.1", env=deployment.env())
+        for name in INSTITUTIONS:
+            cli(
+                "pki", "node", "--institution", name, "--out", str(root / "nodes"),
+                "--database-url", url, env=deployment.env(),
+            )  # fmt: skip
+        cli("pki", "node", "--institution", "Rogue", "--out", str(root / "rogue"), "--no-register")
+        deployment.start_coordinator()
+        for partition, name in enumerate(INSTITUTIONS):
+            deployment.join(name, partition=partition)
+        yield deployment
+    finally:
+        deployment.shutdown()
+
+
+def simulate(rounds: int) -> RunResult:
+    """The same seeded run on Flower's simulation engine."""
+    scenario = Scenario(
+        institutions=len(INSTITUTIONS), budget=BUDGET, node_policy={"allow-reproducible": True}
+    )
+    settings = federation_settings_from_run_config({**RUN_CONFIG, "num-server-rounds": rounds})
+    out: list[RunResult] = []
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        out.append(Federation(settings).run(grid, context))
+
+    run_simulation(
+        server_app=server,
+        client_app=create_client_app(load_simulated_institution, scenario.node_config),
+        num_supernodes=len(INSTITUTIONS),
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"log_to_driver": False},
+        },
+    )
+    return out[0]
+
+
+def relative_error(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    diff = math.sqrt(sum(float(((g - w) ** 2).sum()) for g, w in zip(got, want, strict=True)))
+    return diff / math.sqrt(sum(float((w**2).sum()) for w in want))
+
+
+def test_three_institutions_over_tls_match_the_seeded_simulation(deployment):
+    config = write_config(deployment.root / "three.toml", **{"num-server-rounds": 3})
+    started = time.monotonic()
+    run = deployment.run("run-three", "start", "--config", str(config), "--stream")
+    assert run.wait(timeout=900) == 0, deployment.log("run-three").read_text()[-3000:]
+    elapsed = time.monotonic() - started
+    run_id = run_id_of(deployment, "run-three")
+
+    store = deployment.store()
+    try:
+        rounds = rounds_of(store, run_id)
+        with store.session() as session:
+            blob = session.scalars(
+                select(Checkpoint.blob).where(Checkpoint.run_id == run_id, Checkpoint.round == 3)
+            ).one()
+    finally:
+        store.dispose()
+    assert is_sealed(blob)
+    deployed = open_checkpoint(blob, keyring=deployment.ring(), what="round 3").weights
+    simulated = simulate(3)
+
+    initial = get_weights(build_model(ModelSpec.from_dict(simulated.model_spec), seed=0))
+    error = relative_error(
+        [d - w for d, w in zip(deployed, initial, strict=True)],
+        [s - w for s, w in zip(simulated.weights, initial, strict=True)],
+    )  # of the model's change over the run, not of the weights themselves
+    print(
+        f"\n{'warm' if WARM else 'no-warm'}: 3 rounds in {elapsed:.0f} s; vs simulation {error:.2e}"
+    )
+    as_operator = {**deployment.env(), "FEDWARDEN_API_KEY": deployment.operator_key}
+    where = ["--state", str(deployment.state), "--database-url", deployment.url]
+    status = json.loads(cli("run", "status", run_id, *where, env=as_operator))
+    listing = cli("run", "list", *where, env=as_operator)
+    assert status["flower_runs"][0]["status"] == "finished:completed"
+    assert f"{run_id}\t{status['flower_runs'][0]['run-id']}\tfinished:completed" in listing
+    assert sorted(rounds) == [1, 2, 3]
+    assert all(sorted(r.participants) == INSTITUTIONS and not r.dropped for r in rounds.values())
+    assert error < 1e-4  # SecAgg+ quantizes each update to 2**-28 of its ±8 range
+
+
+def test_a_node_with_an_unregistered_key_is_refused_and_audited(deployment):
+    rogue = deployment.join("rogue", partition=3, key=deployment.root / "rogue" / "Rogue.key")
+
+    code = rogue.wait(timeout=120)
+
+    assert code == 10, deployment.log("rogue").read_text()[-2000:]
+    assert "refused this node's key" in " ".join(deployment.log("rogue").read_text().split())
+    store = deployment.store()
+    try:
+        with store.session() as session:
+            refused = session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "node.refused")
+            ).all()
+    finally:
+        store.dispose()
+    assert refused and refused[-1].outcome == "denied"
+    assert refused[-1].details["fingerprint"] in refused[-1].target
+    assert "No SuperNode found" in refused[-1].details["reason"]
+
+
+def test_a_node_without_the_consortium_ca_cannot_connect(deployment, tmp_path):
+    cli("pki", "init", "--out", str(tmp_path / "other"))  # another CA: not the coordinator's
+    stranger = deployment.join(
+        "stranger", partition=3, key=deployment.root / "nodes" / "Hungary.key",
+        ca=tmp_path / "other" / "ca.crt",
+    )  # fmt: skip
+
+    code = stranger.wait(timeout=120)
+
+    log = " ".join(deployment.log("stranger").read_text().split())
+    assert code == 10, log[-2000:]
+    assert "does not verify" in log
+
+
+def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_recorded(deployment):
+    config = write_config(deployment.root / "four.toml", **{"num-server-rounds": 4})
+    deployment.run("run-four", "start", "--config", str(config), "--stream")
+    wait_for(lambda: any(
+        line.startswith("fedwarden run ") for line in deployment.log("run-four").read_text().splitlines()
+    ), 120, deployment)  # fmt: skip
+    run_id = run_id_of(deployment, "run-four")
+    store = deployment.store()
+    try:
+        wait_for(lambda: 2 in rounds_of(store, run_id), 900, deployment)
+        deployment.kill("coordinator")  # SIGKILL: the SuperLink and the ServerApp with it
+        deployment.kill("run-four")
+        assert max(rounds_of(store, run_id)) == 2
+
+        deployment.start_coordinator()
+        resumed = deployment.run("run-four-resume", "resume", run_id, "--stream")
+        resume_log = deployment.log("run-four-resume")
+        wait_for(lambda: "Flower run" in resume_log.read_text(), 120, deployment)
+        flower_run = resume_log.read_text().split("Flower run ")[1].split(")")[0]
+        # Switzerland loses power in round 3 once it has sent its SecAgg+ public keys and key
+        # shares: it never sends its masked update. (Flower 1.41's SecAgg+ does not survive a
+        # node lost before it shares its keys: the survivors miss its shares and fail.)
+        victim = deployment.log("Switzerland")
+        wait_for(
+            lambda: replies_sent(victim, flower_run=flower_run, server_round=3) >= 2,
+            600,
+            deployment,
+            poll_s=0.1,
+        )
+        deployment.kill("Switzerland")
+        assert resumed.wait(timeout=900) == 0, deployment.log("run-four-resume").read_text()[-3000:]
+
+        rounds = rounds_of(store, run_id)
+        with store.session() as session:
+            ledger = session.execute(
+                select(Institution.name, LedgerEntry.round)
+                .join(Institution, Institution.id == LedgerEntry.institution_id)
+                .where(LedgerEntry.run_id == run_id, LedgerEntry.kind == "train")
+            ).all()
+            events = session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+    finally:
+        store.dispose()
+
+    assert sorted(rounds) == [1, 2, 3, 4]
+    resume_at = next(
+        e.seq for e in events if e.action == "run.resume" and e.target == f"run:{run_id}"
+    )
+    recorded_after = [
+        e.details["round"] for e in events
+        if e.action == "round.record" and e.target == f"run:{run_id}" and e.seq > resume_at
+    ]  # fmt: skip
+    assert recorded_after == [3, 4]  # the resumed run did rounds 3 and 4 only
+    assert len(ledger) == len(set(ledger))  # each institution's round is in the ledger once
+    assert {r for _, r in ledger} == {1, 2, 3, 4}
+    assert "Switzerland" in rounds[3].dropped
+    assert sorted(rounds[3].participants) == ["Cleveland", "Hungary"]
+
+
+def test_keys_stay_sealed_and_no_secret_reaches_a_log(deployment):
+    sealed = {"pki/ca.key", "pki/server.key"} | {f"nodes/{n}.key" for n in INSTITUTIONS}
+    for name in sealed:
+        assert is_sealed((deployment.root / name).read_bytes()), name
+    secrets = {"API key": deployment.api_key.split("_", 2)[2]}
+    for path in deployment.keyring.glob("*.kek"):
+        secrets[f"KEK {path.stem}"] = json.loads(path.read_text())["key"]
+    for name in sealed:
+        pem = deployment.ring().open((deployment.root / name).read_bytes()).decode()
+        body = "".join(pem.strip().splitlines()[1:-1])
+        secrets[f"private key {name}"] = private_part(pem, body)
+    store = deployment.store()
+    try:
+        with store.session() as session:
+            blobs = list(session.scalars(select(Checkpoint.blob)))
+    finally:
+        store.dispose()
+    assert all(is_sealed(blob) for blob in blobs)  # (the runs above leave three or more)
+    pem_block = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\s+[A-Za-z0-9+/=]{16}")
+
+    for path in sorted(p for p in deployment.root.rglob("*") if p.is_file()):
+        if deployment.keyring in path.parents or is_sealed(path.read_bytes()[:8]):
+            continue
+        if path.name == "Rogue.key":  # the rogue node's own key, made without a keyring
+            continue
+        text = path.read_bytes().decode("latin-1")
+        for what, secret in secrets.items():
+            assert secret not in text, f"{what} in {path}"
+        assert not pem_block.search(text), f"a private key in plaintext in {path}"
+
+
+def private_part(pem: str, body: str) -> str:
+    """40 base64 characters of the private key itself (not the format's header, not the
+    public key that the certificate also holds)."""
+    if "OPENSSH" in pem:
+        return body[-64:-24]  # the private scalar, before the comment and padding
+    return body[52:92] if len(body) > 100 else body[22:62]  # PKCS#8: EC P-384, Ed25519
