@@ -181,7 +181,10 @@ def _quantize_exported(
     plaintext = read_artifact(
         exported.path, sha256=exported.sha256, keyring=keyring, what="the exported artifact"
     )
-    with tempfile.TemporaryDirectory(prefix="fedwarden-quantize-") as folder:
+    shm = Path("/dev/shm")  # memory-backed where there is one, as for materialized keys
+    with tempfile.TemporaryDirectory(
+        prefix="fedwarden-quantize-", dir=shm if shm.is_dir() else None
+    ) as folder:
         plain = Path(folder) / exported.path.name
         plain.write_bytes(plaintext)
         plain.chmod(0o600)

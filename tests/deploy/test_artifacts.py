@@ -100,3 +100,33 @@ def test_the_service_serves_with_the_right_kek_and_nothing_with_a_wrong_one(seal
 
     status, body = _serve(model_store, wrong)
     assert status != 200 and "predictions" not in body
+
+
+def test_a_sealed_artifact_is_quantized_from_a_private_copy_and_sealed_again(
+    model_store, tmp_path
+):
+    keyring = Keyring([KEK], active=KEK.kek_id)
+    store = Store(model_store.store.engine, keyring=keyring)
+    with store.session() as session:
+        run_id = session.scalars(select(Run.id)).first()
+        ops = repo.authenticate(session, model_store.keys["ops"])
+    registered = export_and_register(
+        store=store,
+        actor=ops,
+        run_id=run_id,
+        name="heart-sealed-int8",
+        artifact_dir=tmp_path,
+        round=2,
+        held_out=model_store.test_rows,
+        quantize="dynamic",
+    )
+
+    path = registered.exported.path
+    assert path.parent == tmp_path.resolve() and path.name.endswith(".int8-dynamic.onnx")
+    assert is_sealed(path.read_bytes()) and path.stat().st_mode & 0o077 == 0
+    assert all(is_sealed(p.read_bytes()) for p in tmp_path.iterdir())  # no plaintext left
+    plaintext = read_artifact(
+        path, sha256=registered.exported.sha256, keyring=keyring, what="the INT8 artifact"
+    )
+    assert hashlib.sha256(plaintext).hexdigest() == registered.exported.sha256
+    assert registered.quantization is not None and registered.quantization["chosen"] == "dynamic"
