@@ -33,6 +33,7 @@ from client.node import NodeSettings
 from client.secagg_guard import secagg_guard_mod_for
 from privacy.account import HistoryStore
 from privacy.accounting import AccountingStep
+from privacy.redaction import install_log_redaction
 from privacy.sampling import effective_sample_rate, steps_per_epoch
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def create_client_app(
     config and process, not per message.
     """
 
+    install_log_redaction()  # the ClientApp process logs no key, token or password
     load = _CachingLoader(data_loader)
 
     def client_fn(context: Context) -> Client:

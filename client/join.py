@@ -37,7 +37,9 @@ from client.history import (
 )
 from privacy.account import InstitutionAccount
 from privacy.config import PrivacyBudget
+from privacy.envelope import Keyring
 from privacy.errors import ConfigError
+from privacy.sealed_files import materialized
 
 logger = logging.getLogger(__name__)
 
@@ -194,12 +196,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def supernode_argv(settings: JoinSettings, *, runtime_port: int) -> list[str]:
+def supernode_argv(
+    settings: JoinSettings, *, runtime_port: int, node_key: Path | None = None
+) -> list[str]:
+    """``flower-supernode`` for ``settings`` (``node_key``: the key's plaintext if it is sealed)."""
     argv = [
         executable("flower-supernode"),
         "--superlink", settings.coordinator,
         "--root-certificates", str(settings.ca_certificate.resolve()),
-        "--auth-supernode-private-key", str(settings.node_key.resolve()),
+        "--auth-supernode-private-key", str((node_key or settings.node_key).resolve()),
         "--node-config", node_config_text(settings.node_config),
         "--host", "127.0.0.1",
         "--port", str(runtime_port),
@@ -232,7 +237,7 @@ class _Diagnosis:
             self.refused = True
 
 
-def join(settings: JoinSettings) -> int:
+def join(settings: JoinSettings, *, keyring: Keyring | None = None) -> int:
     """Run the SuperNode (and the warm executor) in the foreground until it ends or a signal.
 
     Raises
@@ -246,10 +251,15 @@ def join(settings: JoinSettings) -> int:
     env = child_env(FLWR_HOME=str(settings.state_dir.resolve()))
     group = ProcessGroup()
     diagnosis = _Diagnosis()
-    node = group.start(supernode_argv(settings, runtime_port=port), env=env, on_line=diagnosis)
-    if settings.warm:
-        group.start(warm_executor_argv(runtime_port=port, parent_pid=node.pid), env=env)
-    code = group.wait()
+    with materialized(settings.node_key, keyring=keyring, what="the node key") as node_key:
+        node = group.start(
+            supernode_argv(settings, runtime_port=port, node_key=node_key),
+            env=env,
+            on_line=diagnosis,
+        )
+        if settings.warm:
+            group.start(warm_executor_argv(runtime_port=port, parent_pid=node.pid), env=env)
+        code = group.wait()
     if diagnosis.tls_failure:
         raise JoinError(
             f"the coordinator at {settings.coordinator} presented a certificate that the CA "

@@ -44,6 +44,8 @@ from flwr.supercore.auth import add_superexec_auth_secret_args, load_superexec_a
 from flwr.supercore.constant import ExecutorType, TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 
+from privacy.redaction import install_log_redaction
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRELOAD: tuple[str, ...] = (
@@ -311,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m client.warm_exec``."""
     args = build_parser().parse_args(argv)
+    install_log_redaction()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s warm_exec: %(message)s"))
     logger.addHandler(handler)  # Flower's own logger already writes its lines

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from deploy.routes import health_router, models_router
 from deploy.service import Service
 from deploy.settings import ServeSettings
 from privacy.errors import ConfigError, FedwardenError
+from privacy.redaction import install_log_redaction
 from server.errors import (
     AuthenticationError,
     ConflictError,
@@ -62,6 +64,7 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated
 
 def create_app(settings: ServeSettings | None = None, *, store: Store | None = None) -> FastAPI:
     """The inference API; ``store`` (tests) replaces the one named by the settings."""
+    install_log_redaction()  # no key, token or password reaches a log line
     settings = settings or ServeSettings()
 
     @asynccontextmanager
@@ -164,7 +167,11 @@ def register_error_handlers(app: FastAPI) -> None:
         return response
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s", request.url.path)
+        # The frames, not the exception's message: it may quote the request's rows.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        logger.error(
+            "unhandled %s on %s:\n%s", type(exc).__name__, request.url.path, frames.rstrip()
+        )
         return error_response(500, "internal", "internal error")
 
     app.add_exception_handler(FedwardenError, fedwarden_error)

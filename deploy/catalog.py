@@ -82,6 +82,7 @@ class ModelCatalog:
                     providers=self.providers,
                     threads=self.threads,
                     details={"lineage": lineage, "stage": stage, "profile": profile},
+                    keyring=self.store.keyring,
                 )
             except (ServingError, ValueError, KeyError, OSError) as exc:
                 self._failed.add((name, version))

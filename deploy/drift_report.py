@@ -28,6 +28,7 @@ from client.contract.schema import TableSchema
 from deploy.drift import STATUSES, drift_plan, score_windows, with_histograms
 from deploy.errors import DeployError
 from deploy.settings import ServeSettings
+from privacy.envelope import Keyring
 from server.errors import PermissionDeniedError
 from server.store import repository as repo
 from server.store.models import Principal
@@ -62,7 +63,12 @@ class DriftSummary:
 
 
 def summarize(
-    session: Session, *, actor: Principal, model: str, input_path: Path | None
+    session: Session,
+    *,
+    actor: Principal,
+    model: str,
+    input_path: Path | None,
+    keyring: Keyring | None = None,
 ) -> DriftSummary:
     """Score ``input_path`` against the production version's profile, or read its stored state."""
     version = repo.get_model_version(session=session, actor=actor, name=model)
@@ -74,6 +80,7 @@ def summarize(
             preprocessing=PreprocessingSpec.from_dict(version.preprocessing),
             artifact=(Path(version.artifact_path), version.artifact_sha256),
             path=input_path,
+            keyring=keyring,
         )
     else:
         events = [
@@ -114,6 +121,7 @@ def _score_file(
     preprocessing: PreprocessingSpec,
     artifact: tuple[Path, str],
     path: Path,
+    keyring: Keyring | None,
 ) -> DriftSummary:
     if not stored:
         raise DeployError(
@@ -134,6 +142,7 @@ def _score_file(
             preprocessing=preprocessing,
             numeric=numeric,
             categorical=categorical,
+            keyring=keyring,
         )
         if probabilities is None:
             profile = profile.without_predictions()
@@ -184,6 +193,7 @@ def _predict(
     preprocessing: PreprocessingSpec,
     numeric: np.ndarray,
     categorical: np.ndarray,
+    keyring: Keyring | None,
 ) -> np.ndarray | None:
     from deploy.predictor import LoadedModel
 
@@ -195,6 +205,7 @@ def _predict(
             sha256=artifact[1],
             preprocessing=preprocessing,
             providers=["CPUExecutionProvider"],
+            keyring=keyring,
         )
     except DeployError as exc:
         logger.warning("cannot run %s v%d: %s", name, version, exc)

@@ -24,9 +24,11 @@ from client.contract.architecture import ModelSpec
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.schema import CategoricalFeature, NumericFeature
 from client.models import build_model, set_weights
+from deploy.artifacts import write_artifact
 from deploy.errors import ExportError
-from deploy.onnx_contract import INPUT_NAMES, OUTPUT_NAME, sha256_file
+from deploy.onnx_contract import INPUT_NAMES, OUTPUT_NAME
 from deploy.serving_model import ServingModule, encode_rows, frame_to_rows
+from privacy.envelope import Keyring
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +62,9 @@ def serving_module(
     return ServingModule(spec, network).eval()
 
 
-def export_onnx(module: ServingModule, path: Path) -> None:
-    """Write ``module`` as one self-contained ONNX file with a dynamic batch axis."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def export_onnx(module: ServingModule, path: Path | None = None) -> bytes:
+    """``module`` as one self-contained ONNX model with a dynamic batch axis (its bytes),
+    also written in the clear to ``path`` if one is given (tests, tools)."""
     example = (
         torch.zeros(2, module.num_numeric, dtype=torch.float32),
         torch.zeros(2, module.num_categorical, dtype=torch.long),
@@ -86,11 +88,15 @@ def export_onnx(module: ServingModule, path: Path) -> None:
                 verbose=False,
             )
             assert program is not None
-            program.save(str(path), external_data=False)
+            data: bytes = program.model_proto.SerializeToString()
     except Exception as exc:  # the exporter raises many types; all mean "no artifact"
         raise ExportError(f"ONNX export failed: {exc}") from exc
     finally:
         registration.setLevel(level)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return data
 
 
 def sample_rows(spec: PreprocessingSpec, *, count: int, seed: int) -> pd.DataFrame:
@@ -116,12 +122,13 @@ def sample_rows(spec: PreprocessingSpec, *, count: int, seed: int) -> pd.DataFra
 
 
 def check_parity(
-    path: Path, module: ServingModule, spec: PreprocessingSpec, frame: pd.DataFrame
+    artifact: Path | bytes, module: ServingModule, spec: PreprocessingSpec, frame: pd.DataFrame
 ) -> ParityReport:
-    """Compare the ONNX artifact with the training path on ``frame``'s rows."""
+    """Compare the ONNX artifact (a file or its bytes) with the training path on ``frame``."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    source = str(artifact) if isinstance(artifact, Path) else artifact
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     numeric, categorical = encode_rows(frame_to_rows(frame, spec), spec)
     (onnx_probs,) = session.run(None, {"numeric": numeric, "categorical": categorical})
     with torch.no_grad():
@@ -146,18 +153,20 @@ def export_model(
     path: Path,
     held_out: pd.DataFrame | None = None,
     seed: int = 0,
+    keyring: Keyring | None = None,
 ) -> ExportedModel:
-    """Export, check parity, and return the artifact's hash; raise ``ExportError`` on a mismatch.
+    """Export, check parity, write the artifact (sealed when ``keyring`` is given) and return
+    the plaintext's hash; raise ``ExportError`` on a mismatch.
 
-    An artifact that fails parity is deleted, so it cannot be registered by mistake.
+    An artifact that fails parity is never written, so it cannot be registered by mistake.
     """
     module = serving_module(weights, model_spec, preprocessing)
-    export_onnx(module, path)
+    data = export_onnx(module)
     frames = [sample_rows(preprocessing, count=512, seed=seed)]
     if held_out is not None and len(held_out):
         frames.append(held_out[preprocessing.schema.feature_names])
     rows = pd.concat(frames, ignore_index=True)
-    parity = check_parity(path, module, preprocessing, rows)
+    parity = check_parity(data, module, preprocessing, rows)
     logger.info(
         "parity on %d rows: max |Δp| %.2e, same classes %s",
         parity.rows,
@@ -165,11 +174,11 @@ def export_model(
         parity.same_classes,
     )
     if not parity.passed:
-        path.unlink(missing_ok=True)
         raise ExportError(
             f"the ONNX artifact does not match the PyTorch model on {parity.rows} rows "
             f"(max |Δp| {parity.max_abs_diff:.2e}, tolerance {PARITY_TOLERANCE:g}; same classes: "
             f"{parity.same_classes}); refusing to register it",
             max_abs_diff=parity.max_abs_diff,
         )
-    return ExportedModel(path=path, sha256=sha256_file(path), parity=parity)
+    sha256 = write_artifact(path, data, keyring=keyring)
+    return ExportedModel(path=path, sha256=sha256, parity=parity)

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from client.contract.preprocessing import PreprocessingSpec
+from deploy.artifacts import read_artifact
 from deploy.columns import ColumnEncoder
 from deploy.errors import ServingError
-from deploy.onnx_contract import INPUT_NAMES, sha256_file
+from deploy.onnx_contract import INPUT_NAMES
 from deploy.validation import UNLIMITED, RequestLimits, RowEncoder
+from privacy.envelope import Keyring
 
 logger = logging.getLogger(__name__)
 
@@ -72,23 +74,15 @@ class LoadedModel:
         providers: list[str],
         threads: int = 1,
         details: dict[str, Any] | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         import onnxruntime as ort
 
-        if not path.is_file():
-            raise ServingError(f"artifact of {name} v{version} is missing: {path}")
-        actual = sha256_file(path)
-        if actual != sha256:
-            raise ServingError(
-                f"artifact of {name} v{version} does not match its registered SHA-256 "
-                f"({actual[:12]}… instead of {sha256[:12]}…); refusing to serve it",
-                model=name,
-                version=version,
-            )
+        data = read_artifact(path, sha256=sha256, keyring=keyring, what=f"{name} v{version}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.session = ort.InferenceSession(data, sess_options=options, providers=providers)
         self.name = name
         self.version = version
         self.sha256 = sha256

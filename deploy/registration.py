@@ -11,7 +11,9 @@ exported from an earlier round keeps only its feature blocks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,13 @@ from client.contract.errors import DataError
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import ReferenceProfile
 from client.contract.schema import TableSchema, validate_frame
+from deploy.artifacts import read_artifact, write_artifact
 from deploy.onnx_contract import sha256_file
 from deploy.onnx_export import ExportedModel, export_model, sample_rows
 from deploy.quantize import DEFAULT_TOLERANCE_POINTS, QuantizationDecision, quantize_artifact
 from deploy.serving_model import encode_rows, frame_to_rows
-from server.checkpoint_format import RunCheckpoint
+from privacy.envelope import Keyring
+from server.checkpoint_format import open_checkpoint
 from server.errors import NotFoundError
 from server.store import repository as repo
 from server.store.engine import Store
@@ -70,7 +74,9 @@ def export_and_register(
         row = repo.checkpoint_for_export(
             session=session, actor=_same(session, actor), run_id=run_id, round=round
         )
-        checkpoint = RunCheckpoint.from_bytes(row.blob)
+        checkpoint = open_checkpoint(
+            row.blob, keyring=store.keyring, what=f"checkpoint of run {run_id} round {row.round}"
+        )
     preprocessing = PreprocessingSpec.from_json(checkpoint.preprocessing)
     if held_out_path is not None:
         held_out = read_labelled_rows(held_out_path, preprocessing.schema)
@@ -83,22 +89,20 @@ def export_and_register(
         path=path,
         held_out=held_out,
         seed=checkpoint.round,
+        keyring=store.keyring,
     )
     decision = None
     if quantize is not None:
-        decision = _quantized(
-            exported.path,
+        decision, exported = _quantize_exported(
+            exported,
             preprocessing,
             held_out,
             quantize,
             tolerance_points=quantize_tolerance_points,
             seed=checkpoint.round,
+            keyring=store.keyring,
         )
-        if decision.path != exported.path:
-            exported = ExportedModel(
-                path=decision.path, sha256=sha256_file(decision.path), parity=exported.parity
-            )
-            path = decision.path
+        path = exported.path
     with store.session() as session:
         lineage = repo.run_lineage(session=session, run_id=run_id, up_to_round=checkpoint.round)
         lineage["parity"] = {
@@ -146,6 +150,54 @@ def read_labelled_rows(path: Path, schema: TableSchema) -> pd.DataFrame:
     except Exception as exc:  # pandas and pyarrow raise many types for a malformed file
         raise DataError(f"cannot read {path}: {exc}", path=str(path)) from exc
     return validate_frame(frame, schema)
+
+
+def _quantize_exported(
+    exported: ExportedModel,
+    preprocessing: PreprocessingSpec,
+    held_out: pd.DataFrame | None,
+    mode: str,
+    *,
+    tolerance_points: float,
+    seed: int,
+    keyring: Keyring | None,
+) -> tuple[QuantizationDecision, ExportedModel]:
+    """Quantise an exported artifact; a sealed one is quantised from a plaintext copy in a
+    private temporary folder, and the artifact kept is sealed again next to the original."""
+    if keyring is None:
+        decision = _quantized(
+            exported.path,
+            preprocessing,
+            held_out,
+            mode,
+            tolerance_points=tolerance_points,
+            seed=seed,
+        )
+        if decision.path != exported.path:
+            exported = ExportedModel(
+                path=decision.path, sha256=sha256_file(decision.path), parity=exported.parity
+            )
+        return decision, exported
+    plaintext = read_artifact(
+        exported.path, sha256=exported.sha256, keyring=keyring, what="the exported artifact"
+    )
+    shm = Path("/dev/shm")  # memory-backed where there is one, as for materialized keys
+    with tempfile.TemporaryDirectory(
+        prefix="fedwarden-quantize-", dir=shm if shm.is_dir() else None
+    ) as folder:
+        plain = Path(folder) / exported.path.name
+        plain.write_bytes(plaintext)
+        plain.chmod(0o600)
+        decision = _quantized(
+            plain, preprocessing, held_out, mode, tolerance_points=tolerance_points, seed=seed
+        )
+        if decision.path == plain:
+            decision = dataclasses.replace(decision, path=exported.path)
+            return decision, exported
+        kept = exported.path.with_name(decision.path.name)
+        sha256 = write_artifact(kept, decision.path.read_bytes(), keyring=keyring)
+    decision = dataclasses.replace(decision, path=kept)
+    return decision, ExportedModel(path=kept, sha256=sha256, parity=exported.parity)
 
 
 def _quantized(

@@ -51,7 +51,10 @@ class Service:
     @classmethod
     def build(cls, settings: ServeSettings, *, store: Store | None = None) -> Service:
         owns = store is None
-        store = store or open_store(settings.store)
+        if store is None:
+            from privacy.keyring import load_keyring
+
+            store = open_store(settings.store, keyring=load_keyring())
         holder = ModelHolder()
         metrics = ServiceMetrics()
         return cls(

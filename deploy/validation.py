@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, canonical
+from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, canonical, shown
 from deploy.errors import InvalidRequestError
 
 MISSING_CATEGORY = -1
@@ -114,7 +114,8 @@ class RowEncoder:
         low, high = feature.range
         if not low <= number <= high:
             raise InvalidRequestError(
-                f"rows[{index}].{feature.name}: {number:g} is outside [{low:g}, {high:g}]"
+                f"rows[{index}].{feature.name}: {shown(feature, format(number, 'g'))} is outside "
+                f"[{low:g}, {high:g}]"
             )
         return number
 
@@ -134,7 +135,8 @@ class RowEncoder:
         if found is None:
             expected = ", ".join(feature.categories)
             raise InvalidRequestError(
-                f"{where}: unknown category {value!r}; expected one of {expected}"
+                f"{where}: unknown category {shown(feature, repr(value))}; expected one of "
+                f"{expected}"
             )
         return found
 

@@ -32,9 +32,12 @@ place: ``simulations.cli.app``) and keyword context (``institution=``,
      │         ├── AuthenticationError               no or a bad API key         6
      │         ├── PermissionDeniedError             a role is missing           7
      │         └── AuditChainError                   the audit log was altered   9
-     └── DeployError (deploy.errors)                 export or serving fails     10
-          ├── ExportError, ServingError                                          10
-          └── InvalidRequestError                    a bad request (HTTP 4xx)    10
+     ├── DeployError (deploy.errors)                 export or serving fails     10
+     │    ├── ExportError, ServingError                                          10
+     │    └── InvalidRequestError                    a bad request (HTTP 4xx)    10
+     └── EncryptionError                             data at rest won't open     70
+          ├── KeyUnavailableError                    no (or not the right) KEK   71
+          └── DecryptionError                        wrong key or altered bytes  72
 
 A test holds every error class to this table: a code means one thing.
 """
@@ -57,6 +60,9 @@ EXIT_CODES: dict[int, str] = {
     10: "a model cannot be exported or served",
     11: "the node cannot join the federation",
     12: "a Flower deployment command failed",
+    70: "data at rest cannot be encrypted or decrypted",
+    71: "no key-encryption key is configured, or not the one the data was sealed with",
+    72: "an envelope does not open: wrong key, or the ciphertext was altered",
     130: "interrupted (Ctrl-C)",
 }
 """Exit codes of ``fedwarden``, by meaning (the README lists them)."""
@@ -177,3 +183,21 @@ class TooFewParticipantsError(UnsafeSecureAggregationError):
         super().__init__(message, participants=participants, minimum=minimum, **context)
         self.participants = participants
         self.minimum = minimum
+
+
+class EncryptionError(FedwardenError):
+    """Data at rest cannot be encrypted or decrypted (see ``privacy.envelope``)."""
+
+    exit_code: ClassVar[int] = 70
+
+
+class KeyUnavailableError(EncryptionError):
+    """No key-encryption key is configured, or not the one an envelope was sealed with."""
+
+    exit_code: ClassVar[int] = 71
+
+
+class DecryptionError(EncryptionError):
+    """An envelope does not open: the key is wrong or the bytes were altered."""
+
+    exit_code: ClassVar[int] = 72

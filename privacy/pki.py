@@ -7,7 +7,9 @@
   SuperNode authentication takes); its public key is registered with the
   coordinator, its private key never leaves the institution.
 
-Private keys are written with mode 0600 and never printed or logged.
+Private keys are written with mode 0600 and never printed or logged; with a
+keyring (encryption at rest on) they are sealed under its active KEK, and
+``privacy.sealed_files.materialized`` hands Flower a short-lived plaintext copy.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from privacy.envelope import Keyring
 from privacy.errors import ConfigError
+from privacy.sealed_files import read_private_file, write_file
 
 NODE_KEY_TYPES = ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 
@@ -36,13 +39,8 @@ class IssuedFiles:
     private_key: Path
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        path.unlink()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
+def _write_private(path: Path, data: bytes, *, keyring: Keyring | None) -> None:
+    write_file(path, data, keyring=keyring, private=True)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -54,7 +52,11 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def create_ca(
-    *, out_dir: Path, name: str = "fedwarden consortium CA", days: int = 3650
+    *,
+    out_dir: Path,
+    name: str = "fedwarden consortium CA",
+    days: int = 3650,
+    keyring: Keyring | None = None,
 ) -> IssuedFiles:
     """A self-signed CA: ``ca.crt`` (hand it to every institution) and ``ca.key`` (keep it)."""
     if days < 1:
@@ -91,12 +93,17 @@ def create_ca(
     files = IssuedFiles(certificate=out_dir / "ca.crt", private_key=out_dir / "ca.key")
     out_dir.mkdir(parents=True, exist_ok=True)
     files.certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    _write_private(files.private_key, _pem_key(key))
+    _write_private(files.private_key, _pem_key(key), keyring=keyring)
     return files
 
 
 def issue_server_certificate(
-    *, ca: IssuedFiles, addresses: list[str], out_dir: Path, days: int = 825
+    *,
+    ca: IssuedFiles,
+    addresses: list[str],
+    out_dir: Path,
+    days: int = 825,
+    keyring: Keyring | None = None,
 ) -> IssuedFiles:
     """The SuperLink's TLS certificate for ``addresses`` (IPs or DNS names), signed by ``ca``."""
     if not addresses:
@@ -104,7 +111,8 @@ def issue_server_certificate(
     if days < 1:
         raise ConfigError(f"a certificate must last at least a day, got {days}")
     ca_certificate = x509.load_pem_x509_certificate(ca.certificate.read_bytes())
-    ca_key = serialization.load_pem_private_key(ca.private_key.read_bytes(), password=None)
+    ca_pem = read_private_file(ca.private_key, keyring=keyring, what="the CA key")
+    ca_key = serialization.load_pem_private_key(ca_pem, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ConfigError("the CA key is not an elliptic-curve key made by `fedwarden pki init`")
     names: list[x509.GeneralName] = []
@@ -135,11 +143,13 @@ def issue_server_certificate(
     )
     files = IssuedFiles(certificate=out_dir / "server.crt", private_key=out_dir / "server.key")
     files.certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    _write_private(files.private_key, _pem_key(key))
+    _write_private(files.private_key, _pem_key(key), keyring=keyring)
     return files
 
 
-def generate_node_key(*, out_dir: Path, institution: str) -> tuple[Path, str]:
+def generate_node_key(
+    *, out_dir: Path, institution: str, keyring: Keyring | None = None
+) -> tuple[Path, str]:
     """An institution's node key pair (OpenSSH ECDSA P-384); returns the private key's path
     and the public key line (``ecdsa-sha2-nistp384 AAAA... fedwarden:<institution>``)."""
     stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in institution) or "node"
@@ -159,7 +169,7 @@ def generate_node_key(*, out_dir: Path, institution: str) -> tuple[Path, str]:
     if private_path.exists():
         # It may be registered already: replacing it would lock the node out.
         raise ConfigError(f"{private_path} exists; refusing to overwrite a node's key")
-    _write_private(private_path, private)
+    _write_private(private_path, private, keyring=keyring)
     (out_dir / f"{stem}.pub").write_text(line + "\n")
     return private_path, line
 

@@ -17,7 +17,8 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from server.checkpoint_format import RunCheckpoint
+from privacy.redaction import install_log_redaction
+from server.checkpoint_format import RunCheckpoint, open_checkpoint
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
 from server.federation import Federation
@@ -25,6 +26,7 @@ from server.ledger import LedgerObserver
 from server.run_events import RoundRecord, RunObserver, RunResult, RunStart
 
 logger = logging.getLogger(__name__)
+
 
 class LoggingObserver:
     """One log line per round: what an operator tails from the SuperLink's log."""
@@ -64,6 +66,7 @@ def create_server_app(
     config; ``observers`` replace the default ones and the store; ``results``
     receives the outcome.
     """
+    install_log_redaction()  # the ServerApp process logs no key, token or password
     app = ServerApp()
 
     @app.main()
@@ -89,6 +92,7 @@ def _run_recorded(grid: Grid, context: Context, settings: FederationSettings) ->
         logger.warning("no database-url: this run is not recorded in a governance store")
         return Federation(settings, observers).run(grid, context)
 
+    from privacy.keyring import load_keyring
     from server.store import repository as repo
     from server.store.recorder import StoreRecorder
 
@@ -96,6 +100,7 @@ def _run_recorded(grid: Grid, context: Context, settings: FederationSettings) ->
         repo.StoreSettings.load(record.database_url),
         run_name=record.run_name,
         run_id=record.run_id,
+        keyring=load_keyring(),  # FEDWARDEN_KEYRING / FEDWARDEN_KEK of the coordinator
     )
     try:
         resume = _checkpoint(recorder) if record.resume else None
@@ -116,7 +121,9 @@ def _checkpoint(recorder: Any) -> RunCheckpoint:
         row = repo.latest_checkpoint(session=session, actor=actor, run_id=recorder.run_id)
         if row is None:
             raise FederationError(f"run {recorder.run_id} has no checkpoint to resume from")
-        return RunCheckpoint.from_bytes(row.blob)
+        return open_checkpoint(
+            row.blob, keyring=recorder.store.keyring, what=f"checkpoint of run {recorder.run_id}"
+        )
 
 
 app = create_server_app()

@@ -4,7 +4,9 @@ A ``RunCheckpoint`` holds the global weights, the aggregation strategy's own sta
 (FedAdam's moments, ...), the coordinator's privacy ledger snapshot (ε per
 institution, who can no longer be scheduled), and what every later round needs
 (preprocessing, model spec, run config). It serialises to an ``.npz`` blob with
-no pickled objects, so a checkpoint read back can carry no code.
+no pickled objects, so a checkpoint read back can carry no code. With encryption
+at rest on, ``seal_checkpoint`` / ``open_checkpoint`` wrap that blob in an
+envelope (``privacy.envelope``): the store never holds the weights in the clear.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 from flwr.server.strategy import FedOpt, Strategy
 
+from privacy.envelope import Keyring, open_if_sealed, seal_if
 from privacy.errors import ConfigError
 
 _FORMAT = 1
@@ -84,6 +87,16 @@ class RunCheckpoint:
             exhausted=dict(meta["exhausted"]),
             central_rounds=int(meta["central_rounds"]),
         )
+
+
+def seal_checkpoint(checkpoint: RunCheckpoint, *, keyring: Keyring | None) -> bytes:
+    """The checkpoint's blob as the store keeps it: sealed when a keyring is given."""
+    return seal_if(keyring, checkpoint.to_bytes())
+
+
+def open_checkpoint(blob: bytes, *, keyring: Keyring | None, what: str) -> RunCheckpoint:
+    """A stored checkpoint back, decrypted if sealed (raises ``EncryptionError`` if it won't)."""
+    return RunCheckpoint.from_bytes(open_if_sealed(keyring, blob, what=what))
 
 
 def capture_strategy_state(strategy: Strategy) -> dict[str, list[np.ndarray]]:

@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from client.contract.errors import SchemaError
+from privacy.redaction import REDACTOR
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class NumericFeature(_Frozen):
     range: tuple[float, float]
     nullable: bool = False
     missing_values: tuple[float, ...] = ()
+    sensitive: bool = False
+    """Its values never appear in a message or a log line (see ``shown``)."""
 
     @model_validator(mode="after")
     def _check_range(self) -> NumericFeature:
@@ -53,6 +56,8 @@ class CategoricalFeature(_Frozen):
     name: str = Field(min_length=1)
     categories: tuple[str, ...] = Field(min_length=1)
     nullable: bool = False
+    sensitive: bool = False
+    """Its values never appear in a message, and are masked in log lines."""
 
     @model_validator(mode="after")
     def _check_categories(self) -> CategoricalFeature:
@@ -150,7 +155,11 @@ class TableSchema(_Frozen):
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON: equal schemas, equal fingerprints."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        for feature in data["features"]:  # unflagged: the same fingerprint as before the flag
+            if not feature.get("sensitive"):
+                feature.pop("sensitive", None)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -204,8 +213,15 @@ def validate_frame(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
             out[feature.name] = _numeric(column, feature)
         else:
             out[feature.name] = _categorical(column, feature)
+        if feature.sensitive:  # mask its values in every later log line of this process
+            REDACTOR.add_literals(str(v) for v in column.dropna().unique() if isinstance(v, str))
     out[schema.target.name] = _target(frame[schema.target.name].reset_index(drop=True), schema)
     return pd.DataFrame(out)
+
+
+def shown(feature: NumericFeature | CategoricalFeature, value: str) -> str:
+    """``value`` as a message may quote it: withheld if the feature is ``sensitive``."""
+    return "a value (withheld: the column is sensitive)" if feature.sensitive else value
 
 
 def _row(mask: pd.Series | np.ndarray) -> int:
@@ -221,7 +237,9 @@ def _numeric(column: pd.Series, feature: NumericFeature) -> pd.Series:
     if bad.any():
         row = _row(bad)
         raise SchemaError(
-            f"non-numeric value {column[row - 1]!r} at row {row}", column=feature.name, row=row
+            f"non-numeric value {shown(feature, repr(column[row - 1]))} at row {row}",
+            column=feature.name,
+            row=row,
         )
     infinite = np.isinf(values.to_numpy())
     if infinite.any():
@@ -239,7 +257,7 @@ def _numeric(column: pd.Series, feature: NumericFeature) -> pd.Series:
         row = _row(outside)
         raise SchemaError(
             f"{int(outside.sum())} value(s) outside the declared range [{low:g}, {high:g}] "
-            f"(first at row {row}: {values[row - 1]:g})",
+            f"(first at row {row}: {shown(feature, format(values[row - 1], 'g'))})",
             column=feature.name,
             row=row,
         )
@@ -261,7 +279,7 @@ def _categorical(column: pd.Series, feature: CategoricalFeature) -> pd.Series:
     if unknown.any():
         row = _row(unknown)
         raise SchemaError(
-            f"unknown category {values[row - 1]!r} at row {row}; declared: "
+            f"unknown category {shown(feature, repr(values[row - 1]))} at row {row}; declared: "
             + ", ".join(feature.categories),
             column=feature.name,
             row=row,

@@ -49,7 +49,12 @@ def create_app(settings: ConsoleSettings, *, store: Store | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
-        opened = open_store(settings.database_url) if store is None else store
+        if store is None:  # the audit key (and what else is sealed) opens with the keyring
+            from privacy.keyring import load_keyring
+
+            opened = open_store(settings.database_url, keyring=load_keyring())
+        else:
+            opened = store
         templates = Jinja2Templates(directory=str(TEMPLATES))
         filters.install(templates.env)
         app.state.console = ConsoleState(

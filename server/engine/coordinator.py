@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from client.contract.processes import ProcessGroup, child_env, executable
+from privacy.sealed_files import materialized
 from server.engine.flwr_cli import flwr_home, write_connection
 from server.engine.superlink import (
     RefusalWatcher,
@@ -47,14 +48,22 @@ def run_coordinator(
     env = child_env(FLWR_HOME=str(flwr_home(settings.state_dir)), FEDWARDEN_DATABASE_URL=url)
     group = ProcessGroup()
     watcher = RefusalWatcher(store)
-    group.start(
-        superlink_argv(settings, program=executable("flower-superlink")),
-        env=env,
-        log_path=settings.state_dir / "superlink.log",
-        on_line=watcher,
-    )
+    # A sealed TLS key is decrypted to memory-backed storage only until the SuperLink has it.
+    with materialized(
+        settings.pki_dir / "server.key", keyring=store.keyring, what="the TLS key"
+    ) as key_file:
+        group.start(
+            superlink_argv(settings, program=executable("flower-superlink"), key_file=key_file),
+            env=env,
+            log_path=settings.state_dir / "superlink.log",
+            on_line=watcher,
+        )
+        try:
+            wait_until_ready(settings)
+        except BaseException:
+            group.stop()
+            raise
     try:
-        wait_until_ready(settings)
         nodes = push_node_keys(store=store, state_dir=settings.state_dir)
         with store.session() as session:
             audit.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from privacy.keyring import load_keyring
 from server.store import audit, rbac
 from server.store.engine import open_store
 from server.store.keys import authenticate
@@ -51,7 +52,9 @@ def authorize_operator(
         The key is not good, or its principal may not do this (both audited).
     """
     permission = PERMISSIONS[action]
-    store = open_store(StoreSettings.load(database_url), upgrade=False, create=False)
+    store = open_store(
+        StoreSettings.load(database_url), upgrade=False, create=False, keyring=load_keyring()
+    )
     try:
         with store.session() as session:
             principal = authenticate(session, api_key)
@@ -76,7 +79,7 @@ def authorize_simulation(*, settings: StoreSettings, api_key: str | None) -> str
     from server.store.models import Grant, Role
 
     try:
-        store = open_store(settings, upgrade=False, create=False)
+        store = open_store(settings, upgrade=False, create=False, keyring=load_keyring())
     except NotFoundError:
         return None
     try:

@@ -78,14 +78,17 @@ class SuperLinkSettings:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
 
 
-def superlink_argv(settings: SuperLinkSettings, *, program: str) -> list[str]:
-    """``flower-superlink`` with TLS, node authentication, a state database, no ``uv sync``."""
+def superlink_argv(
+    settings: SuperLinkSettings, *, program: str, key_file: Path | None = None
+) -> list[str]:
+    """``flower-superlink`` with TLS, node authentication, a state database, no ``uv sync``
+    (``key_file``: the TLS key's plaintext where ``server.key`` is sealed)."""
     pki = settings.pki_dir.resolve()
     return [
         program,
         "--ssl-ca-certfile", str(pki / "ca.crt"),
         "--ssl-certfile", str(pki / "server.crt"),
-        "--ssl-keyfile", str(pki / "server.key"),
+        "--ssl-keyfile", str(key_file or pki / "server.key"),
         "--enable-supernode-auth",
         "--database", str(settings.state_dir.resolve() / "superlink.db"),
         "--disable-runtime-dependency-installation",

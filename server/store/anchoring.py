@@ -5,16 +5,15 @@ key and returns a ``Receipt``. Whoever keeps the receipt (a regulator, each
 member institution) can later check, with ``verify_receipt`` and
 ``audit.verify_chain(anchor=...)``, that the log still holds that event with
 that hash: a log rewritten from scratch or cut short no longer does. The
-private key lives in a PEM file readable by its owner only, and is never
-printed or logged.
+private key lives in a PEM file readable by its owner only (sealed under the
+keyring's KEK when encryption at rest is on), and is never printed or logged;
+``load_signing_key`` is the one function that reads it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.orm import Session
 
+from privacy.envelope import Keyring
 from privacy.errors import ConfigError
+from privacy.sealed_files import read_private_file, write_private_file
 from server.errors import AuditChainError
 from server.store import audit
 from server.store.models import utcnow
@@ -68,8 +69,9 @@ class Receipt:
             raise ConfigError(f"not an audit receipt: {exc}") from None
 
 
-def generate_signing_key(path: Path) -> str:
-    """Write a new Ed25519 private key to ``path`` (PEM, mode 0600); return its public key (hex).
+def generate_signing_key(path: Path, *, keyring: Keyring | None = None) -> str:
+    """Write a new Ed25519 private key to ``path`` (PEM, mode 0600, sealed when ``keyring``
+    is given); return its public key (hex).
 
     Raises
     ------
@@ -82,33 +84,22 @@ def generate_signing_key(path: Path) -> str:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path} exists already; a signing key is never overwritten") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot write the signing key to {path}: {exc.strerror}") from None
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
+    write_private_file(path, pem, keyring=keyring, what="a signing key")
     return public_key_hex(key.public_key())
 
 
-def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """Read the coordinator's Ed25519 private key from a PEM file.
+def load_signing_key(path: Path, *, keyring: Keyring | None = None) -> Ed25519PrivateKey:
+    """Read the coordinator's Ed25519 private key from a PEM file (decrypted if sealed).
 
     Raises
     ------
     ConfigError
         The file is missing, readable by others than its owner, or not an
-        unencrypted Ed25519 private key.
+        Ed25519 private key.
+    EncryptionError
+        The file is sealed and ``keyring`` cannot open it.
     """
-    try:
-        mode = path.stat().st_mode
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the signing key {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"the signing key {path} is readable by others; chmod 600 it")
+    pem = read_private_file(path, keyring=keyring, what="the signing key")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError):

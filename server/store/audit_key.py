@@ -8,10 +8,12 @@ name derived from the store's URL. Next to it, ``<key>.checkpoints.jsonl``
 holds the automatic checkpoints (see ``audit.py``): the log's head, MAC'd, at
 least every ``audit_checkpoint_every`` events or ``audit_checkpoint_interval_s``.
 
-``load_audit_key`` is the one function that reads a key file; wrap it to add
-encryption at rest. A key is created only for a log that has no genesis event
-yet (a new store, or one from before keyed chains); a log that has one and a
-missing key file is an error, never a fresh key.
+``load_audit_key`` is the one function that reads a key file; it goes through
+``privacy.sealed_files.read_private_file``, so with encryption at rest on (a
+keyring given to ``open_store``) the key file is sealed under the KEK.
+A key is created only for a log that has no genesis event yet (a new store,
+or one from before keyed chains); a log that has one and a missing key file
+is an error, never a fresh key.
 
 The locator of each engine (where its key and checkpoints live) is held in a
 registry keyed by the engine, filled by ``open_store``; an engine opened some
@@ -24,7 +26,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import stat
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine
 
+from privacy.envelope import Keyring, seal_if
 from privacy.errors import ConfigError
+from privacy.sealed_files import read_private_file
 
 _HEADER = "fedwarden-audit-key-v1"
 _SECRET_BYTES = 32
@@ -54,8 +57,9 @@ class AuditKey:
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
 
 
-def generate_audit_key(path: Path) -> AuditKey:
-    """Write a new key to ``path`` (mode 0600, never overwriting one); return it.
+def generate_audit_key(path: Path, *, keyring: Keyring | None = None) -> AuditKey:
+    """Write a new key to ``path`` (mode 0600, never overwriting one, sealed when ``keyring``
+    is given); return it.
 
     Raises
     ------
@@ -70,27 +74,27 @@ def generate_audit_key(path: Path) -> AuditKey:
         raise ConfigError(f"{path} exists already; an audit key is never overwritten") from None
     except OSError as exc:
         raise ConfigError(f"cannot write the audit key to {path}: {exc.strerror}") from None
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(f"{_HEADER} {key.secret.hex()}\n")
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(seal_if(keyring, f"{_HEADER} {key.secret.hex()}\n".encode("ascii")))
     return key
 
 
-def load_audit_key(path: Path) -> AuditKey:
-    """Read the audit key from ``path``: the one place a key file is read.
+def load_audit_key(path: Path, *, keyring: Keyring | None = None) -> AuditKey:
+    """Read the audit key from ``path``: the one place a key file is read (through
+    ``privacy.sealed_files.read_private_file``, so a sealed key is opened with ``keyring``).
 
     Raises
     ------
     ConfigError
         The file is missing, readable by others than its owner, or not an audit key.
+    EncryptionError
+        The file is sealed and ``keyring`` cannot open it.
     """
+    blob = read_private_file(path, keyring=keyring, what="the audit key")
     try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        raise ConfigError(f"cannot read the audit key {path}: {reason}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"the audit key {path} is readable by others; chmod 600 it")
+        text = blob.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read the audit key {path}: not text") from None
     header, _, hexed = text.strip().partition(" ")
     try:
         secret = bytes.fromhex(hexed)
@@ -113,6 +117,7 @@ class KeyLocator:
     checkpoint_every: int = 100
     checkpoint_interval_s: float = 600.0
     key: AuditKey | None = None
+    keyring: Keyring | None = field(default=None, repr=False)
     genesis_seen: bool = False
     log_id: str | None = None
     last_checkpoint_seq: int | None = None
@@ -130,7 +135,7 @@ class KeyLocator:
         """The key if it exists (loading it once), else ``None``."""
         with self.lock:
             if self.key is None and self.path is not None and self.path.exists():
-                self.key = load_audit_key(self.path)
+                self.key = load_audit_key(self.path, keyring=self.keyring)
             return self.key
 
     def require_key(self) -> AuditKey:
@@ -150,9 +155,9 @@ class KeyLocator:
                 if self.path is None:
                     self.key = AuditKey(secrets.token_bytes(_SECRET_BYTES))
                 elif self.path.exists():
-                    self.key = load_audit_key(self.path)
+                    self.key = load_audit_key(self.path, keyring=self.keyring)
                 else:
-                    self.key = generate_audit_key(self.path)
+                    self.key = generate_audit_key(self.path, keyring=self.keyring)
             return self.key
 
 

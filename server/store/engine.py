@@ -32,6 +32,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from privacy.envelope import Keyring
 from privacy.errors import ConfigError
 from server.errors import ConflictError, NotFoundError, StoreError, StoreUnavailableError
 from server.store import audit_key, migrate
@@ -47,10 +48,14 @@ class Store:
     ----------
     engine : Engine
         Built by ``create_store_engine``.
+    keyring : Keyring, optional
+        Seals what the store keeps that must not sit in the clear (checkpoints
+        with weights, model artifacts); ``None``: encryption at rest is off.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, keyring: Keyring | None = None) -> None:
         self.engine = engine
+        self.keyring = keyring
 
     @property
     def url(self) -> str:
@@ -200,7 +205,11 @@ def _first_line(exc: DBAPIError) -> str:
 
 
 def open_store(
-    settings: StoreSettings | str, *, upgrade: bool = True, create: bool = True
+    settings: StoreSettings | str,
+    *,
+    upgrade: bool = True,
+    create: bool = True,
+    keyring: Keyring | None = None,
 ) -> Store:
     """Open the store, creating it or bringing its schema to the newest revision if needed.
 
@@ -214,6 +223,8 @@ def open_store(
         Create the store if there is none (the default). ``False`` (every command
         but ``db upgrade`` and ``admin init``) refuses, naming the URL, so an
         operator pointed at the wrong place does not get a fresh, empty store.
+    keyring : Keyring, optional
+        Encryption at rest for what the store keeps (see ``Store``).
 
     Raises
     ------
@@ -228,8 +239,10 @@ def open_store(
         settings = StoreSettings.load(settings)
     if not create:
         _require_existing(settings)
-    store = Store(create_store_engine(settings))
-    audit_key.register(store.engine, audit_key.default_locator(settings))
+    store = Store(create_store_engine(settings), keyring=keyring)
+    locator = audit_key.default_locator(settings)
+    locator.keyring = keyring  # the audit key file is sealed under the KEK too
+    audit_key.register(store.engine, locator)
     try:
         if upgrade:
             store.upgrade(actor="system")

@@ -240,20 +240,7 @@ def issue_key(
         owner = _principal(session, principal)
         if expires_days is not None and not expires_days > 0:
             raise ConfigError(f"a key's lifetime must be > 0 days, got {expires_days}")
-        if owner.id != actor.id:
-            beyond = sorted(
-                set(rbac.roles_of(session, principal=owner))
-                - set(rbac.roles_of(session, principal=actor))
-            )
-            if beyond:
-                raise PermissionDeniedError(
-                    f"principal {actor_name!r} cannot issue a key for {principal!r}, which holds "
-                    f"role(s) {', '.join(beyond)} that {actor_name!r} does not; its key comes "
-                    "from `fedwarden admin enroll` on the coordinator",
-                    principal=actor_name,
-                    permission="key:manage",
-                    target=target,
-                )
+        _check_separated_duties(session, actor=actor, owner=owner, target=target)
     except FedwardenError as exc:
         raise _refused(session, exc, actor=actor_name, action="key.issue", target=target) from None
     token, row = _new_key(session, owner=owner, issuer=actor_name, expires_days=expires_days)
@@ -322,6 +309,26 @@ def enroll_principal(
     return principal, token
 
 
+def _check_separated_duties(
+    session: Session, *, actor: Principal, owner: Principal, target: str
+) -> None:
+    """Refuse a key for ``owner`` minted by an ``actor`` who lacks one of ``owner``'s roles."""
+    if owner.id == actor.id:
+        return
+    beyond = sorted(
+        set(rbac.roles_of(session, principal=owner)) - set(rbac.roles_of(session, principal=actor))
+    )
+    if beyond:
+        raise PermissionDeniedError(
+            f"principal {actor.name!r} cannot issue a key for {owner.name!r}, which holds "
+            f"role(s) {', '.join(beyond)} that {actor.name!r} does not; its key comes "
+            "from `fedwarden admin enroll` on the coordinator",
+            principal=actor.name,
+            permission="key:manage",
+            target=target,
+        )
+
+
 def _new_key(
     session: Session, *, owner: Principal, issuer: str, expires_days: float | None
 ) -> tuple[str, ApiKey]:
@@ -349,6 +356,61 @@ def revoke_key(*, session: Session, actor: Principal, prefix: str) -> ApiKey:
         session, actor=actor_name, action="key.revoke", target=target, details={"owner": owner.name}
     )
     return row
+
+
+def rotate_key(
+    *,
+    session: Session,
+    actor: Principal,
+    prefix: str,
+    overlap_hours: float = 24.0,
+    expires_days: float | None = None,
+) -> tuple[str, ApiKey, ApiKey]:
+    """A new key for the owner of key ``prefix``; the old one keeps working ``overlap_hours``
+    more, then expires (needs ``key:manage``; audited as ``key.rotate``). As with
+    ``issue_key``, an actor cannot rotate the key of a principal holding a role it lacks.
+
+    Returns
+    -------
+    (str, ApiKey, ApiKey)
+        The new token (show it once), its row, and the old key's row.
+    """
+    actor_name, target = actor.name, f"key:{prefix}"
+    rbac.authorize(session, principal=actor, permission="key:manage", target=target)
+    old = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+    try:
+        if old is None or old.revoked_at is not None:
+            raise NotFoundError(f"no usable key has prefix {prefix!r}", prefix=prefix)
+        if not overlap_hours >= 0:
+            raise ConfigError(f"the overlap must be >= 0 hours, got {overlap_hours}")
+        if expires_days is not None and not expires_days > 0:
+            raise ConfigError(f"a key's lifetime must be > 0 days, got {expires_days}")
+        owner = session.get_one(Principal, old.principal_id)
+        _check_separated_duties(session, actor=actor, owner=owner, target=target)
+    except FedwardenError as exc:
+        raise _refused(session, exc, actor=actor_name, action="key.rotate", target=target) from None
+    now = utcnow()
+    if expires_days is None and old.expires_at is not None and old.created_at is not None:
+        expires_days = max((old.expires_at - old.created_at).total_seconds() / 86400, 1.0)
+    token, row = _new_key(session, owner=owner, issuer=actor_name, expires_days=expires_days)
+    expires = row.expires_at
+    cutoff = now + timedelta(hours=overlap_hours)
+    if old.expires_at is None or old.expires_at > cutoff:
+        old.expires_at = cutoff
+    session.flush()
+    audit.append(
+        session,
+        actor=actor_name,
+        action="key.rotate",
+        target=target,
+        details={
+            "owner": owner.name,
+            "new_prefix": row.prefix,
+            "old_expires_at": old.expires_at,
+            "expires_at": expires,
+        },
+    )
+    return token, row, old
 
 
 def bootstrap_admin(*, session: Session, name: str = "admin") -> tuple[Principal, str]:

@@ -19,6 +19,8 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from privacy.envelope import Keyring
+from server.checkpoint_format import seal_checkpoint
 from server.errors import NotFoundError
 from server.run_events import RoundRecord, RunResult, RunStart
 from server.store import audit, checkpoints, governance, rbac, runs
@@ -78,9 +80,11 @@ class StoreRecorder:
         run_name: str,
         started_by: str | None = None,
         run_id: str | None = None,
+        keyring: Keyring | None = None,
     ) -> StoreRecorder:
-        """Open (creating or upgrading) the store at ``settings`` and a recorder on it."""
-        store = open_store(settings)
+        """Open (creating or upgrading) the store at ``settings`` and a recorder on it
+        (checkpoints sealed with ``keyring`` when one is given)."""
+        store = open_store(settings, keyring=keyring)
         try:
             return cls(
                 store, run_name=run_name, started_by=started_by, run_id=run_id, owns_store=True
@@ -137,7 +141,7 @@ class StoreRecorder:
                     actor=actor,
                     run_id=self.run_id,
                     round=record.round,
-                    blob=record.checkpoint.to_bytes(),
+                    blob=seal_checkpoint(record.checkpoint, keyring=self.store.keyring),
                 )
 
     def on_run_end(self, result: RunResult) -> None:

@@ -166,6 +166,39 @@ def issue_key_command(
     typer.echo(token)
 
 
+@admin_app.command("rotate-key")
+def rotate_key_command(
+    prefix: Annotated[str, typer.Argument(help="The old key's prefix (the part after fw_).")],
+    overlap_hours: Annotated[
+        float, typer.Option(help="How long the old key keeps working beside the new one.")
+    ] = 24.0,
+    expires_days: Annotated[
+        float | None,
+        typer.Option(help="The new key's lifetime in days (default: the old key's lifetime)."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Issue a new key for the same principal; the old one expires after the overlap
+    (needs key:manage). The new key is printed once."""
+    from server.store.governance import rotate_key
+
+    with authenticated(database_url, api_key) as (session, actor):
+        token, row, old = rotate_key(
+            session=session,
+            actor=actor,
+            prefix=prefix,
+            overlap_hours=overlap_hours,
+            expires_days=expires_days,
+        )
+        new_prefix, old_expires = row.prefix, old.expires_at
+    console.print(
+        f"issued key {new_prefix}; key {prefix} stops working at {old_expires:%Y-%m-%d %H:%M} UTC. "
+        "The new key, shown only this once:"
+    )
+    typer.echo(token)
+
+
 @admin_app.command("revoke-key")
 def revoke_key_command(
     prefix: Annotated[str, typer.Argument(help="The key's prefix (the part after fw_).")],

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from privacy.errors import FedwardenError
+from privacy.redaction import install_log_redaction, mask
 from simulations.cli.admin import admin_app
 from simulations.cli.audit import audit_app
 from simulations.cli.client import client_app
@@ -22,6 +23,7 @@ from simulations.cli.console import console_command
 from simulations.cli.coordinator import coordinator_app
 from simulations.cli.db import db_app
 from simulations.cli.drift import drift_app
+from simulations.cli.keys import keys_app
 from simulations.cli.models import export_command, models_app
 from simulations.cli.performance import performance_app
 from simulations.cli.pki import pki_app
@@ -43,6 +45,7 @@ err_console = Console(stderr=True, soft_wrap=True)  # one error, one line, in a 
 @app.callback()
 def root() -> None:
     """Privacy-preserving federated learning: train together, share no rows."""
+    install_log_redaction()  # every command: no key, token or password in a log line
 
 
 app.command("simulate")(simulate_command)
@@ -60,14 +63,16 @@ app.command("serve")(serve_command)
 app.add_typer(drift_app, name="drift")
 app.command("console")(console_command)
 app.add_typer(performance_app, name="performance")
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:
     """Entry point: run the CLI; fedwarden errors become one line and their exit code."""
+    install_log_redaction()
     try:
         app(standalone_mode=False)
     except FedwardenError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(mask(str(exc)))}", highlight=False)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")

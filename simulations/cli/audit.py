@@ -110,10 +110,11 @@ def checkpoint_command(
     The receipt can be handed to anyone; `audit verify --receipt` later shows
     that the log still holds the event it names.
     """
+    from privacy.keyring import load_keyring
     from server.store.anchoring import load_signing_key
     from server.store.oversight import sign_audit_head
 
-    private_key = load_signing_key(key)
+    private_key = load_signing_key(key, keyring=load_keyring())
     with authenticated(database_url, api_key) as (session, actor):
         receipt = sign_audit_head(session=session, actor=actor, private_key=private_key)
     if out is None:
@@ -126,9 +127,10 @@ def checkpoint_command(
 @audit_app.command("keygen")
 def keygen_command(key: KeyFile) -> None:
     """Create the coordinator's Ed25519 signing key (mode 0600); prints only the public key."""
+    from privacy.keyring import load_keyring
     from server.store.anchoring import generate_signing_key
 
-    public = generate_signing_key(key)
+    public = generate_signing_key(key, keyring=load_keyring())
     console.print(f"wrote a new signing key to {key}; public key {public}")
     typer.echo(f"pin it where receipts are verified: FEDWARDEN_AUDIT_PUBLIC_KEY={public}")
 

@@ -178,4 +178,6 @@ def join_command(
         runtime_port=runtime_port,
         warm=warm,
     )
-    raise typer.Exit(join(settings))
+    from privacy.keyring import load_keyring
+
+    raise typer.Exit(join(settings, keyring=load_keyring()))

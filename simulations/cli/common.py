@@ -62,10 +62,14 @@ def opened(
     Only ``db upgrade`` and ``admin init`` pass ``create=True``; everywhere else a
     missing store is an error that names the URL.
     """
+    from privacy.keyring import load_keyring
     from server.store.engine import open_store
     from server.store.settings import StoreSettings
 
-    store = open_store(StoreSettings.load(database_url), upgrade=upgrade, create=create)
+    keyring = load_keyring()  # FEDWARDEN_KEYRING / FEDWARDEN_KEK, if encryption at rest is on
+    store = open_store(
+        StoreSettings.load(database_url), upgrade=upgrade, create=create, keyring=keyring
+    )
     try:
         yield store
     finally:

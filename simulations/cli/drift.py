@@ -36,9 +36,12 @@ def drift_report_command(
     """Per-feature drift of the production version against its reference profile (needs
     model:read; ε left per institution needs ledger:read)."""
     from deploy.drift_report import summarize, write_report
+    from privacy.keyring import load_keyring
 
     with authenticated(database_url, api_key) as (session, actor):
-        summary = summarize(session, actor=actor, model=model, input_path=input_path)
+        summary = summarize(
+            session, actor=actor, model=model, input_path=input_path, keyring=load_keyring()
+        )
     table = Table(Column("feature", no_wrap=True), "kind", "detector", "score", "p-value", "status")
     colours = {"ok": "green", "warning": "yellow", "drift": "red"}
     for item in summary.features:

@@ -28,14 +28,20 @@ def pki_init_command(
 ) -> None:
     """Create the consortium CA and the coordinator's TLS certificate and key."""
     from privacy.errors import ConfigError
+    from privacy.keyring import load_keyring
     from privacy.pki import create_ca, issue_server_certificate
 
     if (out / "ca.key").exists():
         raise ConfigError(f"{out} holds a CA already; refusing to overwrite it")
-    ca = create_ca(out_dir=out)
+    keyring = load_keyring()  # keys sealed at rest when FEDWARDEN_KEYRING / FEDWARDEN_KEK is set
+    ca = create_ca(out_dir=out, keyring=keyring)
     try:
         server = issue_server_certificate(
-            ca=ca, addresses=list(host or ["127.0.0.1", "localhost"]), out_dir=out, days=days
+            ca=ca,
+            addresses=list(host or ["127.0.0.1", "localhost"]),
+            out_dir=out,
+            days=days,
+            keyring=keyring,
         )
     except ConfigError:
         # Leave no half-made CA behind: the next try would refuse to overwrite it.
@@ -65,6 +71,7 @@ def pki_node_command(
     """Make an institution's node key pair and register its public key with the coordinator
     (needs node:register for one's own institution, or institution:manage)."""
     from privacy.errors import ConfigError
+    from privacy.keyring import load_keyring
     from privacy.pki import generate_node_key
     from server.store.nodes import register_node_key
 
@@ -75,7 +82,9 @@ def pki_node_command(
             raise ConfigError(f"cannot read the public key {public_key}: {exc.strerror}") from None
     made: list[Path] = []
     if public_key is None:
-        private, line = generate_node_key(out_dir=out, institution=institution)
+        private, line = generate_node_key(
+            out_dir=out, institution=institution, keyring=load_keyring()
+        )
         made = [private, private.with_suffix(".pub")]
     if register:
         try:

@@ -167,6 +167,15 @@ def simulate_command(
     verbose: Annotated[
         bool, Opt("--verbose", "-v", help="Show Flower's and fedwarden's logs.")
     ] = False,
+    keyring_dir: Annotated[
+        Path | None,
+        Opt(
+            "--keyring",
+            envvar="FEDWARDEN_KEYRING",
+            help="Encrypt checkpoints and model artifacts at rest with this keyring's "
+            "active KEK (see `fedwarden keys`).",
+        ),
+    ] = None,
 ) -> None:
     """Run a federation of simulated institutions on this machine (Flower's simulation engine).
 
@@ -182,6 +191,7 @@ def simulate_command(
     # Heavy imports (torch, Flower, Ray) load here, so `fedwarden --help` stays fast.
     from client.history import ensure_writable
     from privacy.config import PrivacyBudget
+    from privacy.keyring import EncryptionSettings, load_keyring
     from server.ledger import LedgerObserver
     from server.store.recorder import StoreRecorder
     from simulations.progress import ProgressObserver
@@ -258,7 +268,8 @@ def simulate_command(
     ledger = LedgerObserver(out_dir)
     store_settings = _store(database_url, out_dir=out_dir, api_key=api_key)
     run_name = f"simulate-{scenario.name}-{out_dir.name}"
-    with StoreRecorder.open(store_settings, run_name=run_name) as recorder:
+    keyring = load_keyring(EncryptionSettings.load(keyring=keyring_dir))
+    with StoreRecorder.open(store_settings, run_name=run_name, keyring=keyring) as recorder:
         registered = None
         with ProgressObserver(console, num_rounds=plan.num_rounds) as progress:
             try:

@@ -55,3 +55,16 @@ def test_too_many_rows_is_413_and_no_rows_422():
     with pytest.raises(InvalidRequestError) as none:
         validate_rows([], SCHEMA, limits=LIMITS)
     assert many.value.status_code == 413 and none.value.status_code == 422
+
+
+def test_a_sensitive_features_value_is_not_echoed_in_the_error():
+    features = tuple(
+        f.model_copy(update={"sensitive": True}) if f.name in ("thalch", "thal") else f
+        for f in SCHEMA.features
+    )
+    schema = SCHEMA.model_copy(update={"features": features})
+
+    for row, hidden in (({**ROW, "thalch": 300}, "300"), ({**ROW, "thal": "broken"}, "broken")):
+        with pytest.raises(InvalidRequestError) as caught:
+            validate_rows([row], schema, limits=LIMITS)
+        assert hidden not in str(caught.value) and "withheld" in str(caught.value)

@@ -145,3 +145,71 @@ def test_extra_columns_are_ignored(small_schema, small_rows):
     out = validate_frame(small_rows.assign(patient_id=range(len(small_rows))), small_schema)
     assert "patient_id" not in out
     assert isinstance(out, pd.DataFrame)
+
+
+def _sensitive(schema: TableSchema) -> TableSchema:
+    features = [
+        f.model_copy(update={"sensitive": True}) if f.name in ("age", "site") else f
+        for f in schema.features
+    ]
+    return schema.model_copy(update={"features": tuple(features)})
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "shown"),
+    [("age", 410, "410"), ("age", "old", "'old'"), ("site", "PATIENT-SITE-X", "'PATIENT-SITE-X'")],
+)
+def test_a_sensitive_columns_values_are_withheld_from_errors(
+    small_schema, small_rows, column, value, shown
+):
+    frame = small_rows.astype({column: object})
+    frame.loc[1, column] = value
+
+    with pytest.raises(SchemaError) as plain:
+        validate_frame(frame, small_schema)
+    with pytest.raises(SchemaError) as withheld:
+        validate_frame(frame, _sensitive(small_schema))
+
+    assert shown in str(plain.value)
+    assert shown not in str(withheld.value) and "withheld" in str(withheld.value)
+    assert "row 2" in str(withheld.value) and column in str(withheld.value)
+
+
+def test_the_flag_leaves_unflagged_fingerprints_alone(small_schema):
+    data = json.loads(small_schema.model_dump_json())
+    for feature in data["features"]:
+        feature.pop("sensitive")
+    legacy = TableSchema.model_validate(data)
+
+    assert legacy.fingerprint() == small_schema.fingerprint()
+    assert _sensitive(small_schema).fingerprint() != small_schema.fingerprint()
+
+
+def test_a_sensitive_columns_values_are_masked_in_logs(small_schema, small_rows, caplog):
+    import logging
+
+    from privacy.redaction import install_log_redaction
+
+    install_log_redaction()
+    frame = small_rows.astype({"site": object})
+    frame.loc[:, "site"] = "a"
+    validate_frame(frame, _sensitive(small_schema))  # "a" is too short to mask; register longer
+    schema = _sensitive(
+        small_schema.model_copy(
+            update={
+                "features": tuple(
+                    f.model_copy(update={"categories": ("ward-alpha", "b", "c")})
+                    if f.name == "site"
+                    else f
+                    for f in small_schema.features
+                )
+            }
+        )
+    )
+    frame.loc[:, "site"] = "ward-alpha"
+    validate_frame(frame, schema)
+
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("fedwarden.test").info("row from ward-alpha")
+
+    assert "ward-alpha" not in caplog.text

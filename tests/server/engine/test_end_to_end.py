@@ -3,7 +3,8 @@
 The coordinator (``fedwarden coordinator start``: a SuperLink with TLS, node
 authentication and a state database) and three heart-disease institutions
 (``fedwarden client join``), each a process group of its own, over TLS with
-registered node keys, SecAgg+ and DP-SGD on. Slow (minutes), run in CI.
+registered node keys, SecAgg+ and DP-SGD on, and encryption at rest on (a keyring:
+sealed PKI keys, node keys and checkpoints). Slow (minutes), run in CI.
 
 Nodes run ``--warm`` (preloaded, forked ClientApps) when ``client.warm_exec`` is
 importable, else ``--no-warm``; ``FEDWARDEN_E2E_WARM=0`` forces ``--no-warm``.
@@ -15,6 +16,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +37,9 @@ from client.contract.architecture import ModelSpec
 from client.join import free_port
 from client.models import build_model, get_weights
 from privacy.config import PrivacyBudget
-from server.checkpoint_format import RunCheckpoint
+from privacy.envelope import Keyring, is_sealed
+from privacy.keyring import EncryptionSettings, create_kek, load_keyring
+from server.checkpoint_format import open_checkpoint
 from server.config import federation_settings_from_run_config
 from server.federation import Federation
 from server.run_events import RunResult
@@ -74,6 +78,7 @@ class Deployment:
     root: Path
     url: str
     api_key: str
+    keyring: Path
     operator_key: str = ""
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -87,7 +92,12 @@ class Deployment:
         return self.root / "state"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "FEDWARDEN_API_KEY": self.api_key, "PYTHONUNBUFFERED": "1"}
+        return {
+            **os.environ,
+            "FEDWARDEN_API_KEY": self.api_key,
+            "FEDWARDEN_KEYRING": str(self.keyring),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -159,7 +169,12 @@ class Deployment:
         return process
 
     def store(self) -> Store:
-        return open_store(self.url, upgrade=False)
+        return open_store(self.url, upgrade=False, keyring=self.ring())
+
+    def ring(self) -> Keyring:
+        keyring = load_keyring(EncryptionSettings(keyring=self.keyring))
+        assert keyring is not None
+        return keyring
 
 
 def wait_for(
@@ -221,12 +236,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     root = tmp_path_factory.mktemp("deployment")
     url = f"sqlite:///{root / 'store.db'}"
     token = cli("admin", "init", "--database-url", url).strip().splitlines()[-1]
+    create_kek(root / "keyring")
     operator = cli("admin", "enroll", "ops", "operator", "--database-url", url)
     deployment = Deployment(
-        root=root, url=url, api_key=token, operator_key=operator.strip().splitlines()[-1]
+        root=root,
+        url=url,
+        api_key=token,
+        keyring=root / "keyring",
+        operator_key=operator.strip().splitlines()[-1],
     )
     try:
-        cli("pki", "init", "--out", str(deployment.pki), "--host", "127.0.0.1")
+        cli("pki", "init", "--out", str(deployment.pki), "--host", "127.0.0.1", env=deployment.env())
         for name in INSTITUTIONS:
             cli(
                 "pki", "node", "--institution", name, "--out", str(root / "nodes"),
@@ -288,7 +308,8 @@ def test_three_institutions_over_tls_match_the_seeded_simulation(deployment):
             ).one()
     finally:
         store.dispose()
-    deployed = RunCheckpoint.from_bytes(blob).weights
+    assert is_sealed(blob)
+    deployed = open_checkpoint(blob, keyring=deployment.ring(), what="round 3").weights
     simulated = simulate(3)
 
     initial = get_weights(build_model(ModelSpec.from_dict(simulated.model_spec), seed=0))
@@ -400,3 +421,42 @@ def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_reco
     assert {r for _, r in ledger} == {1, 2, 3, 4}
     assert "Switzerland" in rounds[3].dropped
     assert sorted(rounds[3].participants) == ["Cleveland", "Hungary"]
+
+
+def test_keys_stay_sealed_and_no_secret_reaches_a_log(deployment):
+    sealed = {"pki/ca.key", "pki/server.key"} | {f"nodes/{n}.key" for n in INSTITUTIONS}
+    for name in sealed:
+        assert is_sealed((deployment.root / name).read_bytes()), name
+    secrets = {"API key": deployment.api_key.split("_", 2)[2]}
+    for path in deployment.keyring.glob("*.kek"):
+        secrets[f"KEK {path.stem}"] = json.loads(path.read_text())["key"]
+    for name in sealed:
+        pem = deployment.ring().open((deployment.root / name).read_bytes()).decode()
+        body = "".join(pem.strip().splitlines()[1:-1])
+        secrets[f"private key {name}"] = private_part(pem, body)
+    store = deployment.store()
+    try:
+        with store.session() as session:
+            blobs = list(session.scalars(select(Checkpoint.blob)))
+    finally:
+        store.dispose()
+    assert all(is_sealed(blob) for blob in blobs)  # (the runs above leave three or more)
+    pem_block = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\s+[A-Za-z0-9+/=]{16}")
+
+    for path in sorted(p for p in deployment.root.rglob("*") if p.is_file()):
+        if deployment.keyring in path.parents or is_sealed(path.read_bytes()[:8]):
+            continue
+        if path.name == "Rogue.key":  # the rogue node's own key, made without a keyring
+            continue
+        text = path.read_bytes().decode("latin-1")
+        for what, secret in secrets.items():
+            assert secret not in text, f"{what} in {path}"
+        assert not pem_block.search(text), f"a private key in plaintext in {path}"
+
+
+def private_part(pem: str, body: str) -> str:
+    """40 base64 characters of the private key itself (not the format's header, not the
+    public key that the certificate also holds)."""
+    if "OPENSSH" in pem:
+        return body[-64:-24]  # the private scalar, before the comment and padding
+    return body[52:92] if len(body) > 100 else body[22:62]  # PKCS#8: EC P-384, Ed25519

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, text
 
-from server.errors import AuthenticationError
+from server.errors import AuthenticationError, PermissionDeniedError
 from server.store import audit, keys
 from server.store.governance import issue_key, revoke_key
 from server.store.models import ApiKey, utcnow
@@ -41,7 +41,9 @@ def test_a_bad_key_fails_with_one_message_and_the_reason_is_audited(
     store, admin, principal_factory, reason
 ):
     _, token = principal_factory("alice", "auditor")
-    prefix = keys.split_token(token)[0]
+    parts = keys.split_token(token)
+    assert parts is not None
+    prefix = parts[0]
     presented: str | None = token
     if reason == "wrong secret":
         presented = token[:-4] + ("aaaa" if not token.endswith("aaaa") else "bbbb")
@@ -129,3 +131,39 @@ def test_tokens_are_unique_and_hashes_are_salted(store, admin, principal_factory
 )
 def test_malformed_tokens_do_not_parse(token):
     assert keys.split_token(token) is None
+
+
+def test_a_rotated_key_overlaps_the_new_one_then_expires(store, admin, principal_factory):
+    from server.store.governance import rotate_key
+
+    principal_factory("dora", "admin")  # an admin may mint keys for roles it holds
+    with store.session() as session:
+        old_token, old_row = issue_key(session=session, actor=admin, principal="dora")
+    with store.session() as session:
+        new_token, new_row, old = rotate_key(
+            session=session, actor=admin, prefix=old_row.prefix, overlap_hours=2
+        )
+
+    assert _authenticate(store, new_token).name == "dora"
+    assert _authenticate(store, old_token).name == "dora"  # still inside the overlap
+    assert timedelta(hours=1) < old.expires_at - utcnow() <= timedelta(hours=2)
+    with store.session() as session:
+        row = session.scalars(select(ApiKey).where(ApiKey.prefix == old_row.prefix)).one()
+        row.expires_at = utcnow() - timedelta(seconds=1)  # the overlap has passed
+        event = audit.tail(session, limit=1)[0]
+    with pytest.raises(AuthenticationError):
+        _authenticate(store, old_token)
+    assert _authenticate(store, new_token).name == "dora"
+    assert event["action"] == "key.rotate" and event["details"]["new_prefix"] == new_row.prefix
+    assert new_token not in str(event)
+
+
+def test_a_key_is_not_rotated_by_an_actor_lacking_its_owners_roles(store, admin, principal_factory):
+    from server.store.governance import rotate_key
+
+    _, token = principal_factory("erin", "consumer")  # enrolled by the coordinator's owner
+    parts = keys.split_token(token)
+    assert parts is not None
+    prefix = parts[0]
+    with store.session() as session, pytest.raises(PermissionDeniedError):
+        rotate_key(session=session, actor=admin, prefix=prefix)
