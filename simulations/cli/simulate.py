@@ -79,7 +79,7 @@ def simulate_command(
     ] = None,
     max_grad_norm: Annotated[float, Opt(help="Per-sample gradient clipping bound.")] = 1.0,
     delta: Annotated[float, Opt(help="δ of every budget and ε report.")] = 1e-5,
-    accountant: Annotated[str, Opt(help="prv or rdp.")] = "prv",
+    accountant: Annotated[str, Opt(help="prv or rdp (add-or-remove-one), or pld (replace-one: covers the public row counts).")] = "prv",
     budget: Annotated[float, Opt(help="Each institution's ε budget.")] = 1.0,
     history: Annotated[
         Path | None,
@@ -347,7 +347,8 @@ def _report_history(scenario: Any, *, accountant: str, dp: bool) -> dict[str, fl
 
 
 def _epsilon_after(scenario: Any, outcome: Any, *, accountant: str, dp: bool) -> dict[str, float]:
-    """Each institution's ε after the run: from its kept history, else from the last round."""
+    """Each institution's ε after the run (every release: summary, rounds, profile): from its
+    kept history, else from the last report each institution sent."""
     if not dp:
         return dict.fromkeys(scenario.institution_names(), math.inf)
     if scenario.history_dir is not None:
@@ -355,6 +356,9 @@ def _epsilon_after(scenario: Any, outcome: Any, *, accountant: str, dp: bool) ->
     after = dict.fromkeys(scenario.institution_names(), 0.0)
     for record in outcome.result.rounds:
         after.update({k: v for k, v in record.epsilon.items() if k in after})
+    for report in outcome.result.profile_reports:  # the profile is released after the rounds
+        if report.institution in after and math.isfinite(report.epsilon) and report.epsilon > 0:
+            after[report.institution] = max(after[report.institution], report.epsilon)
     return after
 
 
