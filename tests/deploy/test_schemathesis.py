@@ -14,6 +14,25 @@ from hypothesis import HealthCheck, given, settings
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def live(model_store, tmp_path_factory, monkeypatch_module):  # type: ignore[no-untyped-def]
+    """The live service with its failed-authentication limits lifted: schemathesis sends
+    hundreds of keyless requests on purpose, and 429 is not what it checks
+    (tests/deploy/test_auth.py checks the limits)."""
+    from tests.deploy.conftest import live_service
+
+    monkeypatch_module.setenv("FEDWARDEN_AUTH_FAILURES_PER_CLIENT", "1000000")
+    monkeypatch_module.setenv("FEDWARDEN_AUTH_FAILURES_TOTAL_PER_S", "1000000")
+    with live_service(model_store.url, tmp_path_factory.mktemp("serve") / "serve.log") as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():  # type: ignore[no-untyped-def]
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
 def check_operations(url: str, *, headers: dict[str, str], examples: int) -> int:
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     checked = 0
