@@ -163,7 +163,7 @@ class Deployment:
             process = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT,
                 env={**self.env(), "FEDWARDEN_API_KEY": self.operator_key},
-                cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+                cwd=Path(__file__).resolve().parents[3], start_new_session=True,
             )  # fmt: skip
         self.processes[name] = process
         return process
@@ -336,7 +336,7 @@ def test_a_node_with_an_unregistered_key_is_refused_and_audited(deployment):
 
     code = rogue.wait(timeout=120)
 
-    assert code == 10, deployment.log("rogue").read_text()[-2000:]
+    assert code == 11, deployment.log("rogue").read_text()[-2000:]
     assert "refused this node's key" in " ".join(deployment.log("rogue").read_text().split())
     store = deployment.store()
     try:
@@ -361,7 +361,7 @@ def test_a_node_without_the_consortium_ca_cannot_connect(deployment, tmp_path):
     code = stranger.wait(timeout=120)
 
     log = " ".join(deployment.log("stranger").read_text().split())
-    assert code == 10, log[-2000:]
+    assert code == 11, log[-2000:]
     assert "does not verify" in log
 
 
