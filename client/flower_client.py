@@ -244,6 +244,7 @@ class InstitutionClient(NumPyClient):
             report=report,
             account=self._account(plan),
             policy=self.settings.policy,
+            seed=self._round_seed(plan, server_round),
         )
         return [reply.shares], reply.weight, reply.report.to_metrics()
 
@@ -267,6 +268,7 @@ class InstitutionClient(NumPyClient):
             noise_multiplier=noise_multiplier_of(config),
             account=self._account(plan),
             policy=self.settings.policy,
+            seed=self._round_seed(plan, server_round),
         )
         return [reply.shares], reply.weight, reply.report.to_metrics()
 

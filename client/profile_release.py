@@ -92,6 +92,7 @@ def institution_profile(
     noise_multiplier: float | None,
     account: InstitutionAccount,
     policy: NodePolicy,
+    seed: int | None = None,
 ) -> ProfileReply:
     """Count the institution's training rows and predictions; add noise if asked.
 
@@ -140,7 +141,7 @@ def institution_profile(
         )
         return ProfileReply(np.zeros(layout.size), 0, refused)
 
-    rng = np.random.default_rng(secrets.randbits(128))
+    rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
     noisy = counts + rng.normal(0.0, noise_multiplier * layout.sensitivity, size=counts.shape)
     epsilon = account.record([step])
     shares = np.clip(profile_shares(layout, noisy, rows), -PROFILE_NOISY_RANGE, PROFILE_NOISY_RANGE)

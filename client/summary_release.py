@@ -45,8 +45,13 @@ def institution_summary(
     report: FitReport,
     account: InstitutionAccount,
     policy: NodePolicy,
+    seed: int | None = None,
 ) -> SummaryReply:
-    """The institution's summary under ``noise_multiplier`` (``None``: exact, if allowed)."""
+    """The institution's summary under ``noise_multiplier`` (``None``: exact, if allowed).
+
+    The noise comes from the OS's secure source, unless ``seed`` is given (a reproducible
+    run the node's policy allows).
+    """
     rows = len(data.train)
     exact = summarize(data.train, data.schema)
     sensitivity = summary_sensitivity(data.schema)
@@ -69,7 +74,7 @@ def institution_summary(
             0,
             replace(report, refused=True, reason=str(exc), epsilon=exc.epsilon_spent),
         )
-    rng = np.random.default_rng(secrets.randbits(128))
+    rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
     noisy_sum = exact * rows + rng.normal(0.0, noise_multiplier * sensitivity, exact.shape)
     epsilon = account.record([step])
     shares = np.clip(noisy_sum / rows, -PROFILE_NOISY_RANGE, PROFILE_NOISY_RANGE)

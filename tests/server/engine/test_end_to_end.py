@@ -59,6 +59,7 @@ RUN_CONFIG = {
     "profile": False,
     "seed": 0,
     "insecure-reproducible": True,  # the deployment must match the seeded simulation
+    "min-secure-participants": 2,
     "round-timeout": 120.0,
     "wait-timeout": 120.0,
 }
@@ -152,6 +153,9 @@ class Deployment:
                 "--budget-epsilon", str(BUDGET.epsilon), "--budget-delta", str(BUDGET.delta),
                 "--history", str(self.root / f"{name}-history.json"),
                 "--state", str(self.root / f"node-{name}"), "--no-check-data", "--allow-reproducible",
+                # Three institutions, one of which a test kills mid-round: the survivors'
+                # sum of two must still be allowed here (issue 11's default k is 3).
+                "--min-secure-participants", "2",
                 "--warm" if WARM else "--no-warm",
             ),
         )  # fmt: skip
