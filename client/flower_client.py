@@ -268,7 +268,7 @@ class InstitutionClient(NumPyClient):
             noise_multiplier=noise_multiplier_of(config),
             account=self._account(plan),
             policy=self.settings.policy,
-            seed=self._round_seed(plan, server_round),
+            seed=self._round_seed(plan, report.round),
         )
         return [reply.shares], reply.weight, reply.report.to_metrics()
 
