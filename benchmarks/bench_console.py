@@ -2,7 +2,7 @@
 100,000 audit events (defaults), served by a real uvicorn on a free port.
 
 The store is seeded in bulk (the audit events as a valid hash chain, through
-``audit.event_hash``); then each page is fetched ``--repeats`` times by a
+``audit.event_mac`` under the store's audit key); then each page is fetched ``--repeats`` times by a
 signed-in operator or auditor and the median and worst times are printed. The
 target is under 200 ms a page. Run::
 
@@ -30,6 +30,7 @@ from sqlalchemy import func, insert, select
 from server.console.app import create_app
 from server.console.settings import ConsoleSettings
 from server.store import audit
+from server.store.audit_key import locator_for
 from server.store.drift import record_drift_change
 from server.store.engine import Store, open_store
 from server.store.governance import bootstrap_admin, enroll_principal
@@ -114,7 +115,8 @@ def seed(store: Store, *, runs: int, institutions: int, rounds: int, audit_event
 
 
 def _seed_audit(store: Store, *, count: int) -> None:
-    """Extend the chain by ``count`` events, hashed as ``audit.append`` does, in batches."""
+    """Extend the chain by ``count`` events, MACed as ``audit.append`` does, in batches."""
+    key = locator_for(store.engine).require_key()
     with store.session() as session:
         seq, prev = audit.head(session)
     time0 = datetime(2026, 2, 1, tzinfo=UTC)
@@ -126,7 +128,7 @@ def _seed_audit(store: Store, *, count: int) -> None:
             "action": ACTIONS[n % len(ACTIONS)], "target": f"run:{n % 100}", "outcome": "success",
             "details": {"n": n}, "prev_hash": prev,
         }
-        prev = audit.event_hash(fields)
+        prev = audit.event_mac(fields, key)
         batch.append({**fields, "hash": prev})
         if len(batch) == 5000 or n == count - 1:
             with store.session() as session:
