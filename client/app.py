@@ -63,12 +63,15 @@ def create_client_app(
         data = load(config)
         if settings.history_path is None:
             history: HistoryStore = StateHistory(context.state)
-            return InstitutionClient(data=data, settings=settings, history=history).to_client()
+            return InstitutionClient(
+                data=data, settings=settings, history=history, state=context.state
+            ).to_client()
         history = FileHistory(settings.history_path)
         return ContinuingClient(
             data=data,
             settings=settings,
             history=history,
+            state=context.state,
             prior=steps_before_run(history, context.state),
         ).to_client()
 
@@ -99,7 +102,6 @@ class ContinuingClient(InstitutionClient):
         if plan.dp.noise_multiplier is not None or not self.prior:
             return super()._noise_multiplier(plan, num_examples)
         budget = self.settings.budget
-        releases = (plan.summary_noise_multiplier, plan.profile_noise_multiplier)
         sigma = continuing_noise_multiplier(
             prior=self.prior,
             run_epsilon=min(plan.dp.target_epsilon or budget.epsilon, budget.epsilon),
@@ -112,8 +114,7 @@ class ContinuingClient(InstitutionClient):
             accountant=plan.dp.accountant,
             reserved=tuple(
                 AccountingStep(noise_multiplier=sigma, sample_rate=1.0, steps=1)
-                for sigma in releases
-                if sigma is not None
+                for sigma in self._run_releases(plan)
             ),
         )
         return sigma if sigma is not None else super()._noise_multiplier(plan, num_examples)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import RecordDict
 from flwr.client import NumPyClient
 
 from client.contract.plan import TrainingPlan
@@ -35,6 +36,7 @@ from client.contract.wire import (
     TASK_TRAIN,
     CensusReply,
 )
+from client.count_release import PublishedCounts, published_counts
 from client.data import InstitutionData
 from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
@@ -42,7 +44,7 @@ from client.profile_release import institution_profile, model_probabilities, noi
 from client.summary_release import institution_summary
 from client.training import evaluate_model, train_locally
 from privacy.account import HistoryStore, InstitutionAccount
-from privacy.accounting import AccountingStep, noise_multiplier_for
+from privacy.accounting import DEFAULT_ACCOUNTANT, AccountingStep, noise_multiplier_for
 from privacy.errors import BudgetExceededError, ConfigError, PolicyRefusalError
 from privacy.sampling import effective_sample_rate, steps_per_epoch, training_step
 from privacy.updates import clip_update
@@ -55,22 +57,30 @@ class InstitutionClient(NumPyClient):
     """One institution in a federation (a Flower ``NumPyClient``)."""
 
     def __init__(
-        self, *, data: InstitutionData, settings: NodeSettings, history: HistoryStore
+        self,
+        *,
+        data: InstitutionData,
+        settings: NodeSettings,
+        history: HistoryStore,
+        state: RecordDict | None = None,
     ) -> None:
         self.data = data
         self.settings = settings
         self.history = history
+        self.state = state if state is not None else RecordDict()
+        """The node's run state (Flower's ``context.state``): the run's published counts."""
         self.device = _device(settings.device)
 
     # ------------------------------------------------------------------ Flower API
 
     def get_properties(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The census: who this institution is, how many rows it holds, its schema."""
+        """The census: who this institution is, how many rows it holds (noised), its schema."""
         budget = self.settings.budget
+        counts = self._published_counts(self._account(None))
         return CensusReply(
             institution=self.data.name,
-            num_train=len(self.data.train),
-            num_test=len(self.data.test),
+            num_train=counts.train,
+            num_test=counts.test,
             schema_json=self.data.schema.model_dump_json(),
             schema_fingerprint=self.data.schema.fingerprint(),
             budget_epsilon=budget.epsilon,
@@ -119,6 +129,10 @@ class InstitutionClient(NumPyClient):
         labels = spec.labels(self.data.train)
         n = len(labels)
         account = self._account(plan)
+        try:
+            published = self._published_counts(account).train
+        except BudgetExceededError as exc:
+            return zero, 0, _replace(report, refused=True, reason=str(exc)).to_metrics()
         noise: float | None = None
         planned: AccountingStep | None = None
         if plan.dp.enabled:
@@ -173,7 +187,7 @@ class InstitutionClient(NumPyClient):
         # The training loss is not sent: it is a statistic of the rows that no noise covers.
         report = _replace(
             report,
-            num_examples=outcome.num_examples,
+            num_examples=published,
             epsilon=epsilon,
             epsilon_next=epsilon_next,
             noise_multiplier=noise or 0.0,
@@ -193,9 +207,9 @@ class InstitutionClient(NumPyClient):
             epsilon,
             self.settings.budget.epsilon,
         )
-        # The weight of this update in the average: its rows, or 1 when every
-        # institution counts equally (central DP bounds each one's share).
-        weight = 1 if plan.uniform_weights else outcome.num_examples
+        # The weight of this update in the average: its published (noised) rows, or 1
+        # when every institution counts equally (central DP bounds each one's share).
+        weight = 1 if plan.uniform_weights else published
         return clipped.arrays, weight, report.to_metrics()
 
     def evaluate(
@@ -221,7 +235,7 @@ class InstitutionClient(NumPyClient):
         )
         return (
             result.loss,
-            result.num_examples,
+            self._published_counts(self._account(plan)).test,
             {INSTITUTION_KEY: self.data.name, ACCURACY_KEY: result.accuracy},
         )
 
@@ -238,11 +252,13 @@ class InstitutionClient(NumPyClient):
             epsilon_budget=self.settings.budget.epsilon if plan.dp.enabled else math.inf,
             schema_fingerprint=self.data.schema.fingerprint(),
         )
+        account = self._account(plan)
         reply = institution_summary(
             data=self.data,
+            published_rows=self._published_counts(account).train,
             noise_multiplier=plan.summary_noise_multiplier,
             report=report,
-            account=self._account(plan),
+            account=account,
             policy=self.settings.policy,
             seed=self._round_seed(plan, server_round),
         )
@@ -261,12 +277,14 @@ class InstitutionClient(NumPyClient):
         probabilities = model_probabilities(
             plan=plan, spec=spec, weights=parameters, data=self.data, device=self.device
         )
+        account = self._account(plan)
         reply = institution_profile(
             data=self.data,
+            published_rows=self._published_counts(account).train,
             probabilities=probabilities,
             report=report,
             noise_multiplier=noise_multiplier_of(config),
-            account=self._account(plan),
+            account=account,
             policy=self.settings.policy,
             seed=self._round_seed(plan, report.round),
         )
@@ -288,12 +306,39 @@ class InstitutionClient(NumPyClient):
         digest = hashlib.sha256(f"{plan.seed}:{self.data.name}:{server_round}".encode()).digest()
         return int.from_bytes(digest[:4], "big")
 
-    def _account(self, plan: TrainingPlan) -> InstitutionAccount:
+    def _account(self, plan: TrainingPlan | None) -> InstitutionAccount:
+        """The institution's account under the plan's accountant (the default one before a
+        plan arrives: the census)."""
         return InstitutionAccount(
             institution=self.data.name,
             budget=self.settings.budget,
             history=self.history,
-            accountant=plan.dp.accountant,
+            accountant=plan.dp.accountant if plan is not None else DEFAULT_ACCOUNTANT,
+        )
+
+    def _published_counts(self, account: InstitutionAccount) -> PublishedCounts:
+        """The run's noisy row counts (``client.count_release``): every count that leaves."""
+        return published_counts(
+            institution=self.data.name,
+            num_train=len(self.data.train),
+            num_test=len(self.data.test),
+            noise_multiplier=self.settings.policy.count_noise_multiplier,
+            account=account,
+            state=self.state,
+            reproducible=self.settings.policy.allow_reproducible,
+        )
+
+    def _run_releases(self, plan: TrainingPlan) -> tuple[float, ...]:
+        """σ of the run's full-data Gaussian releases besides training (the published
+        counts, a noisy summary, a noisy profile): derived training noise leaves room for them."""
+        return tuple(
+            sigma
+            for sigma in (
+                self.settings.policy.count_noise_multiplier,
+                plan.summary_noise_multiplier,
+                plan.profile_noise_multiplier,
+            )
+            if sigma is not None
         )
 
     def _preprocessing(self, config: dict[str, Any]) -> PreprocessingSpec:
@@ -317,11 +362,7 @@ class InstitutionClient(NumPyClient):
             * plan.local_epochs
             * steps_per_epoch(num_examples, plan.sample_rate),
             accountant=plan.dp.accountant,
-            releases=tuple(
-                sigma
-                for sigma in (plan.summary_noise_multiplier, plan.profile_noise_multiplier)
-                if sigma is not None
-            ),
+            releases=self._run_releases(plan),
         )
 
 
