@@ -12,12 +12,13 @@ earlier runs spent, never past the budget (``ContinuingClient``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from flwr.app import Context
 from flwr.client import Client, ClientApp
+from flwr.clientapp.typing import Mod
 
 from client.contract.plan import TrainingPlan
 from client.data import DataLoaderFn, InstitutionData, load_node_data
@@ -28,7 +29,7 @@ from client.history import (
     continuing_noise_multiplier,
     steps_before_run,
 )
-from client.mods import secure_aggregation_mod_for, update_guard_mod
+from client.mods import release_manifest_mod, secure_aggregation_mod_for, update_guard_mod
 from client.node import NodeSettings
 from client.secagg_guard import secagg_guard_mod_for
 from privacy.account import HistoryStore
@@ -44,13 +45,17 @@ NodeConfigFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 def create_client_app(
-    data_loader: DataLoaderFn = load_node_data, node_config: NodeConfigFn | None = None
+    data_loader: DataLoaderFn = load_node_data,
+    node_config: NodeConfigFn | None = None,
+    *,
+    extra_mods: Sequence[Mod] = (),
 ) -> ClientApp:
     """A ClientApp whose institutions get their rows from ``data_loader``.
 
     ``node_config`` completes what Flower passes as the node's config before the
     settings and the data are read. Rows are loaded and validated once per node
-    config and process, not per message.
+    config and process, not per message. ``extra_mods`` go outermost: they see what
+    leaves the node (a test's recorder).
     """
 
     install_log_redaction()  # the ClientApp process logs no key, token or password
@@ -78,9 +83,11 @@ def create_client_app(
     return ClientApp(
         client_fn=client_fn,
         mods=[
+            *extra_mods,
             secagg_guard_mod_for(node_config),
             secure_aggregation_mod_for(node_config),
             update_guard_mod,
+            release_manifest_mod,
         ],
     )
 

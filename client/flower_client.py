@@ -18,6 +18,7 @@ import torch
 from flwr.app import RecordDict
 from flwr.client import NumPyClient
 
+from client.contract.evaluation import EVALUATION_SIZE, evaluation_vector
 from client.contract.plan import TrainingPlan
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import federation_layout
@@ -42,7 +43,7 @@ from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
 from client.profile_release import institution_profile, model_probabilities, noise_multiplier_of
 from client.summary_release import institution_summary
-from client.training import evaluate_model, train_locally
+from client.training import Evaluation, evaluate_model, train_locally
 from privacy.account import HistoryStore, InstitutionAccount
 from privacy.accounting import DEFAULT_ACCOUNTANT, AccountingStep, noise_multiplier_for
 from privacy.errors import BudgetExceededError, ConfigError, PolicyRefusalError
@@ -108,8 +109,10 @@ class InstitutionClient(NumPyClient):
             return self._summary(plan, server_round)
         spec = self._preprocessing(config)
         zero = [np.zeros_like(p) for p in parameters]
-        if config.get(TASK_KEY) == TASK_PROFILE:  # a refused profile is a vector of its own size
+        if task == TASK_PROFILE:  # a refused profile is a vector of its own size
             zero = [np.zeros(federation_layout(self.data.schema).size)]
+        if task == TASK_EVALUATE:
+            zero = [np.zeros(EVALUATION_SIZE)]
         report = FitReport(
             institution=self.data.name,
             round=server_round,
@@ -122,8 +125,10 @@ class InstitutionClient(NumPyClient):
             reason = "the federation's schema differs from this institution's schema"
             logger.warning("%s refuses round %d: %s", self.data.name, server_round, reason)
             return zero, 0, _replace(report, refused=True, reason=reason).to_metrics()
-        if config.get(TASK_KEY) == TASK_PROFILE:
+        if task == TASK_PROFILE:
             return self._profile(parameters, config, plan=plan, spec=spec, report=report)
+        if task == TASK_EVALUATE:
+            return self._secure_evaluation(parameters, plan=plan, spec=spec, report=report)
 
         features = spec.transform(self.data.train)
         labels = spec.labels(self.data.train)
@@ -215,24 +220,13 @@ class InstitutionClient(NumPyClient):
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
+        """An institution's own evaluation, in the clear: only where its policy allows exact
+        releases (the federation's evaluation is a secure sum, the ``evaluate`` fit task)."""
         self.settings.policy.check_task(TASK_EVALUATE, institution=self.data.name)
+        self.settings.policy.check_exact_release("evaluation", institution=self.data.name)
         plan = TrainingPlan.from_config(config)
-        if plan.dp.enabled:
-            # An institution whose budget is spent answers nothing that reads its rows.
-            spent = self._account(plan).epsilon()
-            if spent >= self.settings.budget.epsilon:
-                raise PolicyRefusalError(
-                    f"{self.data.name} has spent its budget (ε {spent:.4g} of "
-                    f"{self.settings.budget.epsilon:.4g}) and answers no more evaluations",
-                    institution=self.data.name,
-                    epsilon=spent,
-                )
-        spec = self._preprocessing(config)
-        model = build_model(plan.model_spec(spec))
-        set_weights(model, parameters)
-        result = evaluate_model(
-            model, spec.transform(self.data.test), spec.labels(self.data.test), device=self.device
-        )
+        self._check_not_exhausted(plan)
+        result = self._evaluate_rows(parameters, plan=plan, spec=self._preprocessing(config))
         return (
             result.loss,
             self._published_counts(self._account(plan)).test,
@@ -240,6 +234,51 @@ class InstitutionClient(NumPyClient):
         )
 
     # ------------------------------------------------------------------ helpers
+
+    def _check_not_exhausted(self, plan: TrainingPlan) -> None:
+        """An institution whose budget is spent answers nothing that reads its rows."""
+        if not plan.dp.enabled:
+            return
+        spent = self._account(plan).epsilon()
+        if spent >= self.settings.budget.epsilon:
+            raise PolicyRefusalError(
+                f"{self.data.name} has spent its budget (ε {spent:.4g} of "
+                f"{self.settings.budget.epsilon:.4g}) and answers no more evaluations",
+                institution=self.data.name,
+                epsilon=spent,
+            )
+
+    def _evaluate_rows(
+        self, parameters: list[np.ndarray], *, plan: TrainingPlan, spec: PreprocessingSpec
+    ) -> Evaluation:
+        model = build_model(plan.model_spec(spec))
+        set_weights(model, parameters)
+        return evaluate_model(
+            model, spec.transform(self.data.test), spec.labels(self.data.test), device=self.device
+        )
+
+    def _secure_evaluation(
+        self,
+        parameters: list[np.ndarray],
+        *,
+        plan: TrainingPlan,
+        spec: PreprocessingSpec,
+        report: FitReport,
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """Accuracy and mean loss on the held-out rows, as this node's term of a secure sum
+        (weighted by its published test count); SecAgg+ masks it, and the node's mods refuse
+        to send it in the clear unless its policy allows."""
+        zero = [np.zeros(EVALUATION_SIZE)]
+        try:
+            self._check_not_exhausted(plan)
+            published = self._published_counts(self._account(plan)).test
+        except (PolicyRefusalError, BudgetExceededError) as exc:
+            return zero, 0, _replace(report, refused=True, reason=str(exc)).to_metrics()
+        result = self._evaluate_rows(parameters, plan=plan, spec=spec)
+        vector = evaluation_vector(accuracy=result.accuracy, loss=result.loss)
+        spent = self._account(plan).epsilon() if plan.dp.enabled else math.inf
+        done = _replace(report, num_examples=published, epsilon=spent, epsilon_next=spent)
+        return [vector], published, done.to_metrics()
 
     def _summary(
         self, plan: TrainingPlan, server_round: int

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from flwr.clientapp.typing import Mod
 
 from client.app import create_client_app
 from client.models import IMAGE_MODELS
@@ -132,8 +133,10 @@ def simulate(
     observers: Sequence[RunObserver] = (),
     backend: BackendSettings | None = None,
     baseline: bool = True,
+    client_mods: Sequence[Mod] = (),
 ) -> SimulationOutcome:
-    """Run ``scenario`` with ``settings`` (from ``prepare``)."""
+    """Run ``scenario`` with ``settings`` (from ``prepare``); ``client_mods`` wrap every
+    simulated node's app, outermost (they see what leaves a node)."""
     from flwr.simulation import run_simulation
 
     backend = backend or BackendSettings()
@@ -141,7 +144,9 @@ def simulate(
     results: list[RunResult] = []
     server_app = create_server_app(settings=settings, observers=list(observers), results=results)
     client_app = create_client_app(
-        data_loader=load_simulated_institution, node_config=scenario.node_config
+        data_loader=load_simulated_institution,
+        node_config=scenario.node_config,
+        extra_mods=client_mods,
     )
     notify_phase(observers, "start-up")
     with _quiet_flower(backend.verbose):
