@@ -45,7 +45,7 @@ from client.contract.wire import (
     TASK_KEY,
     TASK_SUMMARY,
 )
-from privacy.errors import TooFewParticipantsError
+from privacy.errors import ConfigError, TooFewParticipantsError
 from privacy.secagg import SecAggParameters, derive_secagg_parameters, secagg_timeout_s
 from server.averaging import FederatedAverage, federated_average
 from server.census import take_census
@@ -82,6 +82,8 @@ class Federation:
         self.observers = list(observers)
         self._last_secure_s: float | None = None
         """How long the last secure round took: the next one's SecAgg+ timeout derives from it."""
+        self._summary_reports: list[FitReport] = []
+        """The institutions' reports of their noisy summaries (the ledger's first entries)."""
 
     def run(
         self, grid: Grid, context: Context, *, resume: RunCheckpoint | None = None
@@ -145,6 +147,7 @@ class Federation:
             first_round=first_round,
             preprocessing=preprocessing,
             model_spec=model_spec,
+            summary_reports=list(self._summary_reports),
         )
         for observer in self.observers:
             observer.on_run_start(start)
@@ -209,6 +212,7 @@ class Federation:
             stopped_reason=stopped,
             profile=profile,
             profile_reports=profile_reports,
+            summary_reports=list(self._summary_reports),
         )
         for observer in self.observers:
             observer.on_run_end(result)
@@ -284,6 +288,8 @@ class Federation:
             size=summary_size(schema),
             value_range=(-bound if noisy else 0.0, bound),
         )
+        if average is not None:
+            self._summary_reports = _reports(average.metrics)
         if average is None or average.rows <= 0:
             raise FederationError("the federated summary failed: no institution's summary arrived")
         return PreprocessingSpec.from_summary(schema, np.clip(average.vector, 0.0, 1.0))
@@ -493,6 +499,17 @@ class Federation:
             self._last_secure_s = time.perf_counter() - began
 
         return timed
+
+
+def _reports(metrics: list[dict[str, Scalar]]) -> list[FitReport]:
+    """The institutions' reports among a federated average's metrics (unreadable ones left out)."""
+    reports = []
+    for entry in metrics:
+        try:
+            reports.append(FitReport.from_metrics(dict(entry)))
+        except ConfigError as exc:
+            logger.warning("an unreadable report: %s", exc)
+    return reports
 
 
 def _stop_reason(server_round: int, schedulable: int, *, least: int) -> str | None:

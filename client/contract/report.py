@@ -38,9 +38,10 @@ class FitReport:
     update_clipped: bool = False
     schema_fingerprint: str = ""
 
-    def to_ledger_record(self) -> LedgerRecord:
+    def to_ledger_record(self, *, release: str = "training") -> LedgerRecord:
         """What this report puts in the privacy ledger (a refused round took no steps)."""
         return LedgerRecord(
+            release=release,
             institution=self.institution,
             round=self.round,
             steps=0 if self.refused else self.steps,
