@@ -220,10 +220,17 @@ class InstitutionClient(NumPyClient):
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        """An institution's own evaluation, in the clear: only where its policy allows exact
-        releases (the federation's evaluation is a secure sum, the ``evaluate`` fit task)."""
+        """An institution's own evaluation, in the clear: only where its policy allows it
+        (``allow_clear_evaluation``); the federation's evaluation is a secure sum, the
+        ``evaluate`` fit task."""
         self.settings.policy.check_task(TASK_EVALUATE, institution=self.data.name)
-        self.settings.policy.check_exact_release("evaluation", institution=self.data.name)
+        if not self.settings.policy.allow_clear_evaluation:
+            raise PolicyRefusalError(
+                f"{self.data.name} refuses to send an exact evaluation in the clear: its policy "
+                "allows it only into a secure sum",
+                institution=self.data.name,
+                task=TASK_EVALUATE,
+            )
         plan = TrainingPlan.from_config(config)
         self._check_not_exhausted(plan)
         result = self._evaluate_rows(parameters, plan=plan, spec=self._preprocessing(config))

@@ -77,13 +77,13 @@ def secure_aggregation_mod_for(
             if _FITINS_PARAMETERS in msg.content.array_records
             else None
         )
-        if task == TASK_EVALUATE and not settings.policy.allow_exact_releases:
+        if task == TASK_EVALUATE and not settings.policy.allow_clear_evaluation:
             # The federation's evaluation is a secure sum: in the clear it would be this
             # institution's own exact accuracy on its rows.
             logger.error("refusing to send an evaluation outside secure aggregation")
             raise PolicyRefusalError(
                 "this institution sends its evaluation only into a secure sum (SecAgg+); its "
-                "policy does not allow exact releases",
+                "policy does not allow an evaluation in the clear",
                 task=TASK_EVALUATE,
             )
         if settings.require_secagg:

@@ -85,6 +85,7 @@ def _policy(node_config: Mapping[str, Any]) -> NodePolicy:
         min_noise_multiplier=float(node_config.get("min-noise-multiplier", 0.3)),
         allow_reproducible=flag("allow-reproducible"),
         allow_exact_releases=flag("allow-exact-releases"),
+        allow_clear_evaluation=flag("allow-clear-evaluation"),
         count_noise_multiplier=float(
             node_config.get("count-noise-multiplier", DEFAULT_COUNT_NOISE)
         ),

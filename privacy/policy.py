@@ -41,6 +41,9 @@ class NodePolicy:
         run asks for one (default: never; each is an aggregate of the rows).
     tasks : frozenset[str]
         The tasks the node answers at all.
+    allow_clear_evaluation : bool
+        Send its own evaluation (accuracy and loss on its held-out rows) outside a secure
+        sum, when a run has no secure aggregation (default: never).
     count_noise_multiplier : float
         σ, in rows, of the Gaussian noise on the row counts the node publishes (its
         training and held-out rows, drawn once per run and accounted: exact counts
@@ -52,6 +55,7 @@ class NodePolicy:
     allow_reproducible: bool = False
     allow_exact_releases: bool = False
     tasks: frozenset[str] = field(default_factory=lambda: TASKS)
+    allow_clear_evaluation: bool = False
     count_noise_multiplier: float = DEFAULT_COUNT_NOISE
 
     def __post_init__(self) -> None:

@@ -167,6 +167,7 @@ MANIFEST: tuple[Release, ...] = (
         message_type=EVALUATE,
         task="evaluate",
         weight=Protection.DP,
+        # its loss travels in Flower's own field of the reply, also by consent
         fields={"fw.institution": Protection.PUBLIC, "fw.accuracy": Protection.BY_CONSENT},
         what="an institution's own evaluation (its loss and accuracy): only by its consent",
     ),

@@ -6,6 +6,7 @@ ClientApp per simulated institution, and trains the pooled baseline beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -143,6 +144,11 @@ def simulate(
     began = time.perf_counter()
     results: list[RunResult] = []
     server_app = create_server_app(settings=settings, observers=list(observers), results=results)
+    if settings.secagg is None and "allow-clear-evaluation" not in scenario.node_policy:
+        # Without SecAgg+ the evaluation can only travel in the clear: in a simulation the
+        # user is every party, and a run without secure aggregation is its choice.
+        policy = {**scenario.node_policy, "allow-clear-evaluation": True}
+        scenario = dataclasses.replace(scenario, node_policy=policy)
     client_app = create_client_app(
         data_loader=load_simulated_institution,
         node_config=scenario.node_config,
