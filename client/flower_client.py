@@ -11,6 +11,7 @@ import functools
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from client.contract.wire import (
 )
 from client.count_release import PublishedCounts, published_counts
 from client.data import InstitutionData
+from client.history import continuing_noise_multiplier
 from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
 from client.profile_release import institution_profile, model_probabilities, noise_multiplier_of
@@ -64,8 +66,12 @@ class InstitutionClient(NumPyClient):
         settings: NodeSettings,
         history: HistoryStore,
         state: RecordDict | None = None,
+        prior: Sequence[AccountingStep] = (),
     ) -> None:
         self.data = data
+        self.prior = tuple(prior)
+        """What the kept history held when the run began (a run that continues earlier ones):
+        derived noise spends the run's ε on top of it, never past the budget."""
         self.settings = settings
         self.history = history
         self.state = state if state is not None else RecordDict()
@@ -394,9 +400,31 @@ class InstitutionClient(NumPyClient):
         return _parse_spec(text)
 
     def _noise_multiplier(self, plan: TrainingPlan, num_examples: int) -> float:
+        """The run's DP-SGD σ: the plan's, or derived so that the run's steps and its other
+        releases spend the run's ε (the plan's target, else the budget), on top of ``prior``
+        when the run continues a kept history. When too little budget is left, the noise is
+        the run's as if nothing had been spent, and the budget check refuses every round."""
         if plan.dp.noise_multiplier is not None:
             return plan.dp.noise_multiplier
         budget = self.settings.budget
+        if self.prior:
+            sigma = continuing_noise_multiplier(
+                prior=self.prior,
+                run_epsilon=min(plan.dp.target_epsilon or budget.epsilon, budget.epsilon),
+                budget_epsilon=budget.epsilon,
+                target_delta=budget.delta,
+                sample_rate=effective_sample_rate(num_examples, plan.sample_rate),
+                steps=plan.num_rounds
+                * plan.local_epochs
+                * steps_per_epoch(num_examples, plan.sample_rate),
+                accountant=plan.dp.accountant,
+                reserved=tuple(
+                    AccountingStep(noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                    for sigma in self._run_releases(plan)
+                ),
+            )
+            if sigma is not None:
+                return sigma
         target = budget.epsilon
         if plan.dp.target_epsilon is not None:
             target = min(target, plan.dp.target_epsilon)
