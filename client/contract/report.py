@@ -1,7 +1,8 @@
 """What an institution reports to the coordinator after a round (in the clear).
 
-Only aggregate facts leave: counts, the training loss, and the privacy numbers
-the coordinator keeps in its ledger. The update itself travels separately and,
+Only what the release manifest (``privacy.releases``) declares leaves: the
+published (noisy) row count, the privacy numbers the coordinator keeps in its
+ledger, and ``train_loss`` as NaN (the training loss is never sent). The update itself travels separately and,
 with SecAgg+, masked.
 """
 
