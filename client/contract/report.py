@@ -2,8 +2,8 @@
 
 Only what the release manifest (``privacy.releases``) declares leaves: the
 published (noisy) row count, the privacy numbers the coordinator keeps in its
-ledger, and ``train_loss`` as NaN (the training loss is never sent). The update itself travels separately and,
-with SecAgg+, masked.
+ledger, and ``train_loss`` as NaN (the training loss is never sent). The update
+itself travels separately and, with SecAgg+, masked.
 """
 
 from __future__ import annotations
