@@ -11,12 +11,15 @@ import functools
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import RecordDict
 from flwr.client import NumPyClient
 
+from client.contract.evaluation import EVALUATION_SIZE, evaluation_vector
 from client.contract.plan import TrainingPlan
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import federation_layout
@@ -35,14 +38,16 @@ from client.contract.wire import (
     TASK_TRAIN,
     CensusReply,
 )
+from client.count_release import PublishedCounts, published_counts
 from client.data import InstitutionData
+from client.history import continuing_noise_multiplier
 from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
 from client.profile_release import institution_profile, model_probabilities, noise_multiplier_of
 from client.summary_release import institution_summary
-from client.training import evaluate_model, train_locally
+from client.training import Evaluation, evaluate_model, train_locally
 from privacy.account import HistoryStore, InstitutionAccount
-from privacy.accounting import AccountingStep, noise_multiplier_for
+from privacy.accounting import DEFAULT_ACCOUNTANT, AccountingStep, noise_multiplier_for
 from privacy.errors import BudgetExceededError, ConfigError, PolicyRefusalError
 from privacy.sampling import effective_sample_rate, steps_per_epoch, training_step
 from privacy.updates import clip_update
@@ -55,22 +60,34 @@ class InstitutionClient(NumPyClient):
     """One institution in a federation (a Flower ``NumPyClient``)."""
 
     def __init__(
-        self, *, data: InstitutionData, settings: NodeSettings, history: HistoryStore
+        self,
+        *,
+        data: InstitutionData,
+        settings: NodeSettings,
+        history: HistoryStore,
+        state: RecordDict | None = None,
+        prior: Sequence[AccountingStep] = (),
     ) -> None:
         self.data = data
+        self.prior = tuple(prior)
+        """What the kept history held when the run began (a run that continues earlier ones):
+        derived noise spends the run's ε on top of it, never past the budget."""
         self.settings = settings
         self.history = history
+        self.state = state if state is not None else RecordDict()
+        """The node's run state (Flower's ``context.state``): the run's published counts."""
         self.device = _device(settings.device)
 
     # ------------------------------------------------------------------ Flower API
 
     def get_properties(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The census: who this institution is, how many rows it holds, its schema."""
+        """The census: who this institution is, how many rows it holds (noised), its schema."""
         budget = self.settings.budget
+        counts = self._published_counts(self._account(None))
         return CensusReply(
             institution=self.data.name,
-            num_train=len(self.data.train),
-            num_test=len(self.data.test),
+            num_train=counts.train,
+            num_test=counts.test,
             schema_json=self.data.schema.model_dump_json(),
             schema_fingerprint=self.data.schema.fingerprint(),
             budget_epsilon=budget.epsilon,
@@ -98,8 +115,10 @@ class InstitutionClient(NumPyClient):
             return self._summary(plan, server_round)
         spec = self._preprocessing(config)
         zero = [np.zeros_like(p) for p in parameters]
-        if config.get(TASK_KEY) == TASK_PROFILE:  # a refused profile is a vector of its own size
+        if task == TASK_PROFILE:  # a refused profile is a vector of its own size
             zero = [np.zeros(federation_layout(self.data.schema).size)]
+        if task == TASK_EVALUATE:
+            zero = [np.zeros(EVALUATION_SIZE)]
         report = FitReport(
             institution=self.data.name,
             round=server_round,
@@ -112,13 +131,19 @@ class InstitutionClient(NumPyClient):
             reason = "the federation's schema differs from this institution's schema"
             logger.warning("%s refuses round %d: %s", self.data.name, server_round, reason)
             return zero, 0, _replace(report, refused=True, reason=reason).to_metrics()
-        if config.get(TASK_KEY) == TASK_PROFILE:
+        if task == TASK_PROFILE:
             return self._profile(parameters, config, plan=plan, spec=spec, report=report)
+        if task == TASK_EVALUATE:
+            return self._secure_evaluation(parameters, plan=plan, spec=spec, report=report)
 
         features = spec.transform(self.data.train)
         labels = spec.labels(self.data.train)
         n = len(labels)
         account = self._account(plan)
+        try:
+            published = self._published_counts(account).train
+        except BudgetExceededError as exc:
+            return zero, 0, _replace(report, refused=True, reason=str(exc)).to_metrics()
         noise: float | None = None
         planned: AccountingStep | None = None
         if plan.dp.enabled:
@@ -173,7 +198,7 @@ class InstitutionClient(NumPyClient):
         # The training loss is not sent: it is a statistic of the rows that no noise covers.
         report = _replace(
             report,
-            num_examples=outcome.num_examples,
+            num_examples=published,
             epsilon=epsilon,
             epsilon_next=epsilon_next,
             noise_multiplier=noise or 0.0,
@@ -193,39 +218,80 @@ class InstitutionClient(NumPyClient):
             epsilon,
             self.settings.budget.epsilon,
         )
-        # The weight of this update in the average: its rows, or 1 when every
-        # institution counts equally (central DP bounds each one's share).
-        weight = 1 if plan.uniform_weights else outcome.num_examples
+        # The weight of this update in the average: its published (noised) rows, or 1
+        # when every institution counts equally (central DP bounds each one's share).
+        weight = 1 if plan.uniform_weights else published
         return clipped.arrays, weight, report.to_metrics()
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
+        """An institution's own evaluation, in the clear: only where its policy allows it
+        (``allow_clear_evaluation``); the federation's evaluation is a secure sum, the
+        ``evaluate`` fit task."""
         self.settings.policy.check_task(TASK_EVALUATE, institution=self.data.name)
+        if not self.settings.policy.allow_clear_evaluation:
+            raise PolicyRefusalError(
+                f"{self.data.name} refuses to send an exact evaluation in the clear: its policy "
+                "allows it only into a secure sum",
+                institution=self.data.name,
+                task=TASK_EVALUATE,
+            )
         plan = TrainingPlan.from_config(config)
-        if plan.dp.enabled:
-            # An institution whose budget is spent answers nothing that reads its rows.
-            spent = self._account(plan).epsilon()
-            if spent >= self.settings.budget.epsilon:
-                raise PolicyRefusalError(
-                    f"{self.data.name} has spent its budget (ε {spent:.4g} of "
-                    f"{self.settings.budget.epsilon:.4g}) and answers no more evaluations",
-                    institution=self.data.name,
-                    epsilon=spent,
-                )
-        spec = self._preprocessing(config)
-        model = build_model(plan.model_spec(spec))
-        set_weights(model, parameters)
-        result = evaluate_model(
-            model, spec.transform(self.data.test), spec.labels(self.data.test), device=self.device
-        )
+        self._check_not_exhausted(plan)
+        result = self._evaluate_rows(parameters, plan=plan, spec=self._preprocessing(config))
         return (
             result.loss,
-            result.num_examples,
+            self._published_counts(self._account(plan)).test,
             {INSTITUTION_KEY: self.data.name, ACCURACY_KEY: result.accuracy},
         )
 
     # ------------------------------------------------------------------ helpers
+
+    def _check_not_exhausted(self, plan: TrainingPlan) -> None:
+        """An institution whose budget is spent answers nothing that reads its rows."""
+        if not plan.dp.enabled:
+            return
+        spent = self._account(plan).epsilon()
+        if spent >= self.settings.budget.epsilon:
+            raise PolicyRefusalError(
+                f"{self.data.name} has spent its budget (ε {spent:.4g} of "
+                f"{self.settings.budget.epsilon:.4g}) and answers no more evaluations",
+                institution=self.data.name,
+                epsilon=spent,
+            )
+
+    def _evaluate_rows(
+        self, parameters: list[np.ndarray], *, plan: TrainingPlan, spec: PreprocessingSpec
+    ) -> Evaluation:
+        model = build_model(plan.model_spec(spec))
+        set_weights(model, parameters)
+        return evaluate_model(
+            model, spec.transform(self.data.test), spec.labels(self.data.test), device=self.device
+        )
+
+    def _secure_evaluation(
+        self,
+        parameters: list[np.ndarray],
+        *,
+        plan: TrainingPlan,
+        spec: PreprocessingSpec,
+        report: FitReport,
+    ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+        """Accuracy and mean loss on the held-out rows, as this node's term of a secure sum
+        (weighted by its published test count); SecAgg+ masks it, and the node's mods refuse
+        to send it in the clear unless its policy allows."""
+        zero = [np.zeros(EVALUATION_SIZE)]
+        try:
+            self._check_not_exhausted(plan)
+            published = self._published_counts(self._account(plan)).test
+        except (PolicyRefusalError, BudgetExceededError) as exc:
+            return zero, 0, _replace(report, refused=True, reason=str(exc)).to_metrics()
+        result = self._evaluate_rows(parameters, plan=plan, spec=spec)
+        vector = evaluation_vector(accuracy=result.accuracy, loss=result.loss)
+        spent = self._account(plan).epsilon() if plan.dp.enabled else math.inf
+        done = _replace(report, num_examples=published, epsilon=spent, epsilon_next=spent)
+        return [vector], published, done.to_metrics()
 
     def _summary(
         self, plan: TrainingPlan, server_round: int
@@ -238,11 +304,13 @@ class InstitutionClient(NumPyClient):
             epsilon_budget=self.settings.budget.epsilon if plan.dp.enabled else math.inf,
             schema_fingerprint=self.data.schema.fingerprint(),
         )
+        account = self._account(plan)
         reply = institution_summary(
             data=self.data,
+            published_rows=self._published_counts(account).train,
             noise_multiplier=plan.summary_noise_multiplier,
             report=report,
-            account=self._account(plan),
+            account=account,
             policy=self.settings.policy,
             seed=self._round_seed(plan, server_round),
         )
@@ -261,12 +329,14 @@ class InstitutionClient(NumPyClient):
         probabilities = model_probabilities(
             plan=plan, spec=spec, weights=parameters, data=self.data, device=self.device
         )
+        account = self._account(plan)
         reply = institution_profile(
             data=self.data,
+            published_rows=self._published_counts(account).train,
             probabilities=probabilities,
             report=report,
             noise_multiplier=noise_multiplier_of(config),
-            account=self._account(plan),
+            account=account,
             policy=self.settings.policy,
             seed=self._round_seed(plan, report.round),
         )
@@ -288,12 +358,39 @@ class InstitutionClient(NumPyClient):
         digest = hashlib.sha256(f"{plan.seed}:{self.data.name}:{server_round}".encode()).digest()
         return int.from_bytes(digest[:4], "big")
 
-    def _account(self, plan: TrainingPlan) -> InstitutionAccount:
+    def _account(self, plan: TrainingPlan | None) -> InstitutionAccount:
+        """The institution's account under the plan's accountant (the default one before a
+        plan arrives: the census)."""
         return InstitutionAccount(
             institution=self.data.name,
             budget=self.settings.budget,
             history=self.history,
-            accountant=plan.dp.accountant,
+            accountant=plan.dp.accountant if plan is not None else DEFAULT_ACCOUNTANT,
+        )
+
+    def _published_counts(self, account: InstitutionAccount) -> PublishedCounts:
+        """The run's noisy row counts (``client.count_release``): every count that leaves."""
+        return published_counts(
+            institution=self.data.name,
+            num_train=len(self.data.train),
+            num_test=len(self.data.test),
+            noise_multiplier=self.settings.policy.count_noise_multiplier,
+            account=account,
+            state=self.state,
+            reproducible=self.settings.policy.allow_reproducible,
+        )
+
+    def _run_releases(self, plan: TrainingPlan) -> tuple[float, ...]:
+        """σ of the run's full-data Gaussian releases besides training (the published
+        counts, a noisy summary, a noisy profile): derived training noise leaves room for them."""
+        return tuple(
+            sigma
+            for sigma in (
+                self.settings.policy.count_noise_multiplier,
+                plan.summary_noise_multiplier,
+                plan.profile_noise_multiplier,
+            )
+            if sigma is not None
         )
 
     def _preprocessing(self, config: dict[str, Any]) -> PreprocessingSpec:
@@ -303,9 +400,31 @@ class InstitutionClient(NumPyClient):
         return _parse_spec(text)
 
     def _noise_multiplier(self, plan: TrainingPlan, num_examples: int) -> float:
+        """The run's DP-SGD σ: the plan's, or derived so that the run's steps and its other
+        releases spend the run's ε (the plan's target, else the budget), on top of ``prior``
+        when the run continues a kept history. When too little budget is left, the noise is
+        the run's as if nothing had been spent, and the budget check refuses every round."""
         if plan.dp.noise_multiplier is not None:
             return plan.dp.noise_multiplier
         budget = self.settings.budget
+        if self.prior:
+            sigma = continuing_noise_multiplier(
+                prior=self.prior,
+                run_epsilon=min(plan.dp.target_epsilon or budget.epsilon, budget.epsilon),
+                budget_epsilon=budget.epsilon,
+                target_delta=budget.delta,
+                sample_rate=effective_sample_rate(num_examples, plan.sample_rate),
+                steps=plan.num_rounds
+                * plan.local_epochs
+                * steps_per_epoch(num_examples, plan.sample_rate),
+                accountant=plan.dp.accountant,
+                reserved=tuple(
+                    AccountingStep(noise_multiplier=sigma, sample_rate=1.0, steps=1)
+                    for sigma in self._run_releases(plan)
+                ),
+            )
+            if sigma is not None:
+                return sigma
         target = budget.epsilon
         if plan.dp.target_epsilon is not None:
             target = min(target, plan.dp.target_epsilon)
@@ -317,11 +436,7 @@ class InstitutionClient(NumPyClient):
             * plan.local_epochs
             * steps_per_epoch(num_examples, plan.sample_rate),
             accountant=plan.dp.accountant,
-            releases=tuple(
-                sigma
-                for sigma in (plan.summary_noise_multiplier, plan.profile_noise_multiplier)
-                if sigma is not None
-            ),
+            releases=self._run_releases(plan),
         )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from client.contract.values import parse_flag
 from privacy.config import PrivacyBudget
 from privacy.errors import ConfigError
-from privacy.policy import TASKS, NodePolicy
+from privacy.policy import DEFAULT_COUNT_NOISE, TASKS, NodePolicy
 
 DEFAULT_BUDGET_EPSILON = 1.0
 DEFAULT_BUDGET_DELTA = 1e-5
@@ -85,6 +85,10 @@ def _policy(node_config: Mapping[str, Any]) -> NodePolicy:
         min_noise_multiplier=float(node_config.get("min-noise-multiplier", 0.3)),
         allow_reproducible=flag("allow-reproducible"),
         allow_exact_releases=flag("allow-exact-releases"),
+        allow_clear_evaluation=flag("allow-clear-evaluation"),
+        count_noise_multiplier=float(
+            node_config.get("count-noise-multiplier", DEFAULT_COUNT_NOISE)
+        ),
         tasks=TASKS
         if tasks in (None, "")
         else frozenset(t.strip() for t in str(tasks).split(",") if t.strip()),

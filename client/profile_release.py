@@ -87,6 +87,7 @@ def model_probabilities(
 def institution_profile(
     *,
     data: InstitutionData,
+    published_rows: int,
     probabilities: np.ndarray,
     report: FitReport,
     noise_multiplier: float | None,
@@ -100,6 +101,9 @@ def institution_profile(
     ----------
     data : InstitutionData
         The institution's rows; only the training rows are profiled.
+    published_rows : int
+        The node's noisy count of its training rows (``client.count_release``): the
+        shares are counts over it, and it is the reply's weight.
     probabilities : np.ndarray
         The global model's class probabilities on those rows.
     report : FitReport
@@ -116,7 +120,7 @@ def institution_profile(
     index = {label: i for i, label in enumerate(data.schema.target.labels)}
     labels = data.train[data.schema.target.name].map(index).to_numpy(dtype=np.int64)
     counts = layout.counts(numeric, categorical, probabilities, labels)
-    rows = len(data.train)
+    rows = published_rows
     report = _with(report, num_examples=rows, max_grad_norm=layout.sensitivity)
     if noise_multiplier is None:
         try:
@@ -125,7 +129,13 @@ def institution_profile(
             logger.warning("%s", exc)
             refused = _with(report, refused=True, reason=str(exc), num_examples=0)
             return ProfileReply(np.zeros(layout.size), 0, refused)
-        return ProfileReply(profile_shares(layout, counts, rows), rows, report)
+        # An exact profile (the operator's consent) is exact throughout: its own rows.
+        exact_rows = len(data.train)
+        return ProfileReply(
+            profile_shares(layout, counts, exact_rows),
+            exact_rows,
+            _with(report, num_examples=exact_rows),
+        )
 
     step = AccountingStep(noise_multiplier=noise_multiplier, sample_rate=1.0, steps=1)
     try:

@@ -41,6 +41,7 @@ class SummaryReply:
 def institution_summary(
     *,
     data: InstitutionData,
+    published_rows: int,
     noise_multiplier: float | None,
     report: FitReport,
     account: InstitutionAccount,
@@ -50,12 +51,15 @@ def institution_summary(
     """The institution's summary under ``noise_multiplier`` (``None``: exact, if allowed).
 
     The noise comes from the OS's secure source, unless ``seed`` is given (a reproducible
-    run the node's policy allows).
+    run the node's policy allows). The noisy sum is divided by ``published_rows``, the
+    node's noisy count of its training rows (``client.count_release``), which is also its
+    weight: the coordinator's weighted average is the federation's noisy sum over its
+    published rows, and no exact count leaves.
     """
     rows = len(data.train)
     exact = summarize(data.train, data.schema)
     sensitivity = summary_sensitivity(data.schema)
-    report = replace(report, num_examples=rows, max_grad_norm=sensitivity)
+    report = replace(report, num_examples=published_rows, max_grad_norm=sensitivity)
     refused = np.zeros_like(exact)
     if noise_multiplier is None:
         try:
@@ -63,7 +67,7 @@ def institution_summary(
         except PolicyRefusalError as exc:
             logger.warning("%s", exc)
             return SummaryReply(refused, 0, replace(report, refused=True, reason=str(exc)))
-        return SummaryReply(exact, rows, report)
+        return SummaryReply(exact, published_rows, report)
     step = AccountingStep(noise_multiplier=noise_multiplier, sample_rate=1.0, steps=1)
     try:
         account.check([step])
@@ -72,12 +76,14 @@ def institution_summary(
         return SummaryReply(
             refused,
             0,
-            replace(report, refused=True, reason=str(exc), epsilon=exc.epsilon_spent),
+            replace(
+                report, refused=True, reason=str(exc), epsilon=exc.epsilon_spent, num_examples=0
+            ),
         )
     rng = np.random.default_rng(secrets.randbits(128) if seed is None else seed)
     noisy_sum = exact * rows + rng.normal(0.0, noise_multiplier * sensitivity, exact.shape)
     epsilon = account.record([step])
-    shares = np.clip(noisy_sum / rows, -PROFILE_NOISY_RANGE, PROFILE_NOISY_RANGE)
+    shares = np.clip(noisy_sum / published_rows, -PROFILE_NOISY_RANGE, PROFILE_NOISY_RANGE)
     logger.info(
         "%s sends a noisy summary (σ %.3g): ε now %.4g", data.name, noise_multiplier, epsilon
     )
@@ -88,4 +94,4 @@ def institution_summary(
         sample_rate=1.0,
         steps=1,
     )
-    return SummaryReply(shares, rows, spent)
+    return SummaryReply(shares, published_rows, spent)

@@ -17,6 +17,7 @@ place: ``simulations.cli.app``) and keyword context (``institution=``,
      │    ├── AccountingError                        ε cannot be computed        3
      │    ├── UpdateRejectedError                    a malformed update          3
      │    ├── PolicyRefusalError                     against the node's policy   3
+     │    ├── UndeclaredReleaseError                 not in the release manifest 3
      │    ├── SecureAggregationRequiredError         no update in the clear      3
      │    └── UnsafeSecureAggregationError           a SecAgg+ step would leak   3
      │         └── TooFewParticipantsError           a sum of fewer than k       3
@@ -161,6 +162,11 @@ class BudgetSpentError(PrivacyError):
 
 class PolicyRefusalError(PrivacyError):
     """A task or a release asked of a node goes against the institution's own policy."""
+
+
+class UndeclaredReleaseError(PrivacyError):
+    """A node was about to send something the release manifest (``privacy.releases``) does
+    not declare; it is stopped before it leaves."""
 
 
 class SecureAggregationRequiredError(PrivacyError):

@@ -1,11 +1,13 @@
 """The privacy ledger: what each institution spent, round by round.
 
-Each entry records a round's DP-SGD parameters (steps, sample rate, noise
-multiplier, clipping norm) and the institution's cumulative ε after it, at δ.
-One entry per (institution, round): a round reported again (a retried round
-after a restart) replaces its entry instead of adding a second one, so ε is
-never counted twice, and the cumulative ε it carries is the institution's own
-account of everything it spent.
+Each entry records one release of an institution's rows: a round's DP-SGD
+parameters (steps, sample rate, noise multiplier, clipping norm), or a noisy
+preprocessing summary or reference profile (one full-data Gaussian step, its
+sensitivity as the clipping norm), and the institution's cumulative ε after it,
+at δ: the composition of every release it made, its noisy row counts included.
+One entry per (institution, round, release): a round reported again (a retried
+round after a restart) replaces its entry instead of adding a second one, so ε
+is never counted twice.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class LedgerRecord:
     delta: float
     refused: bool = False
     reason: str = ""
+    release: str = "training"
+    """``training``, ``summary`` or ``profile``."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -51,12 +55,12 @@ class PrivacyLedger:
     """Entries by (institution, round), in the order first recorded."""
 
     def __init__(self, entries: Iterable[LedgerRecord] = ()) -> None:
-        self._entries: dict[tuple[str, int], LedgerRecord] = {}
+        self._entries: dict[tuple[str, int, str], LedgerRecord] = {}
         for entry in entries:
             self.record(entry)
 
     def record(self, entry: LedgerRecord) -> None:
-        key = (entry.institution, entry.round)
+        key = (entry.institution, entry.round, entry.release)
         if key in self._entries and self._entries[key] != entry:
             logger.warning(
                 "round %d of %s reported again: replacing its ledger entry (ε %.4g -> %.4g)",
@@ -74,9 +78,9 @@ class PrivacyLedger:
         return sorted({e.institution for e in self._entries.values()})
 
     def spent(self, institution: str) -> float:
-        """The institution's cumulative ε after its latest round (0 before any)."""
-        rounds = sorted(self.entries(institution), key=lambda e: e.round)
-        return rounds[-1].epsilon if rounds else 0.0
+        """The institution's cumulative ε after its latest release (0 before any): every
+        entry carries the composition so far, which only grows."""
+        return max((e.epsilon for e in self.entries(institution)), default=0.0)
 
     def write_jsonl(self, path: Path) -> None:
         """Write every entry as one JSON line (atomically: a crash leaves the old file)."""

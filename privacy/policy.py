@@ -18,6 +18,9 @@ from privacy.errors import ConfigError, PolicyRefusalError
 TASKS = frozenset({"train", "evaluate", "summary", "profile", "init"})
 """What a coordinator can ask a node to do (``client.contract.wire``'s task names)."""
 
+DEFAULT_COUNT_NOISE = 20.0
+"""σ, in rows, of the noise on a node's published row counts."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class NodePolicy:
@@ -38,6 +41,13 @@ class NodePolicy:
         run asks for one (default: never; each is an aggregate of the rows).
     tasks : frozenset[str]
         The tasks the node answers at all.
+    allow_clear_evaluation : bool
+        Send its own evaluation (accuracy and loss on its held-out rows) outside a secure
+        sum, when a run has no secure aggregation (default: never).
+    count_noise_multiplier : float
+        σ, in rows, of the Gaussian noise on the row counts the node publishes (its
+        training and held-out rows, drawn once per run and accounted: exact counts
+        are a statistic of the rows under add-or-remove-one neighbours).
     """
 
     allow_non_dp: bool = False
@@ -45,8 +55,14 @@ class NodePolicy:
     allow_reproducible: bool = False
     allow_exact_releases: bool = False
     tasks: frozenset[str] = field(default_factory=lambda: TASKS)
+    allow_clear_evaluation: bool = False
+    count_noise_multiplier: float = DEFAULT_COUNT_NOISE
 
     def __post_init__(self) -> None:
+        if not (self.count_noise_multiplier > 0 and math.isfinite(self.count_noise_multiplier)):
+            raise ConfigError(
+                f"the row counts' noise multiplier must be > 0, got {self.count_noise_multiplier}"
+            )
         if not (self.min_noise_multiplier >= 0 and math.isfinite(self.min_noise_multiplier)):
             raise ConfigError(
                 f"the lowest accepted noise multiplier must be >= 0, got "

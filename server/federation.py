@@ -32,6 +32,7 @@ from flwr.server.compat.app_utils import start_update_client_manager_thread
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp.grid import Grid
 
+from client.contract.evaluation import EVALUATION_LOSS_CAP, EVALUATION_SIZE
 from client.contract.preprocessing import PreprocessingSpec, summary_size
 from client.contract.profile import PROFILE_NOISY_RANGE, ReferenceProfile, federation_layout
 from client.contract.report import FitReport
@@ -39,18 +40,19 @@ from client.contract.schema import TableSchema
 from client.contract.wire import (
     PREPROCESSING_KEY,
     ROUND_KEY,
+    TASK_EVALUATE,
     TASK_INIT,
     TASK_KEY,
     TASK_SUMMARY,
 )
-from privacy.errors import TooFewParticipantsError
+from privacy.errors import ConfigError, TooFewParticipantsError
 from privacy.secagg import SecAggParameters, derive_secagg_parameters, secagg_timeout_s
 from server.averaging import FederatedAverage, federated_average
 from server.census import take_census
 from server.checkpoint_format import RunCheckpoint
 from server.config import FederationSettings
 from server.errors import FederationError
-from server.federated_strategy import FedwardenStrategy
+from server.federated_strategy import FedwardenStrategy, RoundLog
 from server.reference_profile import assemble_profile, profile_task
 from server.run_events import (
     Institution,
@@ -63,7 +65,6 @@ from server.run_events import (
 from server.strategies import build_strategy
 from server.workflows import (
     Workflow,
-    evaluate_workflow,
     fresh_context,
     global_weights,
     plain_fit_workflow,
@@ -81,6 +82,8 @@ class Federation:
         self.observers = list(observers)
         self._last_secure_s: float | None = None
         """How long the last secure round took: the next one's SecAgg+ timeout derives from it."""
+        self._summary_reports: list[FitReport] = []
+        """The institutions' reports of their noisy summaries (the ledger's first entries)."""
 
     def run(
         self, grid: Grid, context: Context, *, resume: RunCheckpoint | None = None
@@ -144,11 +147,11 @@ class Federation:
             first_round=first_round,
             preprocessing=preprocessing,
             model_spec=model_spec,
+            summary_reports=list(self._summary_reports),
         )
         for observer in self.observers:
             observer.on_run_start(start)
 
-        evaluate = evaluate_workflow(timeout_s=settings.round_timeout_s)
         records: list[RoundRecord] = []
         stopped = "completed every round"
         for server_round in range(first_round, settings.plan.num_rounds + 1):
@@ -165,7 +168,16 @@ class Federation:
             fit(grid, legacy)
             if secure:
                 self._last_secure_s = time.perf_counter() - began
-            evaluate(grid, legacy)
+            self._evaluate(
+                grid,
+                context,
+                manager,
+                institutions,
+                strategy=strategy,
+                weights=global_weights(legacy),
+                preprocessing=preprocessing,
+                server_round=server_round,
+            )
             checkpoint = strategy.checkpoint(
                 server_round=server_round,
                 weights=global_weights(legacy),
@@ -200,6 +212,7 @@ class Federation:
             stopped_reason=stopped,
             profile=profile,
             profile_reports=profile_reports,
+            summary_reports=list(self._summary_reports),
         )
         for observer in self.observers:
             observer.on_run_end(result)
@@ -275,6 +288,8 @@ class Federation:
             size=summary_size(schema),
             value_range=(-bound if noisy else 0.0, bound),
         )
+        if average is not None:
+            self._summary_reports = _reports(average.metrics)
         if average is None or average.rows <= 0:
             raise FederationError("the federated summary failed: no institution's summary arrived")
         return PreprocessingSpec.from_summary(schema, np.clip(average.vector, 0.0, 1.0))
@@ -311,6 +326,49 @@ class Federation:
             value_range=value_range,
             workflow=workflow,
         )
+
+    def _evaluate(
+        self,
+        grid: Grid,
+        context: Context,
+        manager: ClientManager,
+        institutions: dict[int, Institution],
+        *,
+        strategy: FedwardenStrategy,
+        weights: list[np.ndarray],
+        preprocessing: str,
+        server_round: int,
+    ) -> None:
+        """Federated evaluation of ``weights`` as one secure sum (SecAgg+ when the run uses it).
+
+        Each institution sends its accuracy and mean loss on its held-out rows, weighted by
+        its published test count; the coordinator learns only their weighted average (no
+        institution's own accuracy), and a node sends it in the clear only where its policy
+        allows (a run without secure aggregation).
+        """
+        config: dict[str, Scalar] = {
+            **self.settings.plan.to_config(),
+            TASK_KEY: TASK_EVALUATE,
+            ROUND_KEY: server_round,
+            PREPROCESSING_KEY: preprocessing,
+        }
+        average = self._federated_average(
+            grid,
+            context,
+            manager,
+            institutions,
+            config=config,
+            parameters=weights,
+            size=EVALUATION_SIZE,
+            value_range=(0.0, EVALUATION_LOSS_CAP),
+        )
+        log = strategy.logs.setdefault(server_round, RoundLog())
+        if average is None or average.rows <= 0:
+            logger.warning("round %d: no institution's evaluation arrived", server_round)
+            return
+        accuracy, loss = (float(v) for v in average.vector)
+        log.accuracy = min(max(accuracy, 0.0), 1.0)
+        log.loss = loss
 
     def _profile(
         self,
@@ -441,6 +499,17 @@ class Federation:
             self._last_secure_s = time.perf_counter() - began
 
         return timed
+
+
+def _reports(metrics: list[dict[str, Scalar]]) -> list[FitReport]:
+    """The institutions' reports among a federated average's metrics (unreadable ones left out)."""
+    reports = []
+    for entry in metrics:
+        try:
+            reports.append(FitReport.from_metrics(dict(entry)))
+        except ConfigError as exc:
+            logger.warning("an unreadable report: %s", exc)
+    return reports
 
 
 def _stop_reason(server_round: int, schedulable: int, *, least: int) -> str | None:

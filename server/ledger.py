@@ -18,8 +18,11 @@ class LedgerObserver:
         self.path = out_dir / LEDGER_FILE if out_dir is not None else None
 
     def on_run_start(self, start: RunStart) -> None:
+        for report in start.summary_reports:
+            self.ledger.record(report.to_ledger_record(release="summary"))
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.ledger.write_jsonl(self.path)
 
     def on_round_end(self, record: RoundRecord) -> None:
         for report in record.reports:
@@ -28,5 +31,7 @@ class LedgerObserver:
             self.ledger.write_jsonl(self.path)
 
     def on_run_end(self, result: RunResult) -> None:
+        for report in result.profile_reports:
+            self.ledger.record(report.to_ledger_record(release="profile"))
         if self.path is not None:
             self.ledger.write_jsonl(self.path)

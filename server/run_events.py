@@ -41,6 +41,8 @@ class RunStart:
     first_round: int = 1
     preprocessing: str = ""
     model_spec: dict[str, Any] = field(default_factory=dict)
+    summary_reports: list[FitReport] = field(default_factory=list)
+    """Each institution's account of its noisy preprocessing summary (none on a resume)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +95,7 @@ class RunResult:
     stopped_reason: str
     profile: ReferenceProfile | None = field(default=None, repr=False, compare=False)
     profile_reports: list[FitReport] = field(default_factory=list)
+    summary_reports: list[FitReport] = field(default_factory=list)
 
 
 class RunObserver(Protocol):

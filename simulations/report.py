@@ -79,8 +79,9 @@ def summary(outcome: SimulationOutcome, *, history: PrivacyHistory | None = None
         "final": {
             "accuracy": last.accuracy if last else None,
             "loss": last.loss if last else None,
-            "epsilon": dict(last.epsilon) if last else {},
+            "epsilon": composed_epsilon(outcome),
         },
+        "releases": releases(outcome),
         "centralized_baseline": (
             {
                 "accuracy": outcome.baseline.accuracy,
@@ -96,6 +97,47 @@ def summary(outcome: SimulationOutcome, *, history: PrivacyHistory | None = None
         "wall_time_s": round(outcome.wall_time_s, 2),
     }
     return dict(json_safe(data))
+
+
+def composed_epsilon(outcome: SimulationOutcome) -> dict[str, float]:
+    """Each institution's ε after every release of the run (its noisy counts, summary,
+    rounds and profile): the largest cumulative ε it reported, which only grows."""
+    result = outcome.result
+    reports = [
+        *result.summary_reports,
+        *(r for record in result.rounds for r in record.reports),
+        *result.profile_reports,
+    ]
+    composed = dict(result.rounds[-1].epsilon) if result.rounds else {}
+    for report in reports:
+        value = report.epsilon if report.dp else math.inf
+        composed[report.institution] = max(composed.get(report.institution, 0.0), value)
+    return composed
+
+
+def releases(outcome: SimulationOutcome) -> dict[str, list[dict[str, Any]]]:
+    """Every release each institution reported, in order: what it was, its σ, ε after it."""
+    result = outcome.result
+    kinds = [
+        *(("summary", r) for r in result.summary_reports),
+        *(("training", r) for record in result.rounds for r in record.reports),
+        *(("profile", r) for r in result.profile_reports),
+    ]
+    table: dict[str, list[dict[str, Any]]] = {}
+    for kind, report in kinds:
+        table.setdefault(report.institution, []).append(
+            {
+                "release": kind,
+                "round": report.round,
+                "refused": report.refused,
+                "noise_multiplier": report.noise_multiplier,
+                "sensitivity": report.max_grad_norm,
+                "sample_rate": report.sample_rate,
+                "steps": report.steps,
+                "epsilon_after": report.epsilon,
+            }
+        )
+    return table
 
 
 def _round(record: Any) -> dict[str, Any]:

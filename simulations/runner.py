@@ -6,6 +6,7 @@ ClientApp per simulated institution, and trains the pooled baseline beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from flwr.clientapp.typing import Mod
 
 from client.app import create_client_app
 from client.models import IMAGE_MODELS
@@ -132,16 +134,25 @@ def simulate(
     observers: Sequence[RunObserver] = (),
     backend: BackendSettings | None = None,
     baseline: bool = True,
+    client_mods: Sequence[Mod] = (),
 ) -> SimulationOutcome:
-    """Run ``scenario`` with ``settings`` (from ``prepare``)."""
+    """Run ``scenario`` with ``settings`` (from ``prepare``); ``client_mods`` wrap every
+    simulated node's app, outermost (they see what leaves a node)."""
     from flwr.simulation import run_simulation
 
     backend = backend or BackendSettings()
     began = time.perf_counter()
     results: list[RunResult] = []
     server_app = create_server_app(settings=settings, observers=list(observers), results=results)
+    if settings.secagg is None and "allow-clear-evaluation" not in scenario.node_policy:
+        # Without SecAgg+ the evaluation can only travel in the clear: in a simulation the
+        # user is every party, and a run without secure aggregation is its choice.
+        policy = {**scenario.node_policy, "allow-clear-evaluation": True}
+        scenario = dataclasses.replace(scenario, node_policy=policy)
     client_app = create_client_app(
-        data_loader=load_simulated_institution, node_config=scenario.node_config
+        data_loader=load_simulated_institution,
+        node_config=scenario.node_config,
+        extra_mods=client_mods,
     )
     notify_phase(observers, "start-up")
     with _quiet_flower(backend.verbose):

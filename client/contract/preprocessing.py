@@ -3,11 +3,13 @@
 Each institution summarises its training rows as a vector of per-row averages
 (``summarize``): for every numeric feature the mean of its range-scaled value
 ``u = (x - low) / (high - low)``, of ``u**2`` and the share of rows where it is
-present; for every categorical feature and the target, the share of each
-category. Every entry lies in [0, 1], so the vectors fit secure aggregation's
+present. Every entry lies in [0, 1], so the vectors fit secure aggregation's
 quantization range; weighted by row counts their average is the federation's
 pooled average, from which ``PreprocessingSpec`` takes means and standard
-deviations. Categories come from the schema, so no vocabulary is learned from data.
+deviations. Categories come from the schema, so no vocabulary is learned from data,
+and nothing about them is summarised: the summary is a DP release, and every entry
+it carries widens one row's contribution bound (``summary_sensitivity``), hence
+its noise or its share of the budget.
 
 The spec travels with the model: ``transform`` is the same function at training
 time and at serving time.
@@ -31,24 +33,16 @@ _MIN_STD = 1e-6
 
 def summary_size(schema: TableSchema) -> int:
     """Length of the summary vector ``summarize`` returns for ``schema``."""
-    size = 0
-    for feature in schema.features:
-        if isinstance(feature, NumericFeature):
-            size += 3
-        else:
-            size += len(feature.categories) + 1
-    return size + len(schema.target.labels)
+    return 3 * sum(isinstance(f, NumericFeature) for f in schema.features)
 
 
 def summary_sensitivity(schema: TableSchema) -> float:
     """L2 bound of one row's contribution to the summed summary.
 
     A numeric feature adds three values in [0, 1] (its scaled value, its square and
-    whether it is present), a categorical one a one-hot of its categories and
-    "missing", the target a one-hot of its labels.
+    whether it is present). (At least 1, so that an empty summary's noise is defined.)
     """
-    numeric = sum(isinstance(f, NumericFeature) for f in schema.features)
-    return math.sqrt(3 * numeric + (len(schema.features) - numeric) + 1)
+    return max(1.0, math.sqrt(summary_size(schema)))
 
 
 def summarize(frame: pd.DataFrame, schema: TableSchema) -> np.ndarray:
@@ -63,12 +57,6 @@ def summarize(frame: pd.DataFrame, schema: TableSchema) -> np.ndarray:
             present = ~np.isnan(u)
             filled = np.where(present, u, 0.0)
             parts += [float(filled.mean()), float((filled**2).mean()), float(present.mean())]
-        else:
-            for category in feature.categories:
-                parts.append(float((column == category).mean()))
-            parts.append(float(column.isna().mean()))
-    target = frame[schema.target.name]
-    parts += [float((target == label).mean()) for label in schema.target.labels]
     return np.asarray(parts, dtype=np.float64)
 
 
@@ -91,7 +79,8 @@ class PreprocessingSpec:
 
     schema: TableSchema
     scaling: dict[str, NumericScaling]
-    label_shares: tuple[float, ...]
+    label_shares: tuple[float, ...] = ()
+    """No longer summarised (empty); kept so that specs written before still load."""
 
     @classmethod
     def from_summary(cls, schema: TableSchema, summary: np.ndarray) -> PreprocessingSpec:
@@ -116,10 +105,7 @@ class PreprocessingSpec:
                 scaling[feature.name] = NumericScaling(
                     mean=mean, std=std if std > _MIN_STD else 1.0
                 )
-            else:
-                offset += len(feature.categories) + 1
-        labels = tuple(float(v) for v in summary[offset:])
-        return cls(schema=schema, scaling=scaling, label_shares=labels)
+        return cls(schema=schema, scaling=scaling, label_shares=())
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, schema: TableSchema) -> PreprocessingSpec:

@@ -1,8 +1,9 @@
 """What an institution reports to the coordinator after a round (in the clear).
 
-Only aggregate facts leave: counts, the training loss, and the privacy numbers
-the coordinator keeps in its ledger. The update itself travels separately and,
-with SecAgg+, masked.
+Only what the release manifest (``privacy.releases``) declares leaves: the
+published (noisy) row count, the privacy numbers the coordinator keeps in its
+ledger, and ``train_loss`` as NaN (the training loss is never sent). The update
+itself travels separately and, with SecAgg+, masked.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ class FitReport:
     update_clipped: bool = False
     schema_fingerprint: str = ""
 
-    def to_ledger_record(self) -> LedgerRecord:
+    def to_ledger_record(self, *, release: str = "training") -> LedgerRecord:
         """What this report puts in the privacy ledger (a refused round took no steps)."""
         return LedgerRecord(
+            release=release,
             institution=self.institution,
             round=self.round,
             steps=0 if self.refused else self.steps,

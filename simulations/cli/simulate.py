@@ -216,7 +216,9 @@ def simulate_command(
         node_policy={
             "allow-non-dp": not dp,
             "allow-reproducible": insecure_reproducible,
-            "allow-exact-releases": 0 in (summary_noise_multiplier, profile_noise_multiplier),
+            # Without SecAgg+ the evaluation can only travel in the clear (the user's choice).
+            "allow-exact-releases": not secagg
+            or 0 in (summary_noise_multiplier, profile_noise_multiplier),
         },
         history_dir=ensure_writable(history, what="history folder") if history else None,
     )

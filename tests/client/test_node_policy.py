@@ -18,7 +18,7 @@ from client.contract.plan import TrainingPlan
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.report import FitReport
 from client.contract.schema import validate_frame
-from client.contract.wire import TASK_INIT, TASK_KEY
+from client.contract.wire import TASK_EVALUATE, TASK_INIT, TASK_KEY
 from client.data import holdout_split
 from client.flower_client import InstitutionClient
 from client.history import StateHistory
@@ -121,8 +121,21 @@ def test_an_exhausted_node_answers_no_evaluation(data):
     client.fit(weights, config(data, PLAN))  # refused or spent: either way nothing is left
     client.history.append(AccountingStep(noise_multiplier=0.5, sample_rate=1.0, steps=10))
 
-    with pytest.raises(PolicyRefusalError, match="has spent its budget"):
+    vector, weight, metrics = client.fit(weights, {**config(data, PLAN), TASK_KEY: TASK_EVALUATE})
+
+    report = FitReport.from_metrics(metrics)
+    assert report.refused and weight == 0 and "has spent its budget" in report.reason
+    assert not np.any(vector[0])
+
+
+def test_an_evaluation_in_the_clear_needs_the_nodes_consent(data):
+    client = node(data)
+    weights = client.get_parameters({**config(data, PLAN), TASK_KEY: TASK_INIT})
+
+    with pytest.raises(PolicyRefusalError, match="refuses to send an exact evaluation"):
         client.evaluate(weights, config(data, PLAN))
+    vector, weight, _ = client.fit(weights, {**config(data, PLAN), TASK_KEY: TASK_EVALUATE})
+    assert weight >= 1 and 0 <= vector[0][0] <= 1  # its term of the secure sum
 
 
 def test_a_task_outside_the_policy_is_refused(data):

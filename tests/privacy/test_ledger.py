@@ -31,3 +31,13 @@ def test_jsonl_round_trip_keeps_infinite_epsilon(tmp_path):
     assert again.entries() == ledger.entries()
     assert '"epsilon": "inf"' in path.read_text()
     assert not (tmp_path / "ledger.jsonl.tmp").exists()
+
+
+def test_every_release_has_its_own_entry_and_spent_is_the_composition_so_far():
+    ledger = PrivacyLedger()
+    ledger.record(entry("A", 0, 0.3, release="summary"))
+    ledger.record(entry("A", 1, 0.6))
+    ledger.record(entry("A", 1, 0.8, release="profile"))
+
+    assert [e.release for e in ledger.entries("A")] == ["summary", "training", "profile"]
+    assert ledger.spent("A") == 0.8

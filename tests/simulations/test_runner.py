@@ -11,7 +11,7 @@ from privacy.accounting import AccountingStep, compute_epsilon
 from privacy.config import PrivacyBudget
 from privacy.ledger import PrivacyLedger
 from server.ledger import LedgerObserver
-from simulations.report import write_outputs
+from simulations.report import composed_epsilon, write_outputs
 from simulations.runner import prepare, simulate
 from simulations.scenario import Scenario
 
@@ -63,10 +63,16 @@ def test_three_hospitals_two_rounds_end_to_end(tmp_path):
     assert plot_path.stat().st_size > 10_000
 
     written = PrivacyLedger.read_jsonl(tmp_path / "ledger.jsonl")
-    assert sorted((e.institution, e.round) for e in written.entries()) == sorted(
+    # every release is on the books: the noisy summary (round 0), the rounds, the profile
+    assert {e.release for e in written.entries()} == {"summary", "training", "profile"}
+    assert sorted(
+        (e.institution, e.round) for e in written.entries() if e.release == "training"
+    ) == sorted(
         (n, r) for n in names for r in (1, 2)
     )
-    assert all(written.spent(n) == pytest.approx(second.epsilon[n]) for n in names)
+    composed = composed_epsilon(outcome)  # every release, the profile's last
+    assert all(written.spent(n) == pytest.approx(composed[n]) >= second.epsilon[n] for n in names)
+    assert summary["final"]["epsilon"] == pytest.approx(composed)
 
 
 def test_secure_aggregation_with_central_dp_reports_institution_level_epsilon():

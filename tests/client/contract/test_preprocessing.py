@@ -17,8 +17,8 @@ def test_summary_entries_are_shares_in_unit_interval(small_schema, small_rows):
 
     assert summary.shape == (summary_size(small_schema),)
     assert summary.min() >= 0 and summary.max() <= 1
-    # label shares come last and sum to one
-    assert summary[-2:].sum() == pytest.approx(1.0)
+    # numerics only (what the scaling uses): nothing about categories or labels leaves
+    assert summary.shape == (3 * 2,)
 
 
 def test_weighted_federated_summaries_equal_the_pooled_summary(small_schema, small_rows):
