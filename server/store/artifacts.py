@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from privacy.envelope import is_sealed
 from privacy.errors import ConfigError
 from server.store.models import ModelArtifact
 
@@ -21,14 +22,21 @@ _HEX = frozenset("0123456789abcdef")
 def save_artifact(*, session: Session, sha256: str, blob: bytes, size: int) -> bool:
     """Keep ``blob`` under ``sha256`` unless the store already has that artifact.
 
-    Called in the registering transaction (its audit event covers it). Returns
-    whether a row was added.
+    Called in the registering transaction (its audit event covers it). A sealed
+    ``blob`` replaces a plaintext one kept before the store had a keyring, so
+    sealing, once on, covers every artifact registered again. Returns whether a
+    row was added or replaced.
     """
     if len(sha256) != 64 or not set(sha256) <= _HEX:
         raise ConfigError("an artifact's sha256 must be 64 lowercase hex characters")
     if not blob or size < 0:
         raise ConfigError("an artifact must have bytes")
-    if session.get(ModelArtifact, sha256) is not None:
+    existing = session.get(ModelArtifact, sha256)
+    if existing is not None:
+        if is_sealed(blob) and not is_sealed(existing.blob):
+            existing.blob = blob
+            session.flush()
+            return True
         return False
     session.add(ModelArtifact(sha256=sha256, size=size, blob=blob))
     session.flush()
