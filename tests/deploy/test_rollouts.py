@@ -4,6 +4,8 @@ roll back reach the service without a restart."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -11,6 +13,8 @@ from deploy.api import create_app
 from deploy.serving_model import frame_to_rows
 from server.store import audit
 from server.store import repository as repo
+from server.store.models import ModelRollout
+from simulations.cli.app import main
 
 from .conftest import settings_for
 
@@ -129,3 +133,35 @@ def test_promote_then_roll_back_reach_the_service_and_are_audited(service, model
         ("model.promote", "model:heart@2", {"archived": [1], "rollout_ended": "canary"}),
         ("model.promote", "model:heart@1", {"archived": [2], "rollback": True}),
     ]
+
+
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["fedwarden", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_the_cli_compares_versions_and_starts_and_rolls_back_a_canary(
+    model_store, monkeypatch, capsys
+):
+    store = ("--database-url", model_store.url, "--api-key", model_store.keys["ops"])
+
+    compared = _cli(monkeypatch, capsys, "models", "compare", "heart", "1", "2", *store)
+    canary = _cli(monkeypatch, capsys, "models", "canary", "heart", "2", "--percent", "5", *store)
+    with model_store.store.session() as session:
+        running = session.get(ModelRollout, "heart")
+        started = (running.mode, running.percent) if running is not None else None
+    undone = _cli(monkeypatch, capsys, "models", "rollback", "heart", *store)
+    refused = _cli(monkeypatch, capsys, "models", "canary", "heart", "1", *store)
+
+    assert compared[0] == 0
+    assert "accuracy (pooled)" in compared[1] and "0.8000" in compared[1]
+    assert "v1" in compared[1] and "v2" in compared[1]
+    assert canary[0] == 0 and started == ("canary", 5.0)
+    assert undone[0] == 0 and "stopped the rollout of heart version 2" in undone[1]
+    assert refused[0] != 0 and "already in production" in refused[1]
