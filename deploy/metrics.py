@@ -96,6 +96,18 @@ class ServiceMetrics:
             ["model", "result"],
             registry=self.registry,
         )
+        self.rollout_rows = Counter(
+            "fedwarden_rollout_rows_total",
+            "Rows a rollout version handled: answered (canary) or scored unseen (shadow).",
+            ["model", "version", "mode"],
+            registry=self.registry,
+        )
+        self.shadow_agreement = Gauge(
+            "fedwarden_shadow_agreement",
+            "Share of rows on which the shadow version's class matches production's.",
+            ["model", "version"],
+            registry=self.registry,
+        )
         self.version = Gauge(
             "fedwarden_model_version_served",
             "The model version being served.",

@@ -68,17 +68,23 @@ class LoadedModel:
         *,
         name: str,
         version: int,
-        path: Path,
+        path: Path | None = None,
         sha256: str,
         preprocessing: PreprocessingSpec,
         providers: list[str],
         threads: int = 1,
         details: dict[str, Any] | None = None,
         keyring: Keyring | None = None,
+        data: bytes | None = None,
     ) -> None:
+        """``data`` is the artifact's plaintext, already checked against ``sha256`` (as
+        ``ArtifactFetcher`` returns it); without it the file at ``path`` is read and checked."""
         import onnxruntime as ort
 
-        data = read_artifact(path, sha256=sha256, keyring=keyring, what=f"{name} v{version}")
+        if data is None:
+            if path is None:
+                raise ServingError(f"{name} v{version}: neither an artifact nor its path given")
+            data = read_artifact(path, sha256=sha256, keyring=keyring, what=f"{name} v{version}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

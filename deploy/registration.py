@@ -2,7 +2,8 @@
 
 ``export_and_register`` reads the run's checkpoint (its last round, or a given
 one), exports the global model with its preprocessing to ONNX, checks parity,
-and registers the artifact in ``staging`` with its lineage: run, round,
+and registers the artifact in ``staging`` (its bytes kept in the store too, so any
+host that reaches the store can serve it) with its lineage: run, round,
 institutions, ε per institution, DP and SecAgg settings, and the run's
 reference profile (what drift is measured against). The profile's prediction
 blocks describe the model it was computed with, the run's last; a version
@@ -26,7 +27,7 @@ from client.contract.errors import DataError
 from client.contract.preprocessing import PreprocessingSpec
 from client.contract.profile import ReferenceProfile
 from client.contract.schema import TableSchema, validate_frame
-from deploy.artifacts import read_artifact, write_artifact
+from deploy.artifacts import keep_in_store, read_artifact, write_artifact
 from deploy.onnx_contract import sha256_file
 from deploy.onnx_export import ExportedModel, export_model, sample_rows
 from deploy.quantize import DEFAULT_TOLERANCE_POINTS, QuantizationDecision, quantize_artifact
@@ -115,6 +116,7 @@ def export_and_register(
         profile = _profile_for(
             repo.run_profile(session=session, run_id=run_id), round=checkpoint.round
         )
+        keep_in_store(session, path=path, sha256=exported.sha256, keyring=store.keyring)
         version = repo.register_model_version(
             session=session,
             actor=_same(session, actor),

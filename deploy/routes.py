@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Body, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
 
 from deploy.deps import CurrentIdentity, ServiceDep
 from deploy.errors import InvalidRequestError
@@ -27,6 +28,8 @@ from deploy.schemas import (
     PerformanceReport,
     PredictRequest,
     PredictResponse,
+    RolloutReport,
+    ShadowReport,
 )
 from server.errors import ConflictError, NotFoundError
 
@@ -74,11 +77,14 @@ async def predict(
     millisecond for a small batch, less than handing the work to a thread.
     """
     service.authenticator.require(identity, "predict", target=f"model:{name}")
-    model = service.holder.get(name)
-    if model is None:
+    production = service.holder.get(name)
+    if production is None:
         raise NotFoundError(f"model {name!r} has no production version being served", model=name)
     began = time.perf_counter()
     body = parse_predict_body(await http.body())
+    model, rollout = production, service.catalog.rollouts.get(name)
+    if rollout is not None and rollout.mode == "canary" and rollout.takes(body.request_id):
+        model = rollout.model
     if body.columns is not None:
         encoded = model.encode_columns(body.columns, limits=service.limits)
     else:
@@ -119,7 +125,21 @@ async def predict(
             )
         ],
     }
-    return Response(orjson.dumps(answer), media_type="application/json")
+    shadow = None
+    if rollout is not None and rollout.mode == "shadow" and rollout.takes(body.request_id):
+        shadow = BackgroundTask(
+            service.shadow.score,
+            rollout,
+            body=body,
+            production=prediction.probabilities,
+            limits=service.limits,
+            metrics=service.metrics,
+        )
+    elif model is not production:
+        service.metrics.rollout_rows.labels(
+            model=name, version=str(model.version), mode="canary"
+        ).inc(rows)
+    return Response(orjson.dumps(answer), media_type="application/json", background=shadow)
 
 
 @models_router.post("/{name}/feedback", response_model=FeedbackResponse)
@@ -171,6 +191,37 @@ def performance(name: str, identity: CurrentIdentity, service: ServiceDep) -> Pe
         raise ConflictError("performance monitoring is off in this service", model=name)
     service.outcomes.flush()
     return PerformanceReport.model_validate(service.performance.evaluate(model))
+
+
+@models_router.get("/{name}/rollout", response_model=RolloutReport)
+def rollout(name: str, identity: CurrentIdentity, service: ServiceDep) -> RolloutReport:
+    """The version served beside production, if any, compared with it (needs `model:read`).
+
+    A `canary` answers `percent` % of the requests (sticky by `request_id`); a
+    `shadow` scores them unseen. Beside each: rows handled, and for a shadow its
+    agreement with production; realised performance per version is on
+    `/performance`.
+    """
+    service.authenticator.require(identity, "model:read", target=f"model:{name}")
+    production = service.holder.get(name)
+    if production is None:
+        raise NotFoundError(f"model {name!r} has no production version being served", model=name)
+    served = service.catalog.rollouts.get(name)
+    if served is None:
+        return RolloutReport(name=name, production_version=production.version)
+    comparison = (
+        ShadowReport.model_validate(service.shadow.summary(name, served.model.version))
+        if served.mode == "shadow"
+        else None
+    )
+    return RolloutReport(
+        name=name,
+        production_version=production.version,
+        version=served.model.version,
+        mode=served.mode,
+        percent=served.percent,
+        shadow=comparison,
+    )
 
 
 @models_router.get("/{name}/schema", response_model=InputSchema)

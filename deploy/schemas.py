@@ -169,6 +169,26 @@ class InputSchema(BaseModel):
     )
 
 
+class ShadowReport(BaseModel):
+    requests: int
+    rows: int
+    agreement: float | None = Field(description="share of rows with production's class")
+    mean_max_abs_diff: float | None
+    max_abs_diff: float | None
+    errors: int = Field(description="requests the shadow's own schema refused")
+
+
+class RolloutReport(BaseModel):
+    """What a model serves beside its production version (nothing: ``mode`` is null)."""
+
+    name: str
+    production_version: int
+    version: int | None = None
+    mode: str | None = Field(default=None, description="canary or shadow")
+    percent: float | None = None
+    shadow: ShadowReport | None = None
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -19,6 +19,7 @@ from deploy.monitor import DriftMonitors
 from deploy.outcomes import OutcomeLog
 from deploy.performance_monitor import PerformanceMonitors, PerformancePlan
 from deploy.predictor import LoadedModel, ModelHolder, choose_providers
+from deploy.rollout import ShadowComparison
 from deploy.settings import ServeSettings
 from deploy.validation import RequestLimits
 from server.store.engine import Store, open_store
@@ -41,6 +42,7 @@ class Service:
     drift: DriftMonitors
     outcomes: OutcomeLog
     performance: PerformanceMonitors
+    shadow: ShadowComparison = field(default_factory=ShadowComparison)
     _owns_store: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _flusher: threading.Thread | None = None
@@ -79,6 +81,7 @@ class Service:
                 providers=choose_providers(settings.providers),
                 threads=settings.threads,
                 poll_interval_s=settings.poll_interval_s,
+                artifact_cache_dir=settings.artifact_cache_dir,
             ),
             limits=RequestLimits(
                 max_rows=settings.max_rows, max_body_bytes=settings.max_body_bytes

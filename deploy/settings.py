@@ -6,10 +6,19 @@ database URL and its one default live there).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.store.settings import StoreSettings
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/fedwarden/artifacts`` (``~/.cache/fedwarden/artifacts``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fedwarden" / "artifacts"
 
 
 class ServeSettings(BaseSettings):
@@ -58,3 +67,6 @@ class ServeSettings(BaseSettings):
     performance_check_interval_s: float = Field(default=60.0, gt=0)
     performance_retention_s: float = Field(default=90 * 86400.0, gt=0)
     feedback_flush_interval_s: float = Field(default=1.0, gt=0)
+    artifact_cache_dir: Path | None = Field(default_factory=default_cache_dir)
+    """Where this host caches model artifacts fetched from the store, by SHA-256 (kept as
+    the store keeps them: sealed when it seals); ``None``: fetch from the store each load."""

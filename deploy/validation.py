@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from client.contract.schema import CategoricalFeature, NumericFeature, TableSchema, canonical, shown
 from deploy.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from deploy.columns import ColumnEncoder
 
 MISSING_CATEGORY = -1
 
@@ -40,14 +43,26 @@ UNLIMITED = RequestLimits(max_rows=2**31)
 
 
 class RowEncoder:
-    """Checks and encodes rows for one schema; built once per served model."""
+    """Checks and encodes rows for one schema; built once per served model.
 
-    def __init__(self, schema: TableSchema) -> None:
+    Rows that are plain objects holding only known features are turned into
+    columns and checked with the vectorised checks of ``deploy.columns`` (the
+    same checks); only when those find a problem are the rows checked one by
+    one, so the error names the first bad row and feature as always.
+    """
+
+    def __init__(self, schema: TableSchema, *, vectorised: bool = True) -> None:
         self.schema = schema
         self.known = frozenset(schema.feature_names)
         self.numeric = [f for f in schema.features if isinstance(f, NumericFeature)]
         self.categorical = [f for f in schema.features if isinstance(f, CategoricalFeature)]
         self.index = [{c: i for i, c in enumerate(f.categories)} for f in self.categorical]
+        self.names = list(schema.feature_names)
+        self._columns: ColumnEncoder | None = None
+        if vectorised:
+            from deploy.columns import ColumnEncoder  # it builds on this module's checks
+
+            self._columns = ColumnEncoder(schema)
 
     def encode(
         self, rows: Sequence[Any], *, limits: RequestLimits
@@ -60,6 +75,17 @@ class RowEncoder:
                 f"rows: {len(rows)} rows in one request; the limit is {limits.max_rows}",
                 status_code=413,
             )
+        if self._columns is not None and all(
+            type(row) is dict and self.known.issuperset(row) for row in rows
+        ):
+            columns = {name: [row.get(name) for row in rows] for name in self.names}
+            try:  # the vectorised checks; a problem is located row by row below
+                return self._columns.encode(columns, limits=limits)
+            except InvalidRequestError:
+                pass
+        return self._row_by_row(rows)
+
+    def _row_by_row(self, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         numeric: list[list[float]] = []
         categorical: list[list[int]] = []
         for index, row in enumerate(rows):

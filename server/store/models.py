@@ -42,6 +42,7 @@ NAMING_CONVENTION = {
 
 RUN_STATUSES = ("running", "completed", "failed", "stopped")
 MODEL_STAGES = ("staging", "production", "archived")
+ROLLOUT_MODES = ("canary", "shadow")
 PRINCIPAL_KINDS = ("person", "service")
 LEDGER_KINDS = ("train", "profile")
 DRIFT_STATUSES = ("ok", "warning", "drift")
@@ -278,6 +279,38 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200))
     profile: Mapped[dict[str, Any] | None]
+
+
+class ModelArtifact(Base):
+    """A model artifact's bytes, content-addressed by the SHA-256 of its plaintext.
+
+    ``blob`` is what ``deploy.artifacts.seal_artifact`` keeps: sealed when the
+    store has a keyring, so the database holds no more plaintext than a file
+    would. Written once at registration; versions name it by ``artifact_sha256``.
+    """
+
+    __tablename__ = "model_artifacts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int]
+    blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelRollout(Base):
+    """A version served beside a name's production version: ``canary`` (answers
+    ``percent`` of the traffic, sticky by request id) or ``shadow`` (scored, never answers).
+    One per name; ending it deletes the row (the audit log keeps its history)."""
+
+    __tablename__ = "model_rollouts"
+    __table_args__ = (CheckConstraint(_in("mode", ROLLOUT_MODES), name="mode"),)
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int]
+    mode: Mapped[str] = mapped_column(String(20))
+    percent: Mapped[float]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_by: Mapped[str] = mapped_column(String(200))
 
 
 class Checkpoint(Base):

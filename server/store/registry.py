@@ -26,6 +26,7 @@ from server.store.models import (
     AuditEvent,
     Institution,
     LedgerEntry,
+    ModelRollout,
     ModelVersion,
     Principal,
     Round,
@@ -45,7 +46,9 @@ def run_lineage(*, session: Session, run_id: str, up_to_round: int | None = None
         trained in some round), ``epsilon`` (each institution's latest ε),
         ``dp`` (per institution: noise multiplier, clipping norm, sample rate,
         δ of its last round), ``secagg`` (the last round's settings, if any) and
-        ``central_epsilon`` (the global model's ε under central DP, if used).
+        ``central_epsilon`` (the global model's ε under central DP, if used) and
+        ``evaluation`` (the federated accuracy and loss after that round, pooled and
+        per institution; ``None`` where the run recorded none).
     """
     run = session.get(Run, run_id)
     if run is None:
@@ -83,9 +86,23 @@ def run_lineage(*, session: Session, run_id: str, up_to_round: int | None = None
         "dp": dp,
         "secagg": last.secagg if last is not None else None,
         "central_epsilon": last.central_epsilon if last is not None else None,
+        "evaluation": _evaluation(last),
     }
     safe: dict[str, Any] = json_safe(lineage)
     return safe
+
+
+def _evaluation(last: Round | None) -> dict[str, Any] | None:
+    """The federated evaluation after the exported round: pooled accuracy and loss, and
+    accuracy per institution where the round recorded it."""
+    if last is None or (last.accuracy is None and last.loss is None):
+        return None
+    return {
+        "round": last.round,
+        "accuracy": last.accuracy,
+        "loss": last.loss,
+        "accuracy_by_institution": dict(last.accuracy_by_institution or {}),
+    }
 
 
 def register_model_version(
@@ -226,13 +243,23 @@ def promote_model_version(
         current.stage = "archived"
         archived.append(current.version)
     candidate.stage = "production"
+    rollout = session.get(ModelRollout, name)
+    ended = {}
+    if rollout is not None and rollout.version == version:  # the canary or shadow graduates
+        ended = {"rollout_ended": rollout.mode}
+        session.delete(rollout)
     session.flush()
     audit.append(
         session,
         actor=actor_name,
         action="model.promote",
         target=target,
-        details={"archived": archived, **approval, **({"rollback": True} if rollback else {})},
+        details={
+            "archived": archived,
+            **approval,
+            **({"rollback": True} if rollback else {}),
+            **ended,
+        },
     )
     return candidate
 

@@ -24,6 +24,7 @@ from server.store.anchoring import (
     load_signing_key,
     verify_receipt,
 )
+from server.store.artifacts import artifact_blob, has_artifact, save_artifact
 from server.store.audit import ChainBreak, ChainReport
 from server.store.checkpoints import checkpoint_for_export, latest_checkpoint, save_checkpoint
 from server.store.drift import drift_events, latest_drift_event, record_drift_change
@@ -48,6 +49,7 @@ from server.store.models import (
     Checkpoint,
     DriftEvent,
     LedgerEntry,
+    ModelRollout,
     ModelVersion,
     PerformanceEvent,
     Principal,
@@ -88,6 +90,13 @@ from server.store.registry import (
     run_lineage,
     serving_catalog,
 )
+from server.store.rollouts import (
+    active_rollouts,
+    end_rollout,
+    roll_back,
+    rollout_for,
+    start_rollout,
+)
 from server.store.runs import (
     end_run,
     get_run,
@@ -109,6 +118,7 @@ __all__ = [
     "DriftEvent",
     "EpsilonTotal",
     "LedgerEntry",
+    "ModelRollout",
     "ModelVersion",
     "NodeKeyInfo",
     "PerformanceEvent",
@@ -121,6 +131,8 @@ __all__ = [
     "Store",
     "StoreSettings",
     "active_node_keys",
+    "active_rollouts",
+    "artifact_blob",
     "authenticate",
     "authorize",
     "bootstrap_admin",
@@ -130,6 +142,7 @@ __all__ = [
     "current_revision",
     "directory",
     "drift_events",
+    "end_rollout",
     "end_run",
     "epsilon_totals",
     "expire_predictions",
@@ -139,6 +152,7 @@ __all__ = [
     "get_model_version",
     "get_run",
     "grant_role",
+    "has_artifact",
     "has_permission",
     "head_revision",
     "issue_key",
@@ -164,13 +178,17 @@ __all__ = [
     "revoke_key",
     "revoke_node_key",
     "revoke_role",
+    "roll_back",
+    "rollout_for",
     "run_lineage",
     "run_profile",
+    "save_artifact",
     "save_checkpoint",
     "service_principal",
     "serving_catalog",
     "set_labels",
     "sign_audit_head",
+    "start_rollout",
     "start_run",
     "tail_audit_log",
     "upgrade",

@@ -12,7 +12,9 @@ from rich.table import Column, Table
 from simulations.cli.common import ApiKey, DatabaseUrl, authenticated, console, opened
 
 models_app = typer.Typer(
-    help="The model registry: list, show and promote versions.", no_args_is_help=True
+    help="The model registry: list, show, compare and promote versions; canary, shadow and "
+    "roll back.",
+    no_args_is_help=True,
 )
 
 
@@ -126,6 +128,7 @@ def show_command(
             "sha256": found.artifact_sha256,
             "labels": found.output_labels,
             "features": [f["name"] for f in found.input_schema.get("features", [])],
+            "evaluation": found.lineage.get("evaluation"),
             "lineage": found.lineage,
             "created_by": found.created_by,
         }
@@ -168,3 +171,98 @@ def promote_command(
         )
         return
     console.print(f"{name} version {version} is now in production")
+
+
+@models_app.command("compare")
+def compare_command(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    versions: Annotated[
+        list[int] | None, typer.Argument(help="Versions to compare (default: all).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Versions side by side: stage, run and round, federated accuracy and loss (pooled and
+    per institution), largest ε spent, INT8 decision (needs model:read)."""
+    from deploy.registry_view import comparison
+    from server.store import repository as repo
+
+    with authenticated(database_url, api_key) as (session, actor):
+        found = repo.list_model_versions(session=session, actor=actor, name=name)
+        view = comparison(found, versions=versions)
+    table = Table(Column("", no_wrap=True), *[f"v{c['version']}" for c in view.columns])
+    for label, cells in view.rows:
+        table.add_row(label, *cells)
+    console.print(table)
+
+
+@models_app.command("canary")
+def canary_command(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    version: Annotated[int, typer.Argument(help="The version to try on part of the traffic.")],
+    percent: Annotated[
+        float, typer.Option(help="Share of requests it answers (sticky by request_id).")
+    ] = 10.0,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Serve a version as a canary beside production (needs model:promote; audited).
+
+    `models promote` makes it production; `models rollback` stops it.
+    """
+    _start_rollout(name, version, "canary", percent, database_url, api_key)
+
+
+@models_app.command("shadow")
+def shadow_command(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    version: Annotated[int, typer.Argument(help="The version to score on live traffic.")],
+    percent: Annotated[float, typer.Option(help="Share of requests it scores.")] = 100.0,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Score a version on live traffic without returning its answers, compared with
+    production on GET /v1/models/NAME/rollout (needs model:promote; audited)."""
+    _start_rollout(name, version, "shadow", percent, database_url, api_key)
+
+
+def _start_rollout(
+    name: str,
+    version: int,
+    mode: str,
+    percent: float,
+    database_url: str | None,
+    api_key: str | None,
+) -> None:
+    from server.store import repository as repo
+
+    with authenticated(database_url, api_key) as (session, actor):
+        repo.start_rollout(
+            session=session, actor=actor, name=name, version=version, mode=mode, percent=percent
+        )
+    console.print(
+        f"{name} version {version} is served as a {mode} on {percent:g}% of the traffic "
+        "(a running service picks it up within its poll interval)"
+    )
+
+
+@models_app.command("rollback")
+def rollback_command(
+    name: Annotated[str, typer.Argument(help="The model's name.")],
+    version: Annotated[
+        int | None,
+        typer.Argument(help="An archived version to serve again (default: undo the last change)."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Stop a running canary or shadow; without one, put the previous production version back
+    (or the archived VERSION), with no re-export (needs model:promote; audited)."""
+    from server.store import repository as repo
+
+    with authenticated(database_url, api_key) as (session, actor):
+        what, number = repo.roll_back(session=session, actor=actor, name=name, version=version)
+    if what == "rollout":
+        console.print(f"stopped the rollout of {name} version {number}; production is unchanged")
+    else:
+        console.print(f"{name} version {number} is in production again")

@@ -43,6 +43,20 @@ from server.store.settings import StoreSettings
 from simulations.scenario import Scenario
 
 
+@pytest.fixture(scope="session", autouse=True)
+def artifact_cache(tmp_path_factory) -> Iterator[Path]:
+    """Services in these tests (in-process and ``fedwarden serve``) cache artifacts here, not
+    in the user's cache folder."""
+    folder = tmp_path_factory.mktemp("artifact-cache")
+    before = os.environ.get("FEDWARDEN_ARTIFACT_CACHE_DIR")
+    os.environ["FEDWARDEN_ARTIFACT_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("FEDWARDEN_ARTIFACT_CACHE_DIR", None)
+    else:
+        os.environ["FEDWARDEN_ARTIFACT_CACHE_DIR"] = before
+
+
 @dataclass
 class ModelStore:
     url: str
@@ -131,7 +145,8 @@ def model_store(tmp_path_factory) -> Iterator[ModelStore]:
 
 
 def settings_for(url: str, **changes: object) -> ServeSettings:
-    return ServeSettings(store=StoreSettings.load(url), poll_interval_s=0.2, usage_flush_interval_s=0.5, **changes)  # type: ignore[arg-type]
+    fast = {"poll_interval_s": 0.2, "usage_flush_interval_s": 0.5}
+    return ServeSettings(store=StoreSettings.load(url), **(fast | changes))  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Model artifacts sealed at rest: the registry's SHA-256 is the plaintext's, checked after
-decryption; a wrong or missing KEK serves nothing."""
+decryption; a wrong or missing KEK serves nothing. Artifacts travel with the store: a host
+that reaches only the database serves, from a local cache by SHA-256, sealed as the store
+seals, the digest checked on every load."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from deploy.api import create_app
-from deploy.artifacts import read_artifact
+from deploy.artifacts import ArtifactFetcher, read_artifact
 from deploy.errors import ServingError
 from deploy.registration import export_and_register
 from deploy.serving_model import frame_to_rows
@@ -18,7 +20,9 @@ from deploy.settings import ServeSettings
 from privacy.envelope import Envelope, Keyring, LocalKeyEncryptionKey, is_sealed
 from server.store import repository as repo
 from server.store.engine import Store
-from server.store.models import Run
+from server.store.models import ModelArtifact, Run
+
+from .conftest import settings_for
 
 KEK = LocalKeyEncryptionKey.generate("kek-artifacts")
 
@@ -130,3 +134,87 @@ def test_a_sealed_artifact_is_quantized_from_a_private_copy_and_sealed_again(
     )
     assert hashlib.sha256(plaintext).hexdigest() == registered.exported.sha256
     assert registered.quantization is not None and registered.quantization["chosen"] == "dynamic"
+
+
+
+def _export(store: Store, model_store, folder, name: str, round: int) -> repo.ModelVersion:
+    with store.session() as session:
+        run_id = session.scalars(select(Run.id)).first()
+        ops = repo.authenticate(session, model_store.keys["ops"])
+    registered = export_and_register(store=store, actor=ops, run_id=run_id, name=name,
+                                     artifact_dir=folder, round=round, held_out=model_store.test_rows)
+    with store.session() as session:
+        ops = repo.authenticate(session, model_store.keys["ops"])
+        repo.promote_model_version(session=session, actor=ops, name=name,
+                                   version=registered.version)
+        return repo.get_model_version(session=session, actor=ops, name=name)
+
+
+def _predict_rows(client: TestClient, model_store, name: str):
+    rows = frame_to_rows(model_store.test_rows.head(3), model_store.spec)
+    return client.post(f"/v1/models/{name}/predict", json={"rows": rows},
+                       headers={"Authorization": f"Bearer {model_store.keys['app']}"})
+
+
+def test_export_then_delete_the_file_the_service_still_serves_from_the_store(
+    model_store, tmp_path
+):
+    version = _export(model_store.store, model_store, tmp_path / "exported", "heart-moved", 1)
+    artifact = tmp_path / "exported" / version.artifact_path.rsplit("/", 1)[-1]
+    expected = artifact.read_bytes()
+    artifact.unlink()  # the file is gone: a serving host that reaches only the database
+    cache = tmp_path / "cache"
+
+    settings = settings_for(model_store.url, artifact_cache_dir=cache, drift_monitoring=False)
+    with TestClient(create_app(settings)) as client:
+        response = _predict_rows(client, model_store, "heart-moved")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["version"] == version.version
+    assert len(response.json()["predictions"]) == 3
+    assert (cache / f"{version.artifact_sha256}.onnx").read_bytes() == expected
+    with model_store.store.session() as session:
+        kept = session.get(ModelArtifact, version.artifact_sha256)
+        assert kept is not None and kept.blob == expected
+
+
+def test_a_sealed_store_keeps_and_caches_only_sealed_bytes(model_store, tmp_path):
+    keyring = Keyring([KEK], active=KEK.kek_id)
+    store = Store(model_store.store.engine, keyring=keyring)
+    version = _export(store, model_store, tmp_path / "exported", "heart-sealed-blob", 2)
+    for path in (tmp_path / "exported").iterdir():
+        path.unlink()
+    cache = tmp_path / "cache"
+
+    data = ArtifactFetcher(store, cache_dir=cache).fetch(
+        sha256=version.artifact_sha256, path=None, what="heart-sealed-blob")
+
+    assert hashlib.sha256(data).hexdigest() == version.artifact_sha256
+    with store.session() as session:
+        assert is_sealed(repo.artifact_blob(session=session, sha256=version.artifact_sha256))
+    assert is_sealed((cache / f"{version.artifact_sha256}.onnx").read_bytes())
+    with pytest.raises(ServingError, match="encrypted"):
+        ArtifactFetcher(Store(model_store.store.engine, keyring=None), cache_dir=None).fetch(
+            sha256=version.artifact_sha256, path=None, what="heart-sealed-blob")
+
+
+def test_a_tampered_cache_copy_is_dropped_and_fetched_again(model_store, tmp_path):
+    version = _export(model_store.store, model_store, tmp_path / "exported", "heart-cached", 1)
+    cache = tmp_path / "cache"
+    fetcher = ArtifactFetcher(model_store.store, cache_dir=cache)
+    good = fetcher.fetch(sha256=version.artifact_sha256, path=None, what="heart-cached")
+    cached = cache / f"{version.artifact_sha256}.onnx"
+    cached.write_bytes(b"not the model")
+
+    again = fetcher.fetch(sha256=version.artifact_sha256, path=None, what="heart-cached")
+
+    assert again == good and cached.read_bytes() != b"not the model"
+
+
+def test_an_artifact_in_neither_place_is_refused_by_name(model_store, tmp_path):
+    fetcher = ArtifactFetcher(model_store.store, cache_dir=tmp_path)
+
+    with pytest.raises(ServingError, match="heart v9 is missing"):
+        fetcher.fetch(sha256="0" * 64, path=tmp_path / "gone.onnx", what="heart v9")
+    with pytest.raises(ServingError, match="neither in the store nor on this host"):
+        fetcher.fetch(sha256="0" * 64, path=None, what="heart v9")

@@ -68,3 +68,43 @@ def test_a_sensitive_features_value_is_not_echoed_in_the_error():
         with pytest.raises(InvalidRequestError) as caught:
             validate_rows([row], schema, limits=LIMITS)
         assert hidden not in str(caught.value) and "withheld" in str(caught.value)
+
+
+ODD_VALUES = [None, 0, -1, 1e9, float("nan"), float("inf"), True, "Male", "x", " Male ", [1], 2**70,
+              3.5, "typical angina", "1"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_vectorised_row_path_answers_as_the_row_by_row_path(seed):
+    import random
+
+    import numpy as np
+
+    from deploy.validation import RowEncoder
+
+    draw = random.Random(seed)
+    rows = []
+    for _ in range(draw.randint(1, 6)):
+        row = dict(ROW)
+        for _ in range(draw.randint(0, 2)):
+            row[draw.choice(list(ROW))] = draw.choice(ODD_VALUES)
+        if draw.random() < 0.2:
+            row.pop(draw.choice(list(ROW)))
+        rows.append(row)
+    fast, slow = RowEncoder(SCHEMA), RowEncoder(SCHEMA, vectorised=False)
+    limits = RequestLimits()
+
+    def outcome(encoder):
+        try:
+            return encoder.encode(rows, limits=limits)
+        except InvalidRequestError as exc:
+            return str(exc)
+
+    expected, got = outcome(slow), outcome(fast)
+    if isinstance(expected, str):
+        assert got == expected
+    else:
+        assert not isinstance(got, str), got
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+        assert (got[0].dtype, got[1].dtype) == (expected[0].dtype, expected[1].dtype)
