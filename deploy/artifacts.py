@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from deploy.errors import ServingError
-from privacy.envelope import Keyring, open_if_sealed, seal_if
+from privacy.envelope import Keyring, is_sealed, open_if_sealed, seal_if
 from privacy.errors import EncryptionError
 from privacy.sealed_files import write_file
 from server.store import repository as repo
@@ -105,7 +105,13 @@ class ArtifactFetcher:
         cached = self._cached(sha256)
         if cached is not None:
             try:
-                return open_artifact(cached.read_bytes(), sha256=sha256, keyring=keyring, what=what)
+                kept = cached.read_bytes()
+                if keyring is not None and not is_sealed(kept):
+                    # A store that seals serves nothing from a copy in the clear (one left
+                    # by an earlier, unsealed registration of the same model): the store's
+                    # own sealed bytes decide, so a wrong KEK still serves nothing.
+                    raise ServingError("the cached copy is not sealed and this store seals")
+                return open_artifact(kept, sha256=sha256, keyring=keyring, what=what)
             except (ServingError, OSError) as exc:
                 logger.warning("dropping the cached artifact of %s: %s", what, exc)
                 cached.unlink(missing_ok=True)
