@@ -39,29 +39,29 @@ REGISTERED_NAME_LENGTH = 64
 """Flower keeps at most this many characters of a node's registered name."""
 
 
-def registered_names(grid: Grid) -> dict[int, str | None]:
-    """Node id → the institution its key was registered to, for nodes with a registered key.
+def registered_names(grid: Grid) -> dict[int, str]:
+    """Node id → the institution its key was registered to, for nodes registered by name.
 
-    ``None`` for a node with a key but no name. Nodes without a key (Flower's
-    simulation engine, a SuperLink without node authentication) are absent: there
-    is no registration to hold them to.
+    Nodes without a registered name are absent: Flower's simulation engine gives
+    its nodes random keys and no names, and on fedwarden's SuperLink every key is
+    registered under its institution (only the operator can register keys).
     """
-    names: dict[int, str | None] = {}
+    names: dict[int, str] = {}
     for info in grid.get_nodes():
-        name = getattr(info, "name", "") or None
-        if getattr(info, "public_key", b"") or name:
+        name = getattr(info, "name", "")
+        if name:
             names[int(info.node_id)] = name
     return names
 
 
-def claims_registered_name(claimed: str, registered: str | None) -> bool:
+def claims_registered_name(claimed: str, registered: str) -> bool:
     """Whether a census reply's ``claimed`` institution is the node's ``registered`` one."""
-    return registered is not None and claimed[:REGISTERED_NAME_LENGTH] == registered
+    return claimed[:REGISTERED_NAME_LENGTH] == registered
 
 
 def check_identities(
     replies: Mapping[int, CensusReply],
-    registered: Mapping[int, str | None],
+    registered: Mapping[int, str],
     *,
     observers: Iterable[object] = (),
 ) -> dict[int, CensusReply]:
@@ -76,7 +76,7 @@ def check_identities(
             continue
         logger.error(
             "refusing node %d: it claims to be %s, but its key is registered to %s",
-            node_id, census.institution, registered[node_id] or "no institution",
+            node_id, census.institution, registered[node_id],
         )  # fmt: skip
         for observer in observers:
             report = getattr(observer, "on_impersonation", None)

@@ -144,7 +144,7 @@ class StoreRecorder:
                     blob=seal_checkpoint(record.checkpoint, keyring=self.store.keyring),
                 )
 
-    def on_impersonation(self, *, node_id: int, claimed: str, registered: str | None) -> None:
+    def on_impersonation(self, *, node_id: int, claimed: str, registered: str) -> None:
         """Audit a node refused for claiming another institution than its key's
         (``node.impersonation``, outcome ``denied``)."""
         with self.store.session() as session:
@@ -152,7 +152,7 @@ class StoreRecorder:
                 session,
                 actor=self._actor(session).name,
                 action="node.impersonation",
-                target=f"node:{registered or 'unregistered'}",
+                target=f"node:{registered}",
                 outcome="denied",
                 details={
                     "run_id": self.run_id, "node_id": node_id,
