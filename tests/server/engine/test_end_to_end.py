@@ -142,7 +142,7 @@ class Deployment:
                 "--operator-port", str(self.operator_port),
             ),
         )  # fmt: skip
-        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 90, self)
+        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 240, self)
 
     def join(
         self, name: str, *, partition: int, key: Path | None = None, ca: Path | None = None,
