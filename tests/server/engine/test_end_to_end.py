@@ -468,7 +468,10 @@ def test_a_node_presenting_another_institutions_key_is_refused_and_the_run_goes_
         store.dispose()
     deployment.kill("impostor")
     assert sorted(rounds[1].participants) == INSTITUTIONS  # no "Ghent"; the run went on
-    assert [(e.details["claimed"], e.details["registered"]) for e in events] == [("Ghent", "Namur")]
+    # (with a built-in dataset the node names itself after its partition, "VA Long Beach",
+    # whatever --institution says: either way a claim that is not its key's institution)
+    assert [e.details["registered"] for e in events] == ["Namur"]
+    assert events[0].details["claimed"] in {"Ghent", "VA Long Beach"}
     assert events[0].outcome == "denied" and events[0].details["run_id"] == run_id
 
 
