@@ -7,8 +7,12 @@ once while two other processes send 10,000 requests without a key and 10,000
 with well-formed wrong keys, paced evenly over 30 s. Printed: both latency
 pairs and their ratio, the flood's status codes, and how many audit rows the
 flood caused (failures are audited as counts per interval, not one row each).
+Where the flood's cost goes: the server's CPU time per flood request, beside
+the CPU the flood's own senders burnt. On a deployment the senders are other
+machines; here they share the server's cores, so they run at a lower CPU
+priority (``--nice``, 10 by default; ``--nice 0`` to let them compete).
 
-    python benchmarks/bench_auth_flood.py [--flood 10000] [--seconds 30] [--clients 4]
+    python benchmarks/bench_auth_flood.py [--flood 10000] [--seconds 30] [--clients 4] [--nice 10]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import secrets
 import socket
 import statistics
@@ -41,8 +46,11 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
 
 
-def flood(base: str, kind: str, count: int, seconds: float, out: multiprocessing.Queue) -> None:
+def flood(
+    base: str, kind: str, count: int, seconds: float, out: multiprocessing.Queue, *, nice: int
+) -> None:
     """Send ``count`` requests without a key or with wrong keys, evenly over ``seconds``."""
+    os.nice(nice)
 
     async def run() -> Counter[str]:
         statuses: Counter[str] = Counter()
@@ -67,6 +75,7 @@ def flood(base: str, kind: str, count: int, seconds: float, out: multiprocessing
 
             await asyncio.gather(*(one(i) for i in range(count)))
         statuses["elapsed_s"] = round(time.perf_counter() - began)
+        statuses["cpu_ms"] = round(time.process_time() * 1e3)
         return statuses
 
     try:
@@ -102,6 +111,12 @@ def good_clients(base: str, keys: list[str], seconds: float, *, rate_per_s: floa
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def audit_rows(url: str) -> int:
     store = open_store(url, upgrade=False)
     with store.session() as session:
@@ -116,6 +131,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=10.0, help="each good client's requests/s")
+    parser.add_argument("--nice", type=int, default=10, help="CPU niceness of the flood senders")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fedwarden-flood-"))
@@ -150,10 +166,13 @@ def main() -> None:
 
         unloaded = good_clients(base, keys, 10.0, rate_per_s=args.rate)
         before = audit_rows(url)
+        server_cpu = cpu_seconds(server.pid)
         results: multiprocessing.Queue = multiprocessing.Queue()
         flooders = [
             multiprocessing.Process(
-                target=flood, args=(base, kind, args.flood, args.seconds, results)
+                target=flood,
+                args=(base, kind, args.flood, args.seconds, results),
+                kwargs={"nice": args.nice},
             )
             for kind in ("keyless", "wrong-key")
         ]
@@ -163,6 +182,7 @@ def main() -> None:
         outcomes = dict(results.get(timeout=args.seconds * 4 + 120) for _ in flooders)
         for process in flooders:
             process.join()
+        server_cpu = cpu_seconds(server.pid) - server_cpu
         time.sleep(6)  # one flush interval of the failure counts (5 s)
         written = audit_rows(url) - before
     finally:
@@ -176,9 +196,16 @@ def main() -> None:
     print(f"unloaded: p50 {u50 * 1e3:7.2f} ms  p99 {u99 * 1e3:7.2f} ms  ({len(unloaded)} requests)")
     print(f"flooded:  p50 {l50 * 1e3:7.2f} ms  p99 {l99 * 1e3:7.2f} ms  ({len(loaded)} requests)")
     print(f"p99 flooded / unloaded: {l99 / u99:.2f}x (target <= 2x)")
+    sender_cpu = 0.0
     for kind, statuses in outcomes.items():
         elapsed = statuses.pop("elapsed_s")
+        sender_cpu += statuses.pop("cpu_ms", 0) / 1e3
         print(f"flood {kind}: {args.flood} requests in {elapsed} s -> {statuses}")
+    served = 2 * args.flood + len(loaded)
+    print(
+        f"server CPU during the flood: {server_cpu:.1f} s ({server_cpu / served * 1e6:.0f} us per "
+        f"request, good ones included); the flood's senders (nice {args.nice}): {sender_cpu:.1f} s"
+    )
     print(f"audit rows written during the flood: {written}")
 
 

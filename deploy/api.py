@@ -8,6 +8,7 @@ produce a 5xx.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -57,6 +58,8 @@ STATUS: list[tuple[type[FedwardenError], int, str]] = [
     (ServingError, 503, "unavailable"),
 ]
 
+
+_MAX_SERIES = 4096  # labelled metric series kept looked-up (routes × methods × statuses)
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated",
               403: "forbidden", 413: "too_large"}  # fmt: skip
@@ -186,6 +189,7 @@ class Instrumentation:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self._cache: dict[tuple[int, str, str, int], tuple[Any, Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -254,12 +258,29 @@ class Instrumentation:
         if metrics is None:
             return
         route = getattr(scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(
-            route=route, method=scope.get("method", ""), status=str(status)
-        ).inc()
-        metrics.latency.labels(route=route).observe(seconds)
-        if status >= 400:
-            metrics.errors.labels(route=route, status=str(status)).inc()
+        requests, latency, errors = self._series(metrics, route, scope.get("method", ""), status)
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
+
+    def _series(
+        self, metrics: ServiceMetrics, route: str, method: str, status: int
+    ) -> tuple[Any, Any, Any]:
+        """The labelled series of one (route, method, status), looked up once: under a flood
+        of refused requests ``labels()`` was most of the cost of counting them."""
+        key = (id(metrics), route, method, status)
+        series = self._cache.get(key)
+        if series is None:
+            code = str(status)
+            series = (
+                metrics.requests.labels(route=route, method=method, status=code),
+                metrics.latency.labels(route=route),
+                metrics.errors.labels(route=route, status=code) if status >= 400 else None,
+            )
+            if len(self._cache) < _MAX_SERIES:
+                self._cache[key] = series
+        return series
 
 
 class AuthScreen:
@@ -301,6 +322,17 @@ def _protected(path: str) -> bool:
 async def _send_error(
     send: Send, status: int, code: str, message: str, retry_after_s: int | None
 ) -> None:
+    headers, body = _refusal(status, code, message, retry_after_s)
+    # fresh message dicts: a middleware may add headers to what it forwards
+    await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+    await send({"type": "http.response.body", "body": body})
+
+
+@functools.lru_cache(maxsize=256)
+def _refusal(
+    status: int, code: str, message: str, retry_after_s: int | None
+) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    """The headers and body of one refusal, built once per kind (a flood repeats them)."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -310,8 +342,7 @@ async def _send_error(
         headers.append((b"www-authenticate", b"Bearer"))
     if retry_after_s is not None:
         headers.append((b"retry-after", str(retry_after_s).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return tuple(headers), body
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -3,12 +3,21 @@
 Each node answers with a ``CensusReply`` (``client.contract.wire``): its
 institution, row counts, schema and budget. Nodes whose schema differs from
 the majority's are left out; a malformed reply is logged and left out.
+
+Who a node speaks for is not its word: on a SuperLink with node authentication
+each node's key was registered under its institution's name (``flwr supernode
+register --name``, see ``server.engine.superlink.push_node_keys``), and the
+SuperLink stamps each reply with the authenticated node's id. A reply that
+claims another institution than its node's registration is refused, reported
+to the observers (``on_impersonation``; the store audits ``node.impersonation``)
+and the run goes on without that node.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable, Mapping
 
 import flwr.compat.common.recorddict_compat as compat
 from flwr.app import Message
@@ -26,11 +35,65 @@ from server.run_events import Institution
 
 logger = logging.getLogger(__name__)
 
+REGISTERED_NAME_LENGTH = 64
+"""Flower keeps at most this many characters of a node's registered name."""
+
+
+def registered_names(grid: Grid) -> dict[int, str]:
+    """Node id → the institution its key was registered to, for nodes registered by name.
+
+    Nodes without a registered name are absent: Flower's simulation engine gives
+    its nodes random keys and no names, and on fedwarden's SuperLink every key is
+    registered under its institution (only the operator can register keys).
+    """
+    names: dict[int, str] = {}
+    for info in grid.get_nodes():
+        name = getattr(info, "name", "")
+        if name:
+            names[int(info.node_id)] = name
+    return names
+
+
+def claims_registered_name(claimed: str, registered: str) -> bool:
+    """Whether a census reply's ``claimed`` institution is the node's ``registered`` one."""
+    return claimed[:REGISTERED_NAME_LENGTH] == registered
+
+
+def check_identities(
+    replies: Mapping[int, CensusReply],
+    registered: Mapping[int, str],
+    *,
+    observers: Iterable[object] = (),
+) -> dict[int, CensusReply]:
+    """The replies whose claimed institution is their node's registered one; each other
+    reply from a registered node is logged and reported as an impersonation."""
+    kept: dict[int, CensusReply] = {}
+    for node_id, census in replies.items():
+        if node_id not in registered or claims_registered_name(
+            census.institution, registered[node_id]
+        ):
+            kept[node_id] = census
+            continue
+        logger.error(
+            "refusing node %d: it claims to be %s, but its key is registered to %s",
+            node_id, census.institution, registered[node_id],
+        )  # fmt: skip
+        for observer in observers:
+            report = getattr(observer, "on_impersonation", None)
+            if callable(report):
+                report(node_id=node_id, claimed=census.institution, registered=registered[node_id])
+    return kept
+
 
 def take_census(
-    grid: Grid, manager: ClientManager, *, settings: FederationSettings
+    grid: Grid,
+    manager: ClientManager,
+    *,
+    settings: FederationSettings,
+    observers: Iterable[object] = (),
 ) -> tuple[dict[int, Institution], TableSchema]:
-    """Ask every connected node who it is; keep those that share the majority's schema.
+    """Ask every connected node who it is; keep those that speak for the institution their
+    key was registered to and share the majority's schema.
 
     Raises
     ------
@@ -67,6 +130,7 @@ def take_census(
             logger.warning(
                 "node %d sent a malformed census reply: %s", reply.metadata.src_node_id, exc
             )
+    replies = check_identities(replies, registered_names(grid), observers=observers)
     fingerprints = Counter(r.schema_fingerprint for r in replies.values())
     if not fingerprints:
         raise FederationError("no institution answered the census")

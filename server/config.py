@@ -3,15 +3,14 @@
 ``federation_settings_from_run_config`` is the one place where kebab-case
 ``run_config`` keys become typed settings (the plan, the strategy, SecAgg+,
 central DP, the reference profile, and where the run is recorded); everything
-downstream takes the frozen dataclasses. The only environment variable it
-reads is ``FEDWARDEN_DATABASE_URL``, the store's fallback when the run config
-names none.
+downstream takes the frozen dataclasses. It reads no environment: the store's
+URL comes from the run config, as ``database-url`` or as ``database-url-file``
+(a 0600 file the coordinator writes, ``server.store_url``).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,8 +259,7 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
         profile=profile,
         record=RecordSettings(
             database_url=get.optional_text("database-url")
-            or os.environ.get("FEDWARDEN_DATABASE_URL")
-            or None,
+            or _url_from_file(get.optional_text("database-url-file")),
             output_dir=_path(get.optional_text("output-dir")),
             run_id=get.optional_text("run-id"),
             run_name=get.optional_text("run-name") or "federation",
@@ -269,6 +267,14 @@ def federation_settings_from_run_config(run_config: Mapping[str, Any]) -> Federa
         ),
         run_config=dict(run_config),
     )
+
+
+def _url_from_file(path: str | None) -> str | None:
+    if path is None:
+        return None
+    from server.store_url import read_store_url
+
+    return read_store_url(Path(path))
 
 
 class _Reader:

@@ -252,7 +252,9 @@ class Federation:
                 f"within {settings.wait_timeout_s:g} s"
             )
         notify_phase(self.observers, "census")
-        institutions, schema = take_census(grid, manager, settings=settings)
+        institutions, schema = take_census(
+            grid, manager, settings=settings, observers=self.observers
+        )
         if settings.secagg is not None and len(institutions) < least:
             raise TooFewParticipantsError(
                 f"only {len(institutions)} institutions answered the census; a secure sum needs "

@@ -1,7 +1,8 @@
 """Running the coordinator: the SuperLink started, its node keys pushed, its life audited.
 
 ``run_coordinator`` is what ``fedwarden coordinator start`` calls: it starts the
-SuperLink (TLS, node authentication, a state database) as a child process,
+SuperLink (TLS, node authentication, a state database; the Fleet API alone on the
+institutions' address, the operator APIs on the operator address) as a child process,
 waits until it answers, registers the store's node keys with it, audits the
 start and the stop, and returns the SuperLink's exit code. While it runs, a
 revoked node key is unregistered from the SuperLink within a second.
@@ -14,7 +15,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from client.contract.processes import ProcessGroup, child_env, executable
+from client.contract.processes import ProcessGroup, child_env
 from privacy.sealed_files import materialized
 from server.engine.flwr_cli import flwr_home, write_connection
 from server.engine.superlink import (
@@ -26,6 +27,7 @@ from server.engine.superlink import (
 )
 from server.store import audit, revocation
 from server.store.engine import Store
+from server.store_url import write_store_url
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +44,15 @@ def run_coordinator(
     url = store.engine.url.render_as_string(hide_password=False)
     write_connection(
         state_dir=settings.state_dir,
-        address=settings.address,
+        address=settings.operator_address,  # never the Fleet address: it refuses operators
         ca_certificate=settings.ca_certificate,
     )
-    env = child_env(FLWR_HOME=str(flwr_home(settings.state_dir)), FEDWARDEN_DATABASE_URL=url)
+    # The store's URL (a password, for PostgreSQL) reaches the ServerApp through a 0600 file
+    # named in the run config, never through the environment every child process inherits.
+    write_store_url(state_dir=settings.state_dir, url=url)
+    env = child_env(FLWR_HOME=str(flwr_home(settings.state_dir)))
+    for secret in ("FEDWARDEN_DATABASE_URL", "FEDWARDEN_API_KEY"):
+        env.pop(secret, None)
     group = ProcessGroup()
     watcher = RefusalWatcher(store)
     # A sealed TLS key is decrypted to memory-backed storage only until the SuperLink has it.
@@ -53,7 +60,7 @@ def run_coordinator(
         settings.pki_dir / "server.key", keyring=store.keyring, what="the TLS key"
     ) as key_file:
         group.start(
-            superlink_argv(settings, program=executable("flower-superlink"), key_file=key_file),
+            superlink_argv(settings, key_file=key_file),
             env=env,
             log_path=settings.state_dir / "superlink.log",
             on_line=watcher,
@@ -69,7 +76,10 @@ def run_coordinator(
             audit.append(
                 session, actor="system", action="coordinator.start",
                 target=f"superlink:{settings.address}",
-                details={"nodes": len(nodes), "tls": True, "node_auth": True},
+                details={
+                    "nodes": len(nodes), "tls": True, "node_auth": True,
+                    "operator_address": settings.operator_address,
+                },
             )  # fmt: skip
     except BaseException:
         group.stop()
@@ -88,11 +98,15 @@ def run_coordinator(
     finally:
         stop.set()
         syncer.join(timeout=10)
+        watcher.flush()
     with store.session() as session:
         audit.append(
             session, actor="system", action="coordinator.stop",
             target=f"superlink:{settings.address}",
-            details={"exit_code": code, "refused_nodes": watcher.refusals},
+            details={
+                "exit_code": code, "refused_nodes": watcher.refusals,
+                "refused_operator_requests": watcher.off_fleet,
+            },
         )  # fmt: skip
     return code
 

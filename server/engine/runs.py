@@ -32,6 +32,7 @@ from server.engine.flwr_cli import (
     run_flwr_json,
 )
 from server.errors import FlowerCliError, NotFoundError
+from server.store_url import store_url_path
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,9 @@ def submit(
     streaming, its log ended).
     """
     config = {**record.config, "run-id": record.run_id, "resume": resume}
+    url_file = store_url_path(state_dir)
+    if not config.get("database-url") and url_file.exists():
+        config["database-url-file"] = str(url_file)  # the store's URL, never in an environment
     config_path = state_dir / "runs" / f"{record.run_id}.toml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(_toml(config))

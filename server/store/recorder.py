@@ -144,6 +144,22 @@ class StoreRecorder:
                     blob=seal_checkpoint(record.checkpoint, keyring=self.store.keyring),
                 )
 
+    def on_impersonation(self, *, node_id: int, claimed: str, registered: str) -> None:
+        """Audit a node refused for claiming another institution than its key's
+        (``node.impersonation``, outcome ``denied``)."""
+        with self.store.session() as session:
+            audit.append(
+                session,
+                actor=self._actor(session).name,
+                action="node.impersonation",
+                target=f"node:{registered}",
+                outcome="denied",
+                details={
+                    "run_id": self.run_id, "node_id": node_id,
+                    "claimed": claimed, "registered": registered,
+                },
+            )  # fmt: skip
+
     def on_run_end(self, result: RunResult) -> None:
         """Keep the run's reference profile (and the ε spent on it), then mark the run
         ``completed`` with the reason it stopped."""

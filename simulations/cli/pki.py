@@ -21,7 +21,9 @@ def pki_init_command(
     host: Annotated[
         list[str] | None,
         typer.Option(
-            "--host", help="An address the coordinator serves on (IP or DNS name); repeat."
+            "--host",
+            help="An address the coordinator serves on (IP or DNS name); repeat. "
+            "127.0.0.1 and localhost are always added (the operator address).",
         ),
     ] = None,
     days: Annotated[int, typer.Option(help="How long the server certificate lasts.")] = 825,
@@ -38,7 +40,8 @@ def pki_init_command(
     try:
         server = issue_server_certificate(
             ca=ca,
-            addresses=list(host or ["127.0.0.1", "localhost"]),
+            # the operator APIs listen on loopback: the certificate must name it too
+            addresses=list(dict.fromkeys([*(host or []), "127.0.0.1", "localhost"])),
             out_dir=out,
             days=days,
             keyring=keyring,

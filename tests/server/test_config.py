@@ -135,10 +135,10 @@ def test_where_the_run_is_recorded_comes_from_the_run_config(monkeypatch, tmp_pa
     assert federation_settings_from_run_config(app_config()).record == RecordSettings()
 
 
-def test_the_store_url_falls_back_to_the_environment_only_when_the_run_names_none(monkeypatch):
+def test_the_store_url_never_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("FEDWARDEN_DATABASE_URL", "sqlite:///env.db")
 
-    assert federation_settings_from_run_config({}).record.database_url == "sqlite:///env.db"
+    assert federation_settings_from_run_config({}).record.database_url is None
     assert federation_settings_from_run_config({"database-url": "sqlite:///run.db"}).record.database_url == "sqlite:///run.db"
 
 

@@ -41,6 +41,8 @@ from privacy.envelope import Keyring, is_sealed
 from privacy.keyring import EncryptionSettings, create_kek, load_keyring
 from server.checkpoint_format import open_checkpoint
 from server.config import federation_settings_from_run_config
+from server.engine.flwr_cli import run_flwr_json
+from server.engine.superlink import push_node_keys
 from server.federation import Federation
 from server.run_events import RunResult
 from server.store.engine import Store, open_store
@@ -82,6 +84,7 @@ class Deployment:
     keyring: Path
     operator_key: str = ""
     port: int = field(default_factory=free_port)
+    operator_port: int = field(default_factory=free_port)  # Control/ServerAppIo, loopback only
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -136,13 +139,16 @@ class Deployment:
             fedwarden(
                 "coordinator", "start", "--pki", str(self.pki), "--state", str(self.state),
                 "--database-url", self.url, "--port", str(self.port),
+                "--operator-port", str(self.operator_port),
             ),
         )  # fmt: skip
-        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 90, self)
+        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 240, self)
 
     def join(
-        self, name: str, *, partition: int, key: Path | None = None, ca: Path | None = None
+        self, name: str, *, partition: int, key: Path | None = None, ca: Path | None = None,
+        institution: str | None = None,
     ) -> subprocess.Popen[bytes]:
+        claim = ["--institution", institution] if institution else []
         return self.spawn(
             name,
             fedwarden(
@@ -156,7 +162,7 @@ class Deployment:
                 # Three institutions, one of which a test kills mid-round: the survivors'
                 # sum of two must still be allowed here (issue 11's default k is 3).
                 "--min-secure-participants", "2",
-                "--warm" if WARM else "--no-warm",
+                "--warm" if WARM else "--no-warm", *claim,
             ),
         )  # fmt: skip
 
@@ -425,6 +431,48 @@ def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_reco
     assert {r for _, r in ledger} == {1, 2, 3, 4}
     assert "Switzerland" in rounds[3].dropped
     assert sorted(rounds[3].participants) == ["Cleveland", "Hungary"]
+
+
+def test_a_node_presenting_another_institutions_key_is_refused_and_the_run_goes_on(deployment):
+    cli(
+        "pki", "node", "--institution", "Namur", "--out", str(deployment.root / "nodes"),
+        "--database-url", deployment.url, env=deployment.env(),
+    )  # fmt: skip
+    store = deployment.store()
+    try:  # what the coordinator does with the store's node keys when it starts
+        node_ids = push_node_keys(store=store, state_dir=deployment.state)
+    finally:
+        store.dispose()
+    namur = max(int(n) for n in node_ids.values())  # the newest registration
+    deployment.join(
+        "impostor", partition=3, key=deployment.root / "nodes" / "Namur.key", institution="Ghent"
+    )
+    wait_for(lambda: any(
+        int(n["node-id"]) == namur and n["status"] == "online"
+        for n in run_flwr_json("supernode", "ls", state_dir=deployment.state)["nodes"]
+    ), 120, deployment, poll_s=2)  # fmt: skip
+    config = write_config(deployment.root / "impostor.toml", **{"num-server-rounds": 1})
+
+    run = deployment.run("run-impostor", "start", "--config", str(config), "--stream")
+
+    assert run.wait(timeout=900) == 0, deployment.log("run-impostor").read_text()[-3000:]
+    run_id = run_id_of(deployment, "run-impostor")
+    store = deployment.store()
+    try:
+        rounds = rounds_of(store, run_id)
+        with store.session() as session:
+            events = session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "node.impersonation")
+            ).all()
+    finally:
+        store.dispose()
+    deployment.kill("impostor")
+    assert sorted(rounds[1].participants) == INSTITUTIONS  # no "Ghent"; the run went on
+    # (with a built-in dataset the node names itself after its partition, "VA Long Beach",
+    # whatever --institution says: either way a claim that is not its key's institution)
+    assert [e.details["registered"] for e in events] == ["Namur"]
+    assert events[0].details["claimed"] in {"Ghent", "VA Long Beach"}
+    assert events[0].outcome == "denied" and events[0].details["run_id"] == run_id
 
 
 def test_keys_stay_sealed_and_no_secret_reaches_a_log(deployment):

@@ -14,9 +14,11 @@ from server.store.engine import open_store
 
 
 def test_the_superlink_runs_with_tls_node_auth_a_database_and_no_runtime_installs(tmp_path):
-    settings = SuperLinkSettings(pki_dir=tmp_path / "pki", state_dir=tmp_path / "state", port=9999)
+    settings = SuperLinkSettings(
+        pki_dir=tmp_path / "pki", state_dir=tmp_path / "state", port=9999, operator_port=9998
+    )
 
-    argv = superlink_argv(settings, program="flower-superlink")
+    argv = superlink_argv(settings)
 
     for flag in (
         "--ssl-ca-certfile",
@@ -28,8 +30,22 @@ def test_the_superlink_runs_with_tls_node_auth_a_database_and_no_runtime_install
     ):
         assert flag in argv
     assert "--insecure" not in argv
-    assert argv[argv.index("--port") + 1] == "9999"
+    assert argv[1:3] == ["-m", "server.engine.superlink_entry"]
+    assert argv[argv.index("--fleet-port") + 1] == "9999"  # institutions: the Fleet API only
+    assert argv[argv.index("--port") + 1] == "9998"  # Control and ServerAppIo: the operator's
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert argv[argv.index("--database") + 1].endswith("superlink.db")
+    assert settings.operator_address == "127.0.0.1:9998"
+
+
+def test_the_operator_port_may_not_be_the_fleet_port(tmp_path):
+    create_ca(out_dir=tmp_path)
+    settings = SuperLinkSettings(pki_dir=tmp_path, state_dir=tmp_path, port=9093, operator_port=9093)
+    (tmp_path / "server.crt").write_text("x")
+    (tmp_path / "server.key").write_text("x")
+
+    with pytest.raises(ConfigError, match="operator port and the Fleet port must differ"):
+        settings.check()
 
 
 def test_a_missing_pki_file_is_a_clear_error(tmp_path):

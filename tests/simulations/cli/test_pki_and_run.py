@@ -15,6 +15,23 @@ def test_pki_init_writes_the_ca_and_the_server_pair_and_never_overwrites_a_ca(cl
     assert (again, "holds a CA already" in " ".join(message.split())) == (2, True)
 
 
+def test_the_server_certificate_always_names_the_loopback_where_the_operator_apis_listen(
+    cli, tmp_path
+):
+    import ipaddress
+
+    from cryptography import x509
+
+    cli("pki", "init", "--out", str(tmp_path), "--host", "10.0.0.5")
+    certificate = x509.load_pem_x509_certificate((tmp_path / "server.crt").read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+
+    assert set(names.get_values_for_type(x509.IPAddress)) == {
+        ipaddress.ip_address("10.0.0.5"), ipaddress.ip_address("127.0.0.1")
+    }
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+
+
 def test_pki_node_registers_with_a_key_and_is_refused_without_one(cli, tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     _, out = cli("admin", "init", "--database-url", url)

@@ -1,0 +1,164 @@
+"""The coordinator's SuperLink process: Flower's own SuperLink app, its doors split in two.
+
+Flower 1.41's ``flower-superlink`` serves its Fleet API (for SuperNodes), its
+Control API (``flwr run``, ``flwr ls``) and its ServerAppIo runtime API (the
+SuperExec and the ServerApp) on one port (``--host``/``--port``). Whoever
+reaches that port with the CA certificate could list runs and start code on
+the coordinator. This entry point builds the very same app with Flower's own
+functions (``_parse_superlink_lifespan_config`` and ``create_app``, checked by
+``tests/server/engine/test_superlink_entry.py``) and serves it on two sockets:
+
+- the operator address (Flower's ``--host``/``--port``, loopback by default):
+  every API; Flower's auto-started SuperExec and ``fedwarden run`` use it;
+- the Fleet address (``--fleet-host``/``--fleet-port``, ours, taken off the
+  command line before Flower reads it): what institutions reach; a request
+  that arrived there may only use ``/v1/fleet/...`` (and ``/health``). Anything
+  else gets 403 and one log line (``REFUSAL_MARK``) that the coordinator's
+  ``RefusalWatcher`` audits as ``superlink.refused``.
+
+Run as ``python -m server.engine.superlink_entry --fleet-host H --fleet-port P
+<flower-superlink arguments>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+logger = logging.getLogger(__name__)
+
+FLEET_PREFIX = "/v1/fleet/"
+OPEN_ON_FLEET = frozenset({"/health"})
+REFUSAL_MARK = "fedwarden-refused"
+# Flower starts legacy gRPC Control/Fleet servers (on their own ports) when these are "1".
+_GRPC_SWITCHES = ("FLWR_INTERNAL_GRPC_CONTROL_API", "FLWR_INTERNAL_GRPC_FLEET_API")
+
+ASGIApp = Any  # (scope, receive, send) -> Awaitable[None]
+
+
+class FleetOnlyMiddleware:
+    """Let requests that came in on the Fleet socket reach only the Fleet API.
+
+    The socket a request came in on is ``scope["server"]``'s port (uvicorn sets
+    it per connection from the listening socket's address), so the Fleet and the
+    operator sockets must listen on different ports.
+    """
+
+    def __init__(self, app: ASGIApp, *, fleet_port: int) -> None:
+        self.app = app
+        self.fleet_port = fleet_port
+        self.refused = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and self._on_fleet(scope):
+            path = str(scope.get("path", ""))
+            if not (path.startswith(FLEET_PREFIX) or path in OPEN_ON_FLEET):
+                await self._refuse(scope, receive, send, path)
+                return
+        await self.app(scope, receive, send)
+
+    def _on_fleet(self, scope: dict[str, Any]) -> bool:
+        server = scope.get("server")
+        return server is None or int(server[1]) == self.fleet_port
+
+    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
+        client = scope.get("client") or ("unknown", 0)
+        method = str(scope.get("method", "WEBSOCKET"))
+        self.refused += 1
+        logger.warning(
+            "%s peer=%s method=%s path=%s", REFUSAL_MARK,
+            quote(f"{client[0]}:{client[1]}", safe=":[]"), quote(method), quote(path, safe="/"),
+        )  # fmt: skip
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        body = b'{"detail":"only the Fleet API is served on this address"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def split_argv(argv: Sequence[str]) -> tuple[str, int, list[str]]:
+    """``(fleet_host, fleet_port, flower_argv)``: our two flags taken out of ``argv``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--fleet-host", required=True)
+    parser.add_argument("--fleet-port", type=int, required=True)
+    known, rest = parser.parse_known_args(list(argv))
+    return known.fleet_host, known.fleet_port, rest
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket bound to ``host:port`` (IPv6 when ``host`` has a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve Flower's SuperLink app on the operator and the Fleet sockets until stopped."""
+    import uvicorn
+    from flwr.common.logger import console_handler
+    from flwr.supercore.http_logging import get_uvicorn_log_config
+    from flwr.superlink.cli.flower_superlink import (
+        SuperLinkLifespan,
+        _parse_superlink_lifespan_config,
+    )
+    from flwr.superlink.main import create_app
+
+    fleet_host, fleet_port, flower_argv = split_argv(sys.argv[1:] if argv is None else argv)
+    for name in _GRPC_SWITCHES:
+        os.environ.pop(name, None)
+    # Flower starts its SuperExec as `flower-superexec` from PATH: this install's own.
+    bin_dir = os.path.dirname(sys.executable)
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    sys.argv = [sys.argv[0], *flower_argv]  # Flower's parser reads sys.argv
+    config = _parse_superlink_lifespan_config()
+    if int(config.port) == fleet_port:
+        raise SystemExit(
+            f"the operator port ({config.port}) and the Fleet port ({fleet_port}) must differ"
+        )
+    app = FleetOnlyMiddleware(create_app(config, SuperLinkLifespan), fleet_port=fleet_port)
+    sockets = [bind(config.host, int(config.port)), bind(fleet_host, fleet_port)]
+    logger.info(
+        "operator APIs on %s:%s; only the Fleet API on %s:%s",
+        config.host, config.port, fleet_host, fleet_port,
+    )  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app=app,
+            reload=False,
+            access_log=True,
+            log_config=get_uvicorn_log_config(console_handler.level),
+            ssl_keyfile=config.ssl_keyfile,
+            ssl_certfile=config.ssl_certfile,
+            workers=1,
+        )
+    )
+    server.run(sockets=sockets)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The coordinator's SuperLink entry point: Flower's own app, only the Fleet API on the Fleet
+port; and the seam into Flower it rests on, which must fail loudly if Flower moves."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+
+import anyio
+import flwr
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from server.engine.superlink import RefusalWatcher
+from server.engine.superlink_entry import FleetOnlyMiddleware, split_argv
+from server.store import audit
+from server.store.engine import open_store
+
+FLEET, OPERATOR = 9093, 9091
+
+
+def test_flower_still_builds_and_serves_its_superlink_the_way_the_entry_point_copies():
+    from flwr.superlink.main import create_app
+
+    # (the package re-exports a function of the same name: import the module itself)
+    flower_superlink = importlib.import_module("flwr.superlink.cli.flower_superlink")
+
+    assert flwr.__version__ == "1.41.0", "re-check superlink_entry against this Flower"
+    assert (
+        list(inspect.signature(flower_superlink._parse_superlink_lifespan_config).parameters) == []
+    )
+    assert list(inspect.signature(create_app).parameters) == ["config", "superlink_lifespan_class"]
+    serve = inspect.getsource(flower_superlink._run_superlink_http_api)
+    assert "create_app(lifespan_config, SuperLinkLifespan)" in serve
+    assert re.search(r"uvicorn\.run\(\s*app=fastapi_app,", serve)  # no wrapping of its own
+    for name in ("host", "port", "ssl_keyfile", "ssl_certfile"):
+        assert f"lifespan_config.{name}" in serve
+    runtime = inspect.getsource(flower_superlink.SuperLinkLifespan._start_superexec_if_needed)
+    assert "config.host" in runtime and "config.port" in runtime  # SuperExec: operator address
+
+
+def test_a_supernode_uses_only_fleet_paths_and_the_fleet_router_serves_them():
+    from flwr.superlink.routers.fleet.router import router
+    from flwr.supernode import fleet_http_client
+
+    paths = re.findall(r'path="([^"]+)"', inspect.getsource(fleet_http_client))
+
+    assert paths and all(path.startswith("/v1/fleet/") for path in paths)
+    assert router.prefix == "/v1/fleet"
+
+
+def _app() -> Starlette:
+    async def ok(request: object) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    paths = ["/v1/fleet/pull-messages", "/v1/control/list-runs", "/v1/runtime/create-task",
+             "/health", "/docs"]  # fmt: skip
+    return Starlette(routes=[Route(p, ok, methods=["GET", "POST"]) for p in paths])
+
+
+@pytest.mark.parametrize(
+    ("port", "path", "status"),
+    [
+        (FLEET, "/v1/fleet/pull-messages", 200),
+        (FLEET, "/health", 200),
+        (FLEET, "/v1/control/list-runs", 403),
+        (FLEET, "/v1/runtime/create-task", 403),
+        (FLEET, "/docs", 403),
+        (FLEET, "/v1/fleet/../control/list-runs", 403),  # not normalised into the Fleet prefix
+        (OPERATOR, "/v1/control/list-runs", 200),
+        (OPERATOR, "/v1/runtime/create-task", 200),
+    ],
+)
+def test_only_fleet_paths_pass_on_the_fleet_port(port, path, status, caplog):
+    guarded = FleetOnlyMiddleware(_app(), fleet_port=FLEET)
+    transport = httpx.ASGITransport(app=guarded, client=("203.0.113.7", 4242))
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await client.post(f"http://coordinator:{port}{path}")
+
+    reply = anyio.run(post)
+
+    assert reply.status_code == status
+    refused = [r.getMessage() for r in caplog.records if "fedwarden-refused" in r.getMessage()]
+    assert len(refused) == (status == 403)
+    if refused:
+        assert "peer=203.0.113.7:4242 method=POST" in refused[0]
+
+
+def test_our_flags_are_taken_off_before_flower_reads_the_rest():
+    host, port, rest = split_argv(["--fleet-host", "0.0.0.0", "--host", "127.0.0.1",
+                                   "--fleet-port", "9093", "--port", "9091"])  # fmt: skip
+
+    assert (host, port, rest) == ("0.0.0.0", 9093, ["--host", "127.0.0.1", "--port", "9091"])
+
+
+def test_refusals_on_the_fleet_port_are_audited_and_a_flood_stays_bounded(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    line = "WARNING server.engine.superlink_entry: fedwarden-refused peer=198.51.100.2:5000 " \
+        "method=POST path=/v1/control/start-run\n"  # fmt: skip
+    try:
+        watcher = RefusalWatcher(store, per_interval=3)
+        for _ in range(50):
+            watcher(line)
+        watcher.flush()
+        with store.session() as session:
+            events = [e for e in audit.tail(session, limit=100)
+                      if e["action"] == "superlink.refused"]  # fmt: skip
+    finally:
+        store.dispose()
+
+    assert watcher.off_fleet == 50
+    assert len(events) == 4  # three one by one, then one row counting the other 47
+    single = [e for e in events if "path" in e["details"]]
+    assert {e["details"]["path"] for e in single} == {"/v1/control/start-run"}
+    assert {e["details"]["peer"] for e in single} == {"198.51.100.2:5000"}
+    assert all(e["outcome"] == "denied" for e in events)
+    assert [e["details"]["suppressed"] for e in events if "suppressed" in e["details"]] == [47]
