@@ -3,14 +3,16 @@
 ::
 
     FedwardenError (privacy.errors)
-     └── JoinError                    the node cannot join the federation (exit 11)
+     ├── JoinError                    the node cannot join the federation (exit 11)
+     └── ConfigError (privacy.errors)
+          └── FlowerSeamError         this Flower release lacks a hooked function (exit 2)
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from privacy.errors import FedwardenError
+from privacy.errors import ConfigError, FedwardenError
 
 
 class JoinError(FedwardenError):
@@ -18,3 +20,8 @@ class JoinError(FedwardenError):
     or the coordinator refuses the node's key, or the SuperNode stopped."""
 
     exit_code: ClassVar[int] = 11
+
+
+class FlowerSeamError(ConfigError):
+    """The installed Flower does not have the function a fedwarden seam hooks (``client.fast_poll``):
+    an upgrade moved or rewrote it, and the seam must be checked against the new release."""

@@ -6,7 +6,10 @@ config: where its rows are, its (ε, δ) budget, whether it insists on SecAgg+,
 where it keeps its privacy history. The client enforces these whatever the
 coordinator asks (see ``client.flower_client``). With ``warm``, the SuperNode
 runs in ``process`` isolation beside ``python -m client.warm_exec``, which
-forks preloaded ClientApp processes instead of starting fresh ones.
+forks preloaded ClientApp processes instead of starting fresh ones. With
+``fast_poll`` (the default) the SuperNode is Flower's own, started through
+``python -m client.fast_poll``: its idle poll backs off from 50 ms to 1 s
+instead of sleeping 3 s, and the executor polls every ``EXEC_POLL_S``.
 
 The node's privacy history is always kept: in its state folder, in a file
 keyed by the institution and a fingerprint of its data (``node_history``), so
@@ -43,6 +46,9 @@ from privacy.sealed_files import materialized
 
 logger = logging.getLogger(__name__)
 
+EXEC_POLL_S = "0.05"
+"""``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` of the node's executor (Flower's default: 1 s)."""
+
 _TLS_FAILURE = ("SSL/TLS handshake error", "CERTIFICATE_VERIFY_FAILED")
 _REFUSED = ("Failed to activate SuperNode", "No SuperNode found with the given public key")
 
@@ -67,6 +73,8 @@ class JoinSettings:
         Port of the SuperNode's local Runtime API (0: a free one).
     warm : bool
         Fork preloaded ClientApp processes (``client.warm_exec``).
+    fast_poll : bool
+        Run the SuperNode through ``client.fast_poll`` (back-off polls, not 3 s).
     """
 
     coordinator: str
@@ -76,6 +84,7 @@ class JoinSettings:
     state_dir: Path = Path(".")
     runtime_port: int = 0
     warm: bool = False
+    fast_poll: bool = True
 
     def check(self) -> None:
         host, _, port = self.coordinator.rpartition(":")
@@ -200,8 +209,13 @@ def supernode_argv(
     settings: JoinSettings, *, runtime_port: int, node_key: Path | None = None
 ) -> list[str]:
     """``flower-supernode`` for ``settings`` (``node_key``: the key's plaintext if it is sealed)."""
+    program = (
+        [sys.executable, "-m", "client.fast_poll"]
+        if settings.fast_poll
+        else [executable("flower-supernode")]
+    )
     argv = [
-        executable("flower-supernode"),
+        *program,
         "--superlink", settings.coordinator,
         "--root-certificates", str(settings.ca_certificate.resolve()),
         "--auth-supernode-private-key", str((node_key or settings.node_key).resolve()),
@@ -249,6 +263,8 @@ def join(settings: JoinSettings, *, keyring: Keyring | None = None) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     port = settings.runtime_port or free_port()
     env = child_env(FLWR_HOME=str(settings.state_dir.resolve()))
+    if settings.fast_poll:
+        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", EXEC_POLL_S)
     group = ProcessGroup()
     diagnosis = _Diagnosis()
     with materialized(settings.node_key, keyring=keyring, what="the node key") as node_key:

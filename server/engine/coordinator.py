@@ -5,6 +5,12 @@ SuperLink (TLS, node authentication, a state database) as a child process,
 waits until it answers, registers the store's node keys with it, audits the
 start and the stop, and returns the SuperLink's exit code. While it runs, a
 revoked node key is unregistered from the SuperLink within a second.
+
+The SuperLink runs with ``--isolation process``: its ServerApps are started by
+``server.engine.fast_serverapp`` (Flower's SuperExec loop; each ServerApp is
+Flower's ``flwr-serverapp`` with its grid polling on a 50 ms-1 s back-off
+instead of every 3 s), a child of this process connected to the SuperLink's
+ServerAppIo API at ``serverappio_address(settings)``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from client.contract.processes import ProcessGroup, child_env, executable
 from privacy.sealed_files import materialized
+from server.engine.fast_serverapp import executor_argv
 from server.engine.flwr_cli import flwr_home, write_connection
 from server.engine.superlink import (
     RefusalWatcher,
@@ -28,6 +35,19 @@ from server.store import audit, revocation
 from server.store.engine import Store
 
 logger = logging.getLogger(__name__)
+
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def serverappio_address(settings: SuperLinkSettings) -> str:
+    """Where the ServerApp executor reaches the SuperLink's ServerAppIo (Runtime) API.
+
+    The one place that says so: today the SuperLink's single port, reached on the
+    loopback when it listens on every address.
+    """
+    host = _LOOPBACK.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{settings.port}"
 
 
 def run_coordinator(
@@ -52,14 +72,26 @@ def run_coordinator(
     with materialized(
         settings.pki_dir / "server.key", keyring=store.keyring, what="the TLS key"
     ) as key_file:
-        group.start(
-            superlink_argv(settings, program=executable("flower-superlink"), key_file=key_file),
+        superlink = group.start(
+            [
+                *superlink_argv(settings, program=executable("flower-superlink"), key_file=key_file),
+                "--isolation", "process",
+            ],  # fmt: skip
             env=env,
             log_path=settings.state_dir / "superlink.log",
             on_line=watcher,
         )
         try:
             wait_until_ready(settings)
+            group.start(
+                executor_argv(
+                    runtime_api_address=serverappio_address(settings),
+                    ca_certificate=settings.ca_certificate,
+                    parent_pid=superlink.pid,
+                ),
+                env=env,
+                log_path=settings.state_dir / "serverapp.log",
+            )
         except BaseException:
             group.stop()
             raise

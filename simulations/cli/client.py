@@ -91,6 +91,14 @@ def join_command(
     warm: Annotated[
         bool, typer.Option("--warm/--no-warm", help="Fork preloaded ClientApp processes.")
     ] = False,
+    fast_poll: Annotated[
+        bool,
+        typer.Option(
+            "--fast-poll/--no-fast-poll",
+            help="Poll the coordinator with a 50 ms-1 s back-off (client.fast_poll) "
+            "instead of Flower's fixed 3 s.",
+        ),
+    ] = True,
     check_data: Annotated[
         bool, typer.Option("--check-data/--no-check-data", help="Load the rows before joining.")
     ] = True,
@@ -177,6 +185,7 @@ def join_command(
         state_dir=state_dir,
         runtime_port=runtime_port,
         warm=warm,
+        fast_poll=fast_poll,
     )
     from privacy.keyring import load_keyring
 
