@@ -100,7 +100,8 @@ def fedwarden_seconds_per_round(
                 "coordinator", "start", "--pki", str(root / "pki"), "--state", str(root / "state"),
                 "--database-url", url, "--port", str(port),
             ),
-            {"FEDWARDEN_API_KEY": token},
+            # DEBUG puts timestamps on the ServerApp's SecAgg+ stage lines (the breakdown)
+            {"FEDWARDEN_API_KEY": token, "FLWR_LOG_LEVEL": "DEBUG"},
         )  # fmt: skip
         wait_for_text("coordinator", "coordinator ready", 120)
         timings["coordinator ready"] = time.monotonic() - began

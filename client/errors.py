@@ -23,5 +23,5 @@ class JoinError(FedwardenError):
 
 
 class FlowerSeamError(ConfigError):
-    """The installed Flower does not have the function a fedwarden seam hooks (``client.fast_poll``):
+    """The installed Flower lacks the function a fedwarden seam hooks (``client.fast_poll``):
     an upgrade moved or rewrote it, and the seam must be checked against the new release."""

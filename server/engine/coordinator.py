@@ -72,11 +72,9 @@ def run_coordinator(
     with materialized(
         settings.pki_dir / "server.key", keyring=store.keyring, what="the TLS key"
     ) as key_file:
+        argv = superlink_argv(settings, program=executable("flower-superlink"), key_file=key_file)
         superlink = group.start(
-            [
-                *superlink_argv(settings, program=executable("flower-superlink"), key_file=key_file),
-                "--isolation", "process",
-            ],  # fmt: skip
+            [*argv, "--isolation", "process"],
             env=env,
             log_path=settings.state_dir / "superlink.log",
             on_line=watcher,

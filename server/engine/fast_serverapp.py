@@ -28,8 +28,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.fast_poll import add_poll_args, install_grid_poll, poll_settings
 from client.errors import FlowerSeamError
+from client.fast_poll import add_poll_args, install_grid_poll, poll_settings
 
 logger = logging.getLogger(__name__)
 

@@ -94,7 +94,7 @@ def test_a_flower_without_the_hooked_sleep_fails_loudly(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
 
-    with pytest.raises(FlowerSeamError, match="no longer calls time.sleep"):
+    with pytest.raises(FlowerSeamError, match=r"no longer calls time\.sleep"):
         fast_poll._hooked("fake_flower_loop", None, "start_client_internal")
     with pytest.raises(FlowerSeamError, match="has no"):
         fast_poll._hooked("fake_flower_loop", None, "moved_away")

@@ -28,8 +28,8 @@ from client.secagg_guard import min_secure_participants, secagg_guard_mod
 from privacy.errors import ConfigError, TooFewParticipantsError, UnsafeSecureAggregationError
 from privacy.secagg import derive_secagg_parameters
 from tests.client.secagg_loopback import (
-    configs_of,
     LoopbackGrid,
+    configs_of,
     global_update,
     legacy_context,
     node_app,
