@@ -18,11 +18,13 @@ every run, resume and restart on the same rows continues the same history.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +239,72 @@ def warm_executor_argv(*, runtime_port: int, parent_pid: int) -> list[str]:
     ]  # fmt: skip
 
 
+BudgetCallback = Callable[[NodeHistory], None]
+"""Told the node's privacy history after each change (``client join`` prints it)."""
+
+
+class BudgetWatcher:
+    """Watches the node's history file; after each change, the ε it holds against its budget."""
+
+    def __init__(
+        self, node_config: Mapping[str, Any], *, on_change: BudgetCallback, poll_s: float = 2.0
+    ) -> None:
+        self.node_config = dict(node_config)
+        self.path = Path(str(node_config["history-path"]))
+        self.on_change = on_change
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._seen = self._stamp()
+        self._thread = threading.Thread(target=self._run, name="budget-watcher", daemon=True)
+
+    def _stamp(self) -> tuple[float, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime, stat.st_size
+
+    def check(self) -> NodeHistory | None:
+        """The history now, if it changed since the last check."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._seen:
+            return None
+        self._seen = stamp
+        from client.node import NodeSettings
+
+        settings = NodeSettings.from_node_config(self.node_config)
+        account = InstitutionAccount(
+            institution=str(self.node_config.get("institution", "")),
+            budget=settings.budget,
+            history=FileHistory(self.path),
+            accountant="prv",
+        )
+        return NodeHistory(
+            path=self.path,
+            institution=account.institution,
+            budget=settings.budget,
+            epsilon_spent=account.epsilon(),
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                changed = self.check()
+            except Exception:  # a half-written line: read it next time
+                logger.debug("could not read the privacy history yet", exc_info=True)
+                continue
+            if changed is not None:
+                self.on_change(changed)
+
+    def __enter__(self) -> BudgetWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 class _Diagnosis:
     """Watches the SuperNode's output for why it could not join."""
 
@@ -251,8 +319,14 @@ class _Diagnosis:
             self.refused = True
 
 
-def join(settings: JoinSettings, *, keyring: Keyring | None = None) -> int:
-    """Run the SuperNode (and the warm executor) in the foreground until it ends or a signal.
+def join(
+    settings: JoinSettings,
+    *,
+    keyring: Keyring | None = None,
+    on_budget: BudgetCallback | None = None,
+) -> int:
+    """Run the SuperNode (and the warm executor) in the foreground until it ends or a signal;
+    ``on_budget`` is told the node's ε after each round that spends some.
 
     Raises
     ------
@@ -275,7 +349,13 @@ def join(settings: JoinSettings, *, keyring: Keyring | None = None) -> int:
         )
         if settings.warm:
             group.start(warm_executor_argv(runtime_port=port, parent_pid=node.pid), env=env)
-        code = group.wait()
+        watching = on_budget is not None and "history-path" in settings.node_config
+        with (
+            BudgetWatcher(settings.node_config, on_change=on_budget)  # type: ignore[arg-type]
+            if watching
+            else contextlib.nullcontext()
+        ):
+            code = group.wait()
     if diagnosis.tls_failure:
         raise JoinError(
             f"the coordinator at {settings.coordinator} presented a certificate that the CA "

@@ -130,7 +130,7 @@ def join_command(
     ] = 3,
 ) -> None:
     """Start this institution's SuperNode: its data and its own budget, over TLS, with its key."""
-    from client.join import JoinSettings, default_state_dir, join, node_history
+    from client.join import JoinSettings, NodeHistory, default_state_dir, join, node_history
     from client.secagg_guard import min_secure_participants as check_min_participants
     from privacy.errors import ConfigError
 
@@ -189,4 +189,11 @@ def join_command(
     )
     from privacy.keyring import load_keyring
 
-    raise typer.Exit(join(settings, keyring=load_keyring()))
+    def budget(history: NodeHistory) -> None:
+        left = history.budget.epsilon - history.epsilon_spent
+        typer.echo(
+            f"privacy budget of {kept.institution}: ε {history.epsilon_spent:.4g} spent of "
+            f"{history.budget.epsilon:g} ({max(left, 0.0):.4g} left, δ={history.budget.delta:g})"
+        )
+
+    raise typer.Exit(join(settings, keyring=load_keyring(), on_budget=budget))

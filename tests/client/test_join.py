@@ -127,3 +127,22 @@ def test_join_refuses_a_state_folder_it_cannot_write(tmp_path, cli, small_rows, 
 
     assert code == 2
     assert "not writable" in output
+
+
+def test_the_budget_watcher_reports_the_epsilon_after_each_change(tmp_path):
+    from client.join import BudgetWatcher
+
+    path = tmp_path / "history.jsonl"
+    config = {"budget-epsilon": 5.0, "history-path": str(path)}
+    watcher = BudgetWatcher(config, on_change=lambda _: None)
+
+    assert watcher.check() is None  # nothing spent yet
+    FileHistory(path).append(AccountingStep(noise_multiplier=1.0, sample_rate=0.1, steps=20))
+    first = watcher.check()
+    assert watcher.check() is None  # unchanged since
+    FileHistory(path).append(AccountingStep(noise_multiplier=1.0, sample_rate=0.1, steps=20))
+    second = watcher.check()
+
+    assert first is not None and second is not None
+    assert 0 < first.epsilon_spent < second.epsilon_spent
+    assert second.budget.epsilon == 5.0
