@@ -52,6 +52,7 @@ EXEC_POLL_S = "0.05"
 """``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` of the node's executor (Flower's default: 1 s)."""
 
 _TLS_FAILURE = ("SSL/TLS handshake error", "CERTIFICATE_VERIFY_FAILED")
+_UNREACHABLE = ("Failed to initialize the connection to the SuperLink", "Giving up reconnection")
 _REFUSED = ("Failed to activate SuperNode", "No SuperNode found with the given public key")
 
 
@@ -77,6 +78,11 @@ class JoinSettings:
         Fork preloaded ClientApp processes (``client.warm_exec``).
     fast_poll : bool
         Run the SuperNode through ``client.fast_poll`` (back-off polls, not 3 s).
+    connect_attempts : int
+        Tries to reach the coordinator before giving up (Flower's ``--max-retries``),
+        when joining and when the connection is lost.
+    connect_wait_s : float
+        Seconds of failed tries before giving up (Flower's ``--max-wait-time``).
     """
 
     coordinator: str
@@ -87,11 +93,15 @@ class JoinSettings:
     runtime_port: int = 0
     warm: bool = False
     fast_poll: bool = True
+    connect_attempts: int = 20
+    connect_wait_s: float = 300.0
 
     def check(self) -> None:
         host, _, port = self.coordinator.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--coordinator must be HOST:PORT, got {self.coordinator!r}")
+        if self.connect_attempts < 1 or self.connect_wait_s <= 0:
+            raise ConfigError("connect attempts and wait must be positive")
         for what, path in (("CA certificate", self.ca_certificate), ("node key", self.node_key)):
             if not path.is_file():
                 raise ConfigError(f"the {what} {path} does not exist")
@@ -224,6 +234,8 @@ def supernode_argv(
         "--node-config", node_config_text(settings.node_config),
         "--host", "127.0.0.1",
         "--port", str(runtime_port),
+        "--max-retries", str(settings.connect_attempts),
+        "--max-wait-time", str(settings.connect_wait_s),
     ]  # fmt: skip
     if settings.warm:
         argv += ["--isolation", "process"]
@@ -311,8 +323,14 @@ class _Diagnosis:
     def __init__(self) -> None:
         self.tls_failure = False
         self.refused = False
+        self.unreachable = False
+        self.reason = ""
 
     def __call__(self, line: str) -> None:
+        if any(marker in line for marker in _UNREACHABLE):
+            self.unreachable = True
+        elif self.unreachable and not self.reason and line.strip().startswith("["):
+            self.reason = line.strip()  # Flower's next line: "[Errno 111] Connection refused"
         if any(marker in line for marker in _TLS_FAILURE):
             self.tls_failure = True
         if any(marker in line for marker in _REFUSED):
@@ -366,6 +384,14 @@ def join(
         raise JoinError(
             f"the coordinator at {settings.coordinator} refused this node's key "
             f"{settings.node_key}: is it registered (`fedwarden pki node`)?",
+            coordinator=settings.coordinator,
+        )
+    if diagnosis.unreachable:
+        raise JoinError(
+            f"could not reach the coordinator at {settings.coordinator} after "
+            f"{settings.connect_attempts} attempts or {settings.connect_wait_s:g} s"
+            + (f" ({diagnosis.reason})" if diagnosis.reason else "")
+            + ": is the address right, and is the coordinator running?",
             coordinator=settings.coordinator,
         )
     return code

@@ -88,6 +88,13 @@ def join_command(
         ),
     ] = None,
     runtime_port: Annotated[int, typer.Option(help="Local Runtime API port (0: any free).")] = 0,
+    connect_attempts: Annotated[
+        int,
+        typer.Option(help="Tries to reach the coordinator before giving up (exit 11)."),
+    ] = 20,
+    connect_wait: Annotated[
+        float, typer.Option(help="Seconds of failed tries before giving up (exit 11).")
+    ] = 300.0,
     warm: Annotated[
         bool, typer.Option("--warm/--no-warm", help="Fork preloaded ClientApp processes.")
     ] = False,
@@ -186,6 +193,8 @@ def join_command(
         runtime_port=runtime_port,
         warm=warm,
         fast_poll=fast_poll,
+        connect_attempts=connect_attempts,
+        connect_wait_s=connect_wait,
     )
     from privacy.keyring import load_keyring
 
