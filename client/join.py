@@ -248,6 +248,8 @@ def warm_executor_argv(*, runtime_port: int, parent_pid: int) -> list[str]:
         "--appio-api-address", f"127.0.0.1:{runtime_port}",
         "--insecure",
         "--parent-pid", str(parent_pid),
+        # The node's own installed ClientApp, imported once (not the coordinator's FAB copy)
+        "--preload", "client.app",
     ]  # fmt: skip
 
 

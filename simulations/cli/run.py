@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -115,7 +116,7 @@ def run_status_command(
     with opened(database_url) as store:
         if follow:
             progress = follow_run(
-                store, record.run_id, on_round=_print_round,
+                store, record.run_id, on_round=_round_printer(record),
                 finished=lambda: _ended(recorded_rounds(store, record.run_id)),
             )  # fmt: skip
             _print_end(record.run_id, progress)
@@ -230,7 +231,7 @@ def _submit(
     with log_path.open("a", encoding="utf-8") as log, opened(database_url) as store:
         worker = threading.Thread(target=run, name="flwr-run", daemon=True)
         worker.start()
-        progress = follow(store, record.run_id, on_round=_print_round, finished=lambda: not worker.is_alive())
+        progress = follow(store, record.run_id, on_round=_round_printer(record), finished=lambda: not worker.is_alive())
     error = outcome.get("error")
     if isinstance(error, BaseException):
         raise error
@@ -239,10 +240,18 @@ def _submit(
     return code if isinstance(code, int) else 1
 
 
-def _print_round(record: RoundRecord, num_rounds: int | None) -> None:
-    from simulations.progress import format_round
+def _round_printer(record: RunRecord) -> Callable[[RoundRecord, int | None], None]:
+    """Prints one line per round, out of the rounds the run's config asks for."""
+    planned = record.config.get("num-server-rounds")
 
-    console.print(format_round(record, num_rounds or record.round), highlight=False)
+    def show(round_record: RoundRecord, num_rounds: int | None) -> None:
+        from simulations.progress import format_round
+
+        total = num_rounds or (planned if isinstance(planned, int) else None)
+        line = format_round(round_record, total or round_record.round)
+        console.print(line, highlight=False, soft_wrap=True)
+
+    return show
 
 
 def _ended(progress: RunProgress | None) -> bool:
