@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -231,7 +231,10 @@ def _submit(
     with log_path.open("a", encoding="utf-8") as log, opened(database_url) as store:
         worker = threading.Thread(target=run, name="flwr-run", daemon=True)
         worker.start()
-        progress = follow(store, record.run_id, on_round=_round_printer(record), finished=lambda: not worker.is_alive())
+        progress = follow(
+            store, record.run_id, on_round=_round_printer(record),
+            finished=lambda: not worker.is_alive(),
+        )  # fmt: skip
     error = outcome.get("error")
     if isinstance(error, BaseException):
         raise error
