@@ -16,9 +16,11 @@ ServerAppIo API at ``serverappio_address(settings)``.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from client.contract.processes import ProcessGroup, child_env, executable
 from privacy.sealed_files import materialized
@@ -50,13 +52,37 @@ def serverappio_address(settings: SuperLinkSettings) -> str:
     return f"{host}:{settings.port}"
 
 
+class _StopRequested(BaseException):
+    """SIGINT or SIGTERM arrived while the coordinator was starting."""
+
+
+def _stop_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise _StopRequested(signum)
+
+
 def run_coordinator(
     *, settings: SuperLinkSettings, store: Store, on_ready: Callable[[int], None]
 ) -> int:
     """Run the SuperLink in the foreground until it stops; ``on_ready(nodes)`` once it serves.
 
-    A failure during start-up stops the SuperLink before the error propagates.
+    A failure during start-up stops the SuperLink before the error propagates. SIGINT and
+    SIGTERM are handled from the first moment: one that arrives during start-up stops what
+    has started and returns 0 (as one that arrives later does).
     """
+    handled = (signal.SIGINT, signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _stop_on_signal) for s in handled} if in_main else {}
+    try:
+        return _run(settings=settings, store=store, on_ready=on_ready)
+    except _StopRequested as stop:
+        logger.warning("stopped by signal %s during start-up", stop.args[0])
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run(*, settings: SuperLinkSettings, store: Store, on_ready: Callable[[int], None]) -> int:
     settings.check()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     url = store.engine.url.render_as_string(hide_password=False)
@@ -104,7 +130,6 @@ def run_coordinator(
     except BaseException:
         group.stop()
         raise
-    on_ready(len(nodes))
     stop = threading.Event()
     syncer = threading.Thread(
         target=_sync_revocations,
@@ -112,12 +137,17 @@ def run_coordinator(
         name="node-key-sync",
         daemon=True,
     )
-    syncer.start()
     try:
-        code = group.wait()
+        on_ready(len(nodes))
+        syncer.start()
+        code = group.wait()  # it handles SIGINT and SIGTERM itself from here
+    except BaseException:
+        group.stop()
+        raise
     finally:
         stop.set()
-        syncer.join(timeout=10)
+        if syncer.is_alive():
+            syncer.join(timeout=10)
     with store.session() as session:
         audit.append(
             session, actor="system", action="coordinator.stop",
