@@ -104,3 +104,14 @@ def test_a_config_the_serverapp_would_refuse_is_refused_before_submission(tmp_pa
     with pytest.raises(ConfigError, match="fedmedian"):
         load_run_config(path, app_dir=APP)
     assert check_run_config({"strategy": "fedmedian", "secagg": False}, app_dir=APP)
+
+
+def test_the_readmes_run_toml_is_a_valid_complete_config(tmp_path):
+    readme = (APP / "README.md").read_text()
+    block = readme.split("A complete `run.toml`")[1].split("```toml\n")[1].split("```")[0]
+    path = tmp_path / "run.toml"
+    path.write_text(block)
+
+    config = load_run_config(path, app_dir=APP)
+
+    assert config["num-server-rounds"] == 5 and config["secagg"] is True
