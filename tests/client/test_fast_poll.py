@@ -98,3 +98,13 @@ def test_a_flower_without_the_hooked_sleep_fails_loudly(tmp_path, monkeypatch):
         fast_poll._hooked("fake_flower_loop", None, "start_client_internal")
     with pytest.raises(FlowerSeamError, match="has no"):
         fast_poll._hooked("fake_flower_loop", None, "moved_away")
+
+
+def test_the_serverapp_executor_seam_and_entry_exist_in_this_flower():
+    # server.engine.fast_serverapp replaces the SuperExec's executor through get_executor
+    # and starts each ServerApp through Flower's flwr-serverapp entry.
+    loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
+    entry = importlib.import_module("flwr.superlink.cli.flwr_serverapp")
+
+    assert "get_executor(" in inspect.getsource(loop.run_superexec)
+    assert callable(entry.flwr_serverapp)
