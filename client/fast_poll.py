@@ -52,6 +52,9 @@ FLOWER_SLEEP_S = 3
 SUPERNODE_MODULE = "flwr.supernode.start_client_internal"
 SUPERNODE_LOOP = "start_client_internal"
 SUPERNODE_PULL = "_pull_and_store_message"
+SUPERNODE_PUSH = "_push_messages"
+REPLY_WAIT = "time.sleep(0.5)"
+"""How often Flower's SuperNode looks for its ClientApp's reply (shortened to ``first_s``)."""
 GRID_MODULE = "flwr.superlink.grid.http_grid"
 GRID_CLASS = "HttpGrid"
 GRID_LOOP = "send_and_receive"
@@ -75,15 +78,21 @@ class PollSettings:
 class BackoffClock:
     """Stands in for the ``time`` module inside one Flower module.
 
-    ``sleep(FLOWER_SLEEP_S)`` sleeps the next back-off interval; any other
-    ``sleep`` and every other attribute are the real ``time``'s.
+    ``sleep(FLOWER_SLEEP_S)`` sleeps the next back-off interval, a sleep listed in
+    ``shorten`` sleeps ``first_s``; any other ``sleep`` and every other attribute are
+    the real ``time``'s.
     """
 
     def __init__(
-        self, settings: PollSettings, *, sleep: Callable[[float], None] = time.sleep
+        self,
+        settings: PollSettings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        shorten: tuple[float, ...] = (),
     ) -> None:
         self.settings = settings
         self._sleep = sleep
+        self._shorten = shorten
         self._next_s = settings.first_s
         self._lock = threading.Lock()
 
@@ -105,6 +114,8 @@ class BackoffClock:
     def sleep(self, seconds: float) -> None:
         if seconds == FLOWER_SLEEP_S:
             self._sleep(self.next_interval())
+        elif seconds in self._shorten:
+            self._sleep(self.settings.first_s)
         else:
             self._sleep(seconds)
 
@@ -135,12 +146,17 @@ def _hooked(module_name: str, owner: str | None, function: str) -> tuple[ModuleT
 
 
 def install_supernode_poll(settings: PollSettings) -> BackoffClock:
-    """Back off the SuperNode's idle poll; a pulled message resets it. Returns the clock."""
+    """Back off the SuperNode's idle poll; a pulled message resets it; its 0.5 s wait for the
+    ClientApp's reply becomes ``first_s``. Returns the clock."""
     module, _ = _hooked(SUPERNODE_MODULE, None, SUPERNODE_LOOP)
     pull = getattr(module, SUPERNODE_PULL, None)
-    if pull is None:
-        raise FlowerSeamError(f"{SUPERNODE_MODULE} has no {SUPERNODE_PULL}")
-    clock = BackoffClock(settings)
+    push = getattr(module, SUPERNODE_PUSH, None)
+    if pull is None or push is None or REPLY_WAIT not in inspect.getsource(push):
+        raise FlowerSeamError(
+            f"{SUPERNODE_MODULE} has no {SUPERNODE_PULL}, or no {SUPERNODE_PUSH} waiting with "
+            f"{REPLY_WAIT} (the poll seam was pinned to Flower {PINNED_FLOWER}x)"
+        )
+    clock = BackoffClock(settings, shorten=(0.5,))
 
     @functools.wraps(pull)
     def pull_and_reset(*args: Any, **kwargs: Any) -> Any:

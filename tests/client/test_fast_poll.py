@@ -20,6 +20,7 @@ def test_the_hooked_flower_functions_exist_and_still_sleep_3_s():
     grid = importlib.import_module(fast_poll.GRID_MODULE)
     assert "time.sleep(3)" in inspect.getsource(getattr(node, fast_poll.SUPERNODE_LOOP))
     assert callable(getattr(node, fast_poll.SUPERNODE_PULL))
+    assert "time.sleep(0.5)" in inspect.getsource(getattr(node, fast_poll.SUPERNODE_PUSH))
     loop = getattr(getattr(grid, fast_poll.GRID_CLASS), fast_poll.GRID_LOOP)
     assert "time.sleep(3)" in inspect.getsource(loop)
     assert node.time.sleep is not None and grid.time.time is not None
@@ -83,9 +84,11 @@ def test_the_supernode_seam_resets_when_a_message_arrives(monkeypatch):
     for _ in range(4):
         if getattr(node, fast_poll.SUPERNODE_PULL)() is None:
             node.time.sleep(3)  # what Flower's loop does after an empty pull
+    node.time.sleep(0.5)  # what it does while its ClientApp has not replied yet
+    node.time.sleep(0.2)
 
     assert node.time is clock
-    assert slept == [0.01, 0.02, 0.01]
+    assert slept == [0.01, 0.02, 0.01, 0.01, 0.2]
 
 
 def test_a_flower_without_the_hooked_sleep_fails_loudly(tmp_path, monkeypatch):
