@@ -115,10 +115,19 @@ def run_status_command(
     record = RunRecord.load(state, run)
     with opened(database_url) as store:
         if follow:
+            def finished() -> bool:
+                progress = recorded_rounds(store, record.run_id)
+                if progress is not None:
+                    return progress.status != "running"
+                # Not in the store (yet): over only if Flower says its last run is over
+                last = record.flower_runs[-1] if record.flower_runs else None
+                return last is None or str(
+                    flower_status(state, last).get("status", "")
+                ).startswith("finished")
+
             progress = follow_run(
-                store, record.run_id, on_round=_round_printer(record),
-                finished=lambda: _ended(recorded_rounds(store, record.run_id)),
-            )  # fmt: skip
+                store, record.run_id, on_round=_round_printer(record), finished=finished
+            )
             _print_end(record.run_id, progress)
             return
         progress = recorded_rounds(store, record.run_id)
@@ -255,10 +264,6 @@ def _round_printer(record: RunRecord) -> Callable[[RoundRecord, int | None], Non
         console.print(line, highlight=False, soft_wrap=True)
 
     return show
-
-
-def _ended(progress: RunProgress | None) -> bool:
-    return progress is not None and progress.status != "running"
 
 
 def _print_end(run_id: str, progress: RunProgress | None) -> None:
