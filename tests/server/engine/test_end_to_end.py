@@ -138,7 +138,7 @@ class Deployment:
                 "--database-url", self.url, "--port", str(self.port),
             ),
         )  # fmt: skip
-        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 90, self)
+        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 300, self)
 
     def join(
         self, name: str, *, partition: int, key: Path | None = None, ca: Path | None = None
