@@ -3,16 +3,14 @@
 ::
 
     FedwardenError (privacy.errors)
-     ├── JoinError                    the node cannot join the federation (exit 11)
-     └── ConfigError (privacy.errors)
-          └── FlowerSeamError         this Flower release lacks a hooked function (exit 2)
+     └── JoinError                    the node cannot join the federation (exit 11)
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from privacy.errors import ConfigError, FedwardenError
+from privacy.errors import FedwardenError
 
 
 class JoinError(FedwardenError):
@@ -21,7 +19,3 @@ class JoinError(FedwardenError):
 
     exit_code: ClassVar[int] = 11
 
-
-class FlowerSeamError(ConfigError):
-    """The installed Flower lacks the function a fedwarden seam hooks (``client.fast_poll``):
-    an upgrade moved or rewrote it, and the seam must be checked against the new release."""

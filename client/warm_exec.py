@@ -27,7 +27,7 @@ and saves its import (seconds a task on a loaded machine).
 
 Flower's ``run_clientapp`` unpacks, verifies and installs the run's FAB again for
 every task; ``cache_fab_installs`` (a seam on the name ``install_from_fab`` in
-``flwr.supernode.runtime.run_clientapp``, pinned like ``client.fast_poll``)
+``flwr.supernode.runtime.run_clientapp``, pinned like ``client.contract.polling``)
 installs each FAB (by its SHA-256) once and hands later tasks the installed
 folder. The children are
 reaped at every poll; SIGTERM or SIGINT stops them (SIGTERM, then SIGKILL after
@@ -249,7 +249,7 @@ def cache_fab_installs() -> None:
     import hashlib
     import inspect
 
-    from client.errors import FlowerSeamError
+    from client.contract.errors import FlowerSeamError
 
     module = importlib.import_module(_FAB_SEAM_MODULE)
     install = getattr(module, _FAB_SEAM, None)

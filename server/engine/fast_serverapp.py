@@ -12,7 +12,7 @@ TLS, the plugin that turns a task into an ``ExecutionSpec``), with only its
 executor replaced, through the one function it builds it with
 (``get_executor``): ``ServerAppExecutor`` starts each ServerApp as
 ``python -m server.engine.fast_serverapp serverapp ARGS`` instead of
-``flwr-serverapp ARGS``. ``serverapp`` installs ``client.fast_poll``'s grid seam
+``flwr-serverapp ARGS``. ``serverapp`` installs ``client.contract.polling``'s grid seam
 (the grid's 3 s pull sleep becomes a back-off from 50 ms to 1 s) and then runs
 Flower's ``flwr-serverapp`` entry with the same arguments. The SuperExec's own
 task poll is Flower's ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (``TASK_POLL_S``).
@@ -28,8 +28,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.errors import FlowerSeamError
-from client.fast_poll import add_poll_args, install_grid_poll, poll_settings
+from client.contract.errors import FlowerSeamError
+from client.contract.polling import add_poll_args, install_grid_poll, poll_settings
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import inspect
 import flwr
 import pytest
 
-from client import fast_poll
-from client.errors import FlowerSeamError
-from client.fast_poll import BackoffClock, PollSettings
+from client.contract import polling as fast_poll
+from client.contract.errors import FlowerSeamError
+from client.contract.polling import BackoffClock, PollSettings
 
 
 def test_the_hooked_flower_functions_exist_and_still_sleep_3_s():
