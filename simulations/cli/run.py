@@ -128,7 +128,7 @@ def run_status_command(
             progress = follow_run(
                 store, record.run_id, on_round=_round_printer(record), finished=finished
             )
-            _print_end(record.run_id, progress)
+            _print_end(record.run_id, progress, planned=record.config.get("num-server-rounds"))
             return
         progress = recorded_rounds(store, record.run_id)
     out = {
@@ -247,7 +247,7 @@ def _submit(
     error = outcome.get("error")
     if isinstance(error, BaseException):
         raise error
-    _print_end(record.run_id, progress)
+    _print_end(record.run_id, progress, planned=record.config.get("num-server-rounds"))
     code = outcome.get("code", 1)
     return code if isinstance(code, int) else 1
 
@@ -266,14 +266,15 @@ def _round_printer(record: RunRecord) -> Callable[[RoundRecord, int | None], Non
     return show
 
 
-def _print_end(run_id: str, progress: RunProgress | None) -> None:
+def _print_end(run_id: str, progress: RunProgress | None, *, planned: object = None) -> None:
     from server.engine.run_view import export_hint
 
     if progress is None:
         typer.echo(f"run {run_id}: the ServerApp recorded nothing in the store")
         return
     done = len(progress.rounds)
-    line = f"run {run_id}: {progress.status}, {done}/{progress.num_rounds or '?'} rounds"
+    total = progress.num_rounds or (planned if isinstance(planned, int) else "?")
+    line = f"run {run_id}: {progress.status}, {done}/{total} rounds"
     if progress.stopped_reason:
         line += f" ({progress.stopped_reason})"
     typer.echo(line)
