@@ -148,30 +148,6 @@ def test_the_budget_watcher_reports_the_epsilon_after_each_change(tmp_path):
     assert second.budget.epsilon == 5.0
 
 
-def test_a_node_pointed_at_a_wrong_address_gives_up_after_its_attempts(tmp_path):
-    import subprocess
-    import sys
-
-    from client.join import _Diagnosis, free_port
-
-    port = free_port()  # nothing listens there
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "client.fast_poll", "--superlink", f"127.0.0.1:{port}",
-            "--insecure", "--max-retries", "2", "--max-wait-time", "30",
-            "--port", str(free_port()),
-        ],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
-    )  # fmt: skip
-    diagnosis = _Diagnosis()
-    for line in (done.stdout + done.stderr).splitlines():
-        diagnosis(line)
-
-    assert done.returncode != 0
-    assert diagnosis.unreachable and "Connection refused" in diagnosis.reason
-    assert not diagnosis.refused and not diagnosis.tls_failure
-
-
 def test_the_supernode_is_started_through_the_fast_poll_seam_with_bounded_retries(tmp_path):
     settings = JoinSettings(
         coordinator="h:1", ca_certificate=tmp_path / "ca", node_key=tmp_path / "k",
