@@ -12,16 +12,25 @@ DP-SGD on, N rounds. One local SuperLink and three SuperNodes per setting:
 - ``warm-poll``: ``warm`` with the executors polling every 0.05 s
   (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``, Flower's only supported knob on this
   path; the SuperNode's and the ServerApp's 3 s polls are fixed in Flower 1.41);
+- ``fedwarden`` (the default, with ``simulation``): the deployment as an operator
+  runs it, through fedwarden's own commands: ``coordinator start`` (a SuperLink
+  with TLS, node authentication and a state database, its ServerApps started by
+  ``server.engine.fast_serverapp``: back-off polls), three ``client join --warm``
+  (SuperNodes through ``client.fast_poll``, preloaded forked ClientApps) and
+  ``run start``;
 - ``simulation``: the same run on Flower's simulation engine (Ray, in-process).
 
-Seconds per round are the median gap between the ServerApp's successive
+For ``fedwarden`` and ``simulation`` seconds per round are the median of the
+rounds' ``duration_s`` that the federation itself records (the store's ``rounds``
+table; the simulation's result), rounds 2..N: the same clock on both engines.
+For the other modes, seconds per round are the median gap between the ServerApp's successive
 "Secure aggregation completed" log lines of the training rounds (streamed by
 ``flwr run --stream``, every 0.5 s), i.e. rounds 2..N with their evaluation, so the
 ServerApp's start-up and the FAB upload are left out; for the simulation, the
 median duration of rounds 2..N (round 1 also starts Ray).
-Every connection is plain (``--insecure``): TLS is not what is measured here.
+Those modes use plain connections (``--insecure``); ``fedwarden`` uses TLS and node keys.
 
-    python benchmarks/bench_deployment.py [--rounds 3] [--modes subprocess superexec warm simulation]
+    python benchmarks/bench_deployment.py [--rounds 3] [--modes fedwarden simulation warm ...]
 """
 
 from __future__ import annotations
@@ -48,7 +57,10 @@ from typing import Any
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MODES = ("subprocess", "superexec", "warm", "warm-poll", "simulation")
+MODES = ("fedwarden", "simulation", "subprocess", "superexec", "warm", "warm-poll")
+DEFAULT_MODES = ("fedwarden", "simulation")
+BUDGET_EPSILON = 50.0  # every institution's, on both engines: no round is refused
+NOISE_MULTIPLIER = 1.0
 FAST_POLL_S = "0.05"  # FLWR_SUPEREXEC_TASK_POLL_INTERVAL of warm-poll (Flower's default: 1 s)
 # Flower's SecAggPlusWorkflow logs this once per secure sum: the federated summary
 # that fits the preprocessing, then once per training round.
@@ -270,7 +282,7 @@ def deployment_seconds_per_round(
     root = Path(tempfile.mkdtemp(prefix=f"fedwarden-bench-{mode}-"))
     run_config = (
         f"num-server-rounds={rounds} secagg=true dp=true min-institutions={institutions} "
-        "wait-timeout=120.0 profile=false"
+        f"wait-timeout=120.0 profile=false noise-multiplier={NOISE_MULTIPLIER}"
     )
     with local_federation(mode, institutions=institutions, root=root) as federation:
         began = time.monotonic()
@@ -283,17 +295,33 @@ def deployment_seconds_per_round(
     return (statistics.median(gaps) if gaps else wall), wall
 
 
+def run_config(*, institutions: int, rounds: int) -> dict[str, Any]:
+    """The run both engines do."""
+    return {
+        "num-server-rounds": rounds,
+        "secagg": True,
+        "dp": True,
+        "noise-multiplier": NOISE_MULTIPLIER,
+        "min-institutions": institutions,
+        "profile": False,
+        "wait-timeout": 120.0,
+    }
+
+
 def simulation_seconds_per_round(*, institutions: int, rounds: int) -> float:
     """Median round duration of the same run on Flower's simulation engine."""
+    from privacy.config import PrivacyBudget
     from simulations.runner import prepare, simulate
     from simulations.scenario import Scenario
 
-    scenario = Scenario(dataset="heart-disease", institutions=institutions)
-    outcome = simulate(
-        scenario,
-        prepare(scenario, {"num-server-rounds": rounds, "secagg": True, "dp": True, "profile": False}),
-        baseline=False,
+    scenario = Scenario(
+        dataset="heart-disease",
+        institutions=institutions,
+        budget=PrivacyBudget(epsilon=BUDGET_EPSILON, delta=1e-5),
     )
+    config = run_config(institutions=institutions, rounds=rounds)
+    config.pop("wait-timeout")
+    outcome = simulate(scenario, prepare(scenario, config), baseline=False)
     durations = [r.duration_s for r in outcome.result.rounds]
     return statistics.median(durations[1:] or durations)  # round 1 also starts Ray
 
@@ -304,7 +332,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--institutions", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(DEFAULT_MODES))
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds per deployment run.")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -315,6 +343,20 @@ def main() -> None:
                 institutions=args.institutions, rounds=args.rounds
             )
             print(f"{mode:>10}: {results[mode]:6.2f} s/round", flush=True)
+            continue
+        if mode == "fedwarden":
+            from fedwarden_deployment import fedwarden_seconds_per_round
+
+            per_round, wall, breakdown = fedwarden_seconds_per_round(
+                run_config(institutions=args.institutions, rounds=args.rounds),
+                institutions=args.institutions,
+                budget_epsilon=BUDGET_EPSILON,
+                timeout_s=args.timeout,
+            )
+            results[mode] = per_round
+            print(f"{mode:>10}: {per_round:6.2f} s/round  ({wall:.0f} s for the whole run)")
+            for line in breakdown:
+                print(f"{'':>12}{line}", flush=True)
             continue
         per_round, wall = deployment_seconds_per_round(
             mode, institutions=args.institutions, rounds=args.rounds, timeout_s=args.timeout

@@ -18,3 +18,4 @@ class JoinError(FedwardenError):
     or the coordinator refuses the node's key, or the SuperNode stopped."""
 
     exit_code: ClassVar[int] = 11
+

@@ -6,7 +6,10 @@ config: where its rows are, its (ε, δ) budget, whether it insists on SecAgg+,
 where it keeps its privacy history. The client enforces these whatever the
 coordinator asks (see ``client.flower_client``). With ``warm``, the SuperNode
 runs in ``process`` isolation beside ``python -m client.warm_exec``, which
-forks preloaded ClientApp processes instead of starting fresh ones.
+forks preloaded ClientApp processes instead of starting fresh ones. With
+``fast_poll`` (the default) the SuperNode is Flower's own, started through
+``python -m client.fast_poll``: its idle poll backs off from 50 ms to 1 s
+instead of sleeping 3 s, and the executor polls every ``EXEC_POLL_S``.
 
 The node's privacy history is always kept: in its state folder, in a file
 keyed by the institution and a fingerprint of its data (``node_history``), so
@@ -15,11 +18,13 @@ every run, resume and restart on the same rows continues the same history.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +48,11 @@ from privacy.sealed_files import materialized
 
 logger = logging.getLogger(__name__)
 
+EXEC_POLL_S = "0.05"
+"""``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` of the node's executor (Flower's default: 1 s)."""
+
 _TLS_FAILURE = ("SSL/TLS handshake error", "CERTIFICATE_VERIFY_FAILED")
+_UNREACHABLE = ("Failed to initialize the connection to the SuperLink", "Giving up reconnection")
 _REFUSED = ("Failed to activate SuperNode", "No SuperNode found with the given public key")
 
 
@@ -67,6 +76,13 @@ class JoinSettings:
         Port of the SuperNode's local Runtime API (0: a free one).
     warm : bool
         Fork preloaded ClientApp processes (``client.warm_exec``).
+    fast_poll : bool
+        Run the SuperNode through ``client.fast_poll`` (back-off polls, not 3 s).
+    connect_attempts : int
+        Tries to reach the coordinator before giving up (Flower's ``--max-retries``),
+        when joining and when the connection is lost.
+    connect_wait_s : float
+        Seconds of failed tries before giving up (Flower's ``--max-wait-time``).
     """
 
     coordinator: str
@@ -76,11 +92,16 @@ class JoinSettings:
     state_dir: Path = Path(".")
     runtime_port: int = 0
     warm: bool = False
+    fast_poll: bool = True
+    connect_attempts: int = 20
+    connect_wait_s: float = 300.0
 
     def check(self) -> None:
         host, _, port = self.coordinator.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"--coordinator must be HOST:PORT, got {self.coordinator!r}")
+        if self.connect_attempts < 1 or self.connect_wait_s <= 0:
+            raise ConfigError("connect attempts and wait must be positive")
         for what, path in (("CA certificate", self.ca_certificate), ("node key", self.node_key)):
             if not path.is_file():
                 raise ConfigError(f"the {what} {path} does not exist")
@@ -200,14 +221,21 @@ def supernode_argv(
     settings: JoinSettings, *, runtime_port: int, node_key: Path | None = None
 ) -> list[str]:
     """``flower-supernode`` for ``settings`` (``node_key``: the key's plaintext if it is sealed)."""
+    program = (
+        [sys.executable, "-m", "client.fast_poll"]
+        if settings.fast_poll
+        else [executable("flower-supernode")]
+    )
     argv = [
-        executable("flower-supernode"),
+        *program,
         "--superlink", settings.coordinator,
         "--root-certificates", str(settings.ca_certificate.resolve()),
         "--auth-supernode-private-key", str((node_key or settings.node_key).resolve()),
         "--node-config", node_config_text(settings.node_config),
         "--host", "127.0.0.1",
         "--port", str(runtime_port),
+        "--max-retries", str(settings.connect_attempts),
+        "--max-wait-time", str(settings.connect_wait_s),
     ]  # fmt: skip
     if settings.warm:
         argv += ["--isolation", "process"]
@@ -220,7 +248,75 @@ def warm_executor_argv(*, runtime_port: int, parent_pid: int) -> list[str]:
         "--appio-api-address", f"127.0.0.1:{runtime_port}",
         "--insecure",
         "--parent-pid", str(parent_pid),
+        # The node's own installed ClientApp, imported once (not the coordinator's FAB copy)
+        "--preload", "client.app",
     ]  # fmt: skip
+
+
+BudgetCallback = Callable[[NodeHistory], None]
+"""Told the node's privacy history after each change (``client join`` prints it)."""
+
+
+class BudgetWatcher:
+    """Watches the node's history file; after each change, the ε it holds against its budget."""
+
+    def __init__(
+        self, node_config: Mapping[str, Any], *, on_change: BudgetCallback, poll_s: float = 2.0
+    ) -> None:
+        self.node_config = dict(node_config)
+        self.path = Path(str(node_config["history-path"]))
+        self.on_change = on_change
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._seen = self._stamp()
+        self._thread = threading.Thread(target=self._run, name="budget-watcher", daemon=True)
+
+    def _stamp(self) -> tuple[float, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime, stat.st_size
+
+    def check(self) -> NodeHistory | None:
+        """The history now, if it changed since the last check."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._seen:
+            return None
+        self._seen = stamp
+        from client.node import NodeSettings
+
+        settings = NodeSettings.from_node_config(self.node_config)
+        account = InstitutionAccount(
+            institution=str(self.node_config.get("institution", "")),
+            budget=settings.budget,
+            history=FileHistory(self.path),
+            accountant="prv",
+        )
+        return NodeHistory(
+            path=self.path,
+            institution=account.institution,
+            budget=settings.budget,
+            epsilon_spent=account.epsilon(),
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                changed = self.check()
+            except Exception:  # a half-written line: read it next time
+                logger.debug("could not read the privacy history yet", exc_info=True)
+                continue
+            if changed is not None:
+                self.on_change(changed)
+
+    def __enter__(self) -> BudgetWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 class _Diagnosis:
@@ -229,16 +325,28 @@ class _Diagnosis:
     def __init__(self) -> None:
         self.tls_failure = False
         self.refused = False
+        self.unreachable = False
+        self.reason = ""
 
     def __call__(self, line: str) -> None:
+        if any(marker in line for marker in _UNREACHABLE):
+            self.unreachable = True
+        elif self.unreachable and not self.reason and line.strip().startswith("["):
+            self.reason = line.strip()  # Flower's next line: "[Errno 111] Connection refused"
         if any(marker in line for marker in _TLS_FAILURE):
             self.tls_failure = True
         if any(marker in line for marker in _REFUSED):
             self.refused = True
 
 
-def join(settings: JoinSettings, *, keyring: Keyring | None = None) -> int:
-    """Run the SuperNode (and the warm executor) in the foreground until it ends or a signal.
+def join(
+    settings: JoinSettings,
+    *,
+    keyring: Keyring | None = None,
+    on_budget: BudgetCallback | None = None,
+) -> int:
+    """Run the SuperNode (and the warm executor) in the foreground until it ends or a signal;
+    ``on_budget`` is told the node's ε after each round that spends some.
 
     Raises
     ------
@@ -249,6 +357,8 @@ def join(settings: JoinSettings, *, keyring: Keyring | None = None) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     port = settings.runtime_port or free_port()
     env = child_env(FLWR_HOME=str(settings.state_dir.resolve()))
+    if settings.fast_poll:
+        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", EXEC_POLL_S)
     group = ProcessGroup()
     diagnosis = _Diagnosis()
     with materialized(settings.node_key, keyring=keyring, what="the node key") as node_key:
@@ -259,7 +369,13 @@ def join(settings: JoinSettings, *, keyring: Keyring | None = None) -> int:
         )
         if settings.warm:
             group.start(warm_executor_argv(runtime_port=port, parent_pid=node.pid), env=env)
-        code = group.wait()
+        watching = on_budget is not None and "history-path" in settings.node_config
+        with (
+            BudgetWatcher(settings.node_config, on_change=on_budget)  # type: ignore[arg-type]
+            if watching
+            else contextlib.nullcontext()
+        ):
+            code = group.wait()
     if diagnosis.tls_failure:
         raise JoinError(
             f"the coordinator at {settings.coordinator} presented a certificate that the CA "
@@ -270,6 +386,14 @@ def join(settings: JoinSettings, *, keyring: Keyring | None = None) -> int:
         raise JoinError(
             f"the coordinator at {settings.coordinator} refused this node's key "
             f"{settings.node_key}: is it registered (`fedwarden pki node`)?",
+            coordinator=settings.coordinator,
+        )
+    if diagnosis.unreachable:
+        raise JoinError(
+            f"could not reach the coordinator at {settings.coordinator} after "
+            f"{settings.connect_attempts} attempts or {settings.connect_wait_s:g} s"
+            + (f" ({diagnosis.reason})" if diagnosis.reason else "")
+            + ": is the address right, and is the coordinator running?",
             coordinator=settings.coordinator,
         )
     return code

@@ -23,8 +23,10 @@ With the overlap check, Flower's one-unmask-per-round rule and a strict-majority
 threshold, no coordinator can gather a threshold of both secrets of one node:
 each neighbour gives one kind of share, and two majorities of one node's
 neighbours cannot be disjoint. A dropped node named by the coordinator that
-never shared keys with this node is an early dropout: this node holds nothing of
-it, so it is let through (the secure aggregation mod handles it) and not counted.
+never sent this node its key shares is an early dropout: this node holds nothing
+of it and masked nothing with it, so it is struck from the dropped list before
+Flower's mod sees the request (Flower 1.41's ``_unmask`` would raise ``KeyError``
+looking up its share) and not counted; the round goes on without it.
 
 A refusal is logged, appended to the node's audit log when its node config
 names one (``audit-log``, JSON lines), and wipes Flower's SecAgg+ state for the
@@ -186,6 +188,7 @@ def _collect(configs: ConfigRecord, view: ConfigRecord, *, nid: int, k: int) -> 
             nodes=sorted(strangers),
         )
     _enough(len(sources | {nid}), k, what="institutions whose key shares arrived")
+    view["sources"] = sorted(sources)
 
 
 def _unmask(configs: ConfigRecord, view: ConfigRecord, *, nid: int, k: int) -> None:
@@ -211,13 +214,15 @@ def _unmask(configs: ConfigRecord, view: ConfigRecord, *, nid: int, k: int) -> N
             "share keys with this node in this round",
             nodes=sorted(strangers),
         )
-    early = dead - participants
+    shared = set(_ints(view, "sources"))
+    early = dead - shared
     if early:
         logger.info(
-            "unmask: node(s) %s dropped before sharing keys with this node; nothing to reveal",
+            "unmask: node(s) %s dropped before sending this node key shares; nothing to reveal",
             sorted(early),
         )
-    dropped = len(dead & participants)
+        configs[Key.DEAD_NODE_ID_LIST] = sorted(dead & shared)
+    dropped = len(dead & shared)
     allowed = _integer(view, "share_num") - _integer(view, "threshold")
     if dropped > allowed:
         raise UnsafeSecureAggregationError(

@@ -18,8 +18,18 @@ the executor (Flower's ``Executor`` protocol, whose shipped implementations are
     python -m client.warm_exec --appio-api-address 127.0.0.1:9094 --insecure
     python -m client.warm_exec --runtime-api-address node:9094 --root-certificates ca.pem
 
-fedwarden's own modules are not preloaded: each child imports the ClientApp from
-the FAB the run ships, as ``flwr-clientapp`` does (about 0.1 s). The children are
+fedwarden's own modules are not preloaded by default: each child imports the
+ClientApp from the FAB the run ships, as ``flwr-clientapp`` does. ``--preload
+client.app`` (what ``fedwarden client join --warm`` passes) imports the node's own
+installed ClientApp once instead: Flower's loader takes a module already imported,
+so every task then runs the node's installed code, not the coordinator's FAB,
+and saves its import (seconds a task on a loaded machine).
+
+Flower's ``run_clientapp`` unpacks, verifies and installs the run's FAB again for
+every task; ``cache_fab_installs`` (a seam on the name ``install_from_fab`` in
+``flwr.supernode.runtime.run_clientapp``, pinned like ``client.contract.polling``)
+installs each FAB (by its SHA-256) once and hands later tasks the installed
+folder. The children are
 reaped at every poll; SIGTERM or SIGINT stops them (SIGTERM, then SIGKILL after
 ``--stop-timeout``) before the executor leaves, and each child also leaves by
 itself if the executor dies (Flower's parent-process monitor, ``--parent-pid``).
@@ -37,6 +47,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import flwr.supercore.superexec.run_superexec as superexec_loop
 from flwr.common.constant import ExecPluginType
@@ -61,6 +72,10 @@ DEFAULT_PRELOAD: tuple[str, ...] = (
 """Third-party modules the fedwarden ClientApp imports: the cost a fork saves."""
 
 _EXECUTOR_SEAM = "get_executor"
+_FAB_SEAM_MODULE = "flwr.supernode.runtime.run_clientapp"
+_FAB_SEAM = "install_from_fab"
+FAB_CACHE = ".fedwarden-installed"
+"""Folder under ``FLWR_HOME/apps`` naming the FABs installed already (one file per SHA-256)."""
 
 TaskRunner = Callable[[ExecutionSpec], int]
 """Runs one task in the forked child and returns its exit status."""
@@ -225,6 +240,44 @@ def _child_main(run_task: TaskRunner, spec: ExecutionSpec) -> None:
         os._exit(code)
 
 
+def cache_fab_installs() -> None:
+    """Install each FAB once: later tasks of the same FAB get the installed folder.
+
+    Raises ``FlowerSeamError`` if Flower's ClientApp entry no longer installs the FAB
+    through the name ``install_from_fab``.
+    """
+    import hashlib
+    import inspect
+
+    from client.contract.errors import FlowerSeamError
+
+    module = importlib.import_module(_FAB_SEAM_MODULE)
+    install = getattr(module, _FAB_SEAM, None)
+    if install is None or "install_from_fab(fab.content" not in inspect.getsource(
+        module.run_clientapp
+    ):
+        raise FlowerSeamError(
+            f"{_FAB_SEAM_MODULE}.run_clientapp no longer installs the FAB through "
+            f"{_FAB_SEAM}(fab.content, ...): the warm executor's FAB cache is pinned to Flower 1.41"
+        )
+
+    def install_once(fab_file: bytes, *args: object, **kwargs: object) -> Path:
+        from flwr.supercore.utils import get_flwr_home
+
+        digest = hashlib.sha256(fab_file).hexdigest()
+        marker = Path(get_flwr_home()) / "apps" / FAB_CACHE / digest
+        with contextlib.suppress(OSError):
+            installed = Path(marker.read_text().strip())
+            if installed.is_dir():
+                return installed
+        path = Path(install(fab_file, *args, **kwargs))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(path))
+        return path
+
+    setattr(module, _FAB_SEAM, install_once)
+
+
 def preload(modules: Sequence[str]) -> float:
     """Import ``modules`` in this process (the children inherit them); the seconds it took."""
     began = time.perf_counter()
@@ -293,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preload",
         action="append",
         metavar="MODULE",
-        help="Module to import before forking (repeatable; default: torch, opacus, "
-        "numpy, pandas, sklearn and Flower's ClientApp runtime).",
+        help="Module to import before forking, besides torch, opacus, numpy, pandas, "
+        "sklearn and Flower's ClientApp runtime (repeatable; e.g. client.app).",
     )
     parser.add_argument(
         "--max-concurrent-tasks", type=int, help="Children at most at once (default: no limit)."
@@ -319,8 +372,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logger.addHandler(handler)  # Flower's own logger already writes its lines
     logger.setLevel(logging.INFO)
     logger.propagate = False  # a preloaded library may have configured the root logger
-    seconds = preload(args.preload or DEFAULT_PRELOAD)
-    logger.info("preloaded %s in %.1f s", ", ".join(args.preload or DEFAULT_PRELOAD), seconds)
+    modules = [*DEFAULT_PRELOAD, *(args.preload or ())]
+    seconds = preload(modules)
+    logger.info("preloaded %s in %.1f s", ", ".join(modules), seconds)
+    cache_fab_installs()
     run_warm_exec(
         ForkExecutor(max_children=args.max_concurrent_tasks, stop_timeout_s=args.stop_timeout),
         runtime_api_address=args.runtime_api_address,

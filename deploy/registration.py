@@ -75,6 +75,7 @@ def export_and_register(
         row = repo.checkpoint_for_export(
             session=session, actor=_same(session, actor), run_id=run_id, round=round
         )
+        run_id = row.run_id  # the full id, where a unique prefix named the run
         checkpoint = open_checkpoint(
             row.blob, keyring=store.keyring, what=f"checkpoint of run {run_id} round {row.round}"
         )

@@ -22,6 +22,7 @@ from flwr.server import LegacyContext
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp.grid import Grid
 
 from privacy.secagg import SecAggParameters
@@ -78,9 +79,43 @@ def plain_fit_workflow(*, timeout_s: float | None) -> Workflow:
     return workflow
 
 
+class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
+    """Flower's ``SecAggPlusWorkflow``, surviving a node lost before it shared its keys.
+
+    Flower 1.41 keeps every node sampled at set-up as one whose masks must be
+    removed at unmask: a node that dropped before sending its key shares is then
+    listed as dropped to its neighbours (who hold no share of it: ``KeyError``)
+    and needs shares nobody has ("Not enough shares"), so the round is lost.
+    No one masked anything with such a node, so once the keys are shared it is
+    forgotten: the round goes on over the nodes that shared (and a node lost
+    later is unmasked as Flower does), costing only the lost node's update.
+    """
+
+    def share_keys_stage(  # type: ignore[override]
+        self, grid: Grid, context: LegacyContext, state: WorkflowState
+    ) -> bool:
+        super().share_keys_stage(grid, context, state)
+        shared = set(state.active_node_ids)
+        early = state.sampled_node_ids - shared
+        if early:
+            logger.warning(
+                "round %d: node(s) %s dropped before sharing their keys; the secure sum "
+                "goes on without them",
+                current_round(context),
+                sorted(early),
+            )
+            state.sampled_node_ids = shared
+            state.nid_to_neighbours = {
+                nid: neighbours & shared
+                for nid, neighbours in state.nid_to_neighbours.items()
+                if nid in shared
+            }
+        return self._check_threshold(state)
+
+
 def secure_fit_workflow(parameters: SecAggParameters) -> Workflow:
-    """Train one round through Flower's ``SecAggPlusWorkflow`` with ``parameters``."""
-    secagg = SecAggPlusWorkflow(**parameters.workflow_arguments())  # type: ignore[arg-type]
+    """Train one round through Flower's SecAgg+ (``DropoutTolerantSecAggPlus``)."""
+    secagg = DropoutTolerantSecAggPlus(**parameters.workflow_arguments())  # type: ignore[arg-type]
 
     def workflow(grid: Grid, context: LegacyContext) -> None:
         try:

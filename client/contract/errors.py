@@ -5,13 +5,15 @@
     FedwardenError (privacy.errors)
      └── DataError                    the institution's data cannot be used (exit 4)
           └── SchemaError             a file or schema does not match    (exit 4)
+     ConfigError (privacy.errors)
+     └── FlowerSeamError              this Flower lacks a hooked function (exit 2)
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from privacy.errors import FedwardenError
+from privacy.errors import ConfigError, FedwardenError
 
 
 class DataError(FedwardenError):
@@ -35,3 +37,8 @@ class SchemaError(DataError):
         super().__init__(f"{prefix}{where}{problem}", column=column, **context)
         self.column = column
         self.problem = problem
+
+
+class FlowerSeamError(ConfigError):
+    """The installed Flower lacks the function a fedwarden seam hooks (``client.contract.polling``,
+    ``client.warm_exec``): an upgrade moved or rewrote it; check the seam against the release."""

@@ -32,6 +32,7 @@ from server.engine.flwr_cli import (
     run_flwr_json,
 )
 from server.errors import FlowerCliError, NotFoundError
+from server.store.runs import MIN_RUN_PREFIX
 from server.store_url import store_url_path
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ def check_run_config(config: Mapping[str, Any], *, app_dir: Path) -> dict[str, A
     for key, value in config.items():
         if not isinstance(value, bool | int | float | str):
             raise ConfigError(f"run config {key!r} must be a string, number or boolean")
+    # What the ServerApp will make of it, checked here: a bad combination (fedmedian with
+    # SecAgg+, ...) is refused before anything reaches the SuperLink.
+    from server.config import federation_settings_from_run_config
+
+    federation_settings_from_run_config({**declared, **config})
     return dict(config)
 
 
@@ -108,13 +114,21 @@ class RunRecord:
 
     @classmethod
     def load(cls, state_dir: Path, run: str) -> RunRecord:
-        """The run with fedwarden id ``run``, or the one a Flower run id ``run`` carried."""
+        """The run with fedwarden id ``run`` (or the one whose id starts with it), or the one
+        a Flower run id ``run`` carried."""
         path = cls.path(state_dir, run)
-        if path.exists():
+        if _RUN_ID.fullmatch(run) and path.exists():
             return cls(**json.loads(path.read_text()))
-        for record in list_records(state_dir):
+        records = list_records(state_dir)
+        for record in records:
             if run.isdigit() and int(run) in record.flower_runs:
                 return record
+        if len(run) >= MIN_RUN_PREFIX:
+            found = [r for r in records if r.run_id.startswith(run)]
+            if len(found) > 1:
+                raise ConfigError(f"run id prefix {run!r} names more than one run: give more of it")
+            if found:
+                return found[0]
         raise NotFoundError(f"no run {run!r} was started from {state_dir}", run=run)
 
 

@@ -64,7 +64,7 @@ def checkpoint_for_export(
     """
     actor_name, target = actor.name, f"run:{run_id}"
     rbac.authorize(session, principal=actor, permission="model:register", target=target)
-    find_run(session, run_id, actor_name=actor_name, action="checkpoint.read")
+    run_id = find_run(session, run_id, actor_name=actor_name, action="checkpoint.read").id
     query = select(Checkpoint).where(Checkpoint.run_id == run_id)
     if round is not None:
         query = query.where(Checkpoint.round == round)

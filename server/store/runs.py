@@ -200,7 +200,7 @@ def get_run(*, session: Session, actor: Principal, run_id: str) -> tuple[Run, li
     rbac.authorize(session, principal=actor, permission="run:read", target=target)
     run = find_run(session, run_id, actor_name=actor_name, action="run.read")
     rounds = list(
-        session.scalars(select(Round).where(Round.run_id == run_id).order_by(Round.round))
+        session.scalars(select(Round).where(Round.run_id == run.id).order_by(Round.round))
     )
     audit.append(
         session, actor=actor_name, action="run.read", target=target, details={"rounds": len(rounds)}
@@ -218,9 +218,27 @@ def _record_entries(
     return {report.institution: report.epsilon for report in reports}
 
 
-def find_run(session: Session, run_id: str, *, actor_name: str, action: str) -> Run:
-    """The run ``run_id``; an unknown id is audited (as ``action``) and raises ``NotFoundError``."""
+MIN_RUN_PREFIX = 4
+"""The shortest prefix of a run id that names a run (``a74aff97`` for a UUID)."""
+
+
+def match_run(session: Session, run_id: str) -> Run | None:
+    """The run whose id is ``run_id`` or starts with it (when only one does)."""
     run = session.get(Run, run_id)
+    if run is not None or len(run_id) < MIN_RUN_PREFIX:
+        return run
+    escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    matching = select(Run).where(Run.id.like(f"{escaped}%", escape="\\")).limit(2)
+    found = list(session.scalars(matching))
+    if len(found) > 1:
+        raise ConfigError(f"run id prefix {run_id!r} names more than one run: give more of it")
+    return found[0] if found else None
+
+
+def find_run(session: Session, run_id: str, *, actor_name: str, action: str) -> Run:
+    """The run ``run_id`` (or the one run whose id starts with it); an unknown id is audited
+    (as ``action``) and raises ``NotFoundError``."""
+    run = match_run(session, run_id)
     if run is None:
         error = NotFoundError(f"no run with id {run_id!r}", run=run_id)
         raise audit.record_refusal(

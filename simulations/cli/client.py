@@ -88,9 +88,24 @@ def join_command(
         ),
     ] = None,
     runtime_port: Annotated[int, typer.Option(help="Local Runtime API port (0: any free).")] = 0,
+    connect_attempts: Annotated[
+        int,
+        typer.Option(help="Tries to reach the coordinator before giving up (exit 11)."),
+    ] = 20,
+    connect_wait: Annotated[
+        float, typer.Option(help="Seconds of failed tries before giving up (exit 11).")
+    ] = 300.0,
     warm: Annotated[
         bool, typer.Option("--warm/--no-warm", help="Fork preloaded ClientApp processes.")
     ] = False,
+    fast_poll: Annotated[
+        bool,
+        typer.Option(
+            "--fast-poll/--no-fast-poll",
+            help="Poll the coordinator with a 50 ms-1 s back-off (client.fast_poll) "
+            "instead of Flower's fixed 3 s.",
+        ),
+    ] = True,
     check_data: Annotated[
         bool, typer.Option("--check-data/--no-check-data", help="Load the rows before joining.")
     ] = True,
@@ -122,7 +137,7 @@ def join_command(
     ] = 3,
 ) -> None:
     """Start this institution's SuperNode: its data and its own budget, over TLS, with its key."""
-    from client.join import JoinSettings, default_state_dir, join, node_history
+    from client.join import JoinSettings, NodeHistory, default_state_dir, join, node_history
     from client.secagg_guard import min_secure_participants as check_min_participants
     from privacy.errors import ConfigError
 
@@ -177,7 +192,17 @@ def join_command(
         state_dir=state_dir,
         runtime_port=runtime_port,
         warm=warm,
+        fast_poll=fast_poll,
+        connect_attempts=connect_attempts,
+        connect_wait_s=connect_wait,
     )
     from privacy.keyring import load_keyring
 
-    raise typer.Exit(join(settings, keyring=load_keyring()))
+    def budget(history: NodeHistory) -> None:
+        left = history.budget.epsilon - history.epsilon_spent
+        typer.echo(
+            f"privacy budget of {kept.institution}: ε {history.epsilon_spent:.4g} spent of "
+            f"{history.budget.epsilon:g} ({max(left, 0.0):.4g} left, δ={history.budget.delta:g})"
+        )
+
+    raise typer.Exit(join(settings, keyring=load_keyring(), on_budget=budget))

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from simulations.cli.common import ApiKey, DatabaseUrl, StateDir
+from simulations.cli.common import ApiKey, DatabaseUrl, StateDir, console, opened
+
+if TYPE_CHECKING:
+    from server.engine.run_view import RunProgress
+    from server.engine.runs import RunRecord
+    from server.run_events import RoundRecord
 
 run_app = typer.Typer(help="Start, follow, stop and resume federation runs.", no_args_is_help=True)
 
@@ -23,15 +29,22 @@ def run_start_command(
     config: Annotated[Path, typer.Option("--config", help="TOML file of run config keys.")],
     state: StateDir,
     stream: Annotated[
-        bool, typer.Option("--stream/--no-stream", help="Follow the run's log.")
+        bool,
+        typer.Option(
+            "--stream/--no-stream",
+            help="Follow the run: one line per round from the store (Flower's log goes to "
+            "STATE/runs/RUN.log).",
+        ),
     ] = True,
     app_dir: AppDir = None,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """Submit a federation run (rounds, strategy, DP, SecAgg, budget cap) (needs run:start)."""
+    """Submit a federation run (rounds, strategy, DP, SecAgg, budget cap) (needs run:start).
+
+    The config is checked as the ServerApp will read it before anything is sent."""
     from server.engine.operator import authorize_operator
-    from server.engine.runs import default_app_dir, load_run_config, new_record, submit
+    from server.engine.runs import default_app_dir, load_run_config, new_record
 
     authorize_operator(
         database_url=database_url, api_key=api_key, action="run.start", target="runs",
@@ -40,10 +53,9 @@ def run_start_command(
     app = app_dir or default_app_dir()
     record = new_record(load_run_config(config, app_dir=app), state_dir=state)
     record.save(state)
-    code = submit(
-        record, state_dir=state, app_dir=app, resume=False, stream=stream, echo=typer.echo
+    raise typer.Exit(
+        _submit(record, state=state, app=app, resume=False, stream=stream, database_url=database_url)
     )
-    raise typer.Exit(code)
 
 
 @run_app.command("resume")
@@ -57,36 +69,72 @@ def run_resume_command(
 ) -> None:
     """Carry a run on from its last completed round (its checkpoint in the store) (run:start)."""
     from server.engine.operator import authorize_operator
-    from server.engine.runs import RunRecord, default_app_dir, submit
+    from server.engine.runs import RunRecord, default_app_dir
 
     authorize_operator(
         database_url=database_url, api_key=api_key, action="run.resume", target=f"run:{run}"
     )
     record = RunRecord.load(state, run)
-    code = submit(
-        record, state_dir=state, app_dir=app_dir or default_app_dir(), resume=True,
-        stream=stream, echo=typer.echo,
-    )  # fmt: skip
-    raise typer.Exit(code)
+    from privacy.errors import ConfigError
+    from server.engine.run_view import recorded_rounds
+
+    with opened(database_url) as store:
+        progress = recorded_rounds(store, record.run_id)
+    if progress is not None and progress.status == "completed":
+        raise ConfigError(
+            f"run {record.run_id} completed all its rounds; there is nothing to resume",
+            run=record.run_id,
+        )
+    app = app_dir or default_app_dir()
+    raise typer.Exit(
+        _submit(record, state=state, app=app, resume=True, stream=stream, database_url=database_url)
+    )
 
 
 @run_app.command("status")
 def run_status_command(
-    run: Annotated[str, typer.Argument(help="The fedwarden (or Flower) run id.")],
+    run: Annotated[str, typer.Argument(help="The fedwarden (or Flower) run id, or a prefix.")],
     state: StateDir,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Print one line per round as the store records them."),
+    ] = False,
     database_url: DatabaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:
-    """The run's Flower runs (first, then each resume) and their status, as JSON (run:read)."""
+    """The run in the store (status, rounds) and its Flower runs, as JSON; with --follow,
+    its rounds one line each until it ends (run:read)."""
     from server.engine.operator import authorize_operator
+    from server.engine.run_view import follow as follow_run
+    from server.engine.run_view import recorded_rounds
     from server.engine.runs import RunRecord, flower_status
 
     authorize_operator(
         database_url=database_url, api_key=api_key, action="run.status", target=f"run:{run}"
     )
     record = RunRecord.load(state, run)
+    with opened(database_url) as store:
+        if follow:
+            def finished() -> bool:
+                progress = recorded_rounds(store, record.run_id)
+                if progress is not None:
+                    return progress.status != "running"
+                # Not in the store (yet): over only if Flower says its last run is over
+                last = record.flower_runs[-1] if record.flower_runs else None
+                return last is None or str(
+                    flower_status(state, last).get("status", "")
+                ).startswith("finished")
+
+            progress = follow_run(
+                store, record.run_id, on_round=_round_printer(record), finished=finished
+            )
+            _print_end(record.run_id, progress, planned=record.config.get("num-server-rounds"))
+            return
+        progress = recorded_rounds(store, record.run_id)
     out = {
         "run_id": record.run_id,
+        "status": progress.status if progress else "submitted",
+        "rounds": [r.to_dict() for r in progress.rounds] if progress else [],
         "config": record.config,
         "flower_runs": [
             {"run-id": n, **{k: v for k, v in flower_status(state, n).items() if k != "run-id"}}
@@ -100,17 +148,21 @@ def run_status_command(
 def run_list_command(
     state: StateDir, database_url: DatabaseUrl = None, api_key: ApiKey = None
 ) -> None:
-    """Every run started from this coordinator: id, Flower runs, Flower status (run:read)."""
+    """Every run started from this coordinator: id, Flower runs, status and rounds recorded in
+    the store (run:read)."""
     from server.engine.operator import authorize_operator
-    from server.engine.runs import flower_runs, list_records
+    from server.engine.run_view import recorded_rounds
+    from server.engine.runs import list_records
 
     authorize_operator(database_url=database_url, api_key=api_key, action="run.list", target="runs")
-    statuses = {int(r["run-id"]): str(r.get("status", "?")) for r in flower_runs(state)}
-    for record in list_records(state):
-        last = record.flower_runs[-1] if record.flower_runs else None
-        status = statuses.get(last, "unknown") if last is not None else "not submitted"
-        runs = ",".join(str(n) for n in record.flower_runs) or "-"
-        typer.echo(f"{record.run_id}\t{runs}\t{status}")
+    with opened(database_url) as store:
+        for record in list_records(state):
+            progress = recorded_rounds(store, record.run_id)
+            status = progress.status if progress else "submitted"
+            done = len(progress.rounds) if progress else 0
+            planned = progress.num_rounds if progress and progress.num_rounds else "?"
+            runs = ",".join(str(n) for n in record.flower_runs) or "-"
+            typer.echo(f"{record.run_id}\t{runs}\t{status}\t{done}/{planned} rounds")
 
 
 @run_app.command("stop")
@@ -132,3 +184,99 @@ def run_stop_command(
     if not record.flower_runs:
         raise NotFoundError(f"run {run} was never accepted by the SuperLink")
     typer.echo(stop(state, record.flower_runs[-1]))
+    from server.store import repository as repo
+    from server.store.runs import end_run, match_run
+
+    with opened(database_url) as store, store.session() as session:
+        actor = repo.authenticate(session, api_key)
+        found = match_run(session, record.run_id)
+        if found is not None and found.status == "running":
+            end_run(
+                session=session, actor=actor, run_id=found.id, status="stopped",
+                reason=f"stopped by {actor.name}",
+            )  # fmt: skip
+    typer.echo(f"run {record.run_id} stopped")
+
+
+def _submit(
+    record: RunRecord,
+    *,
+    state: Path,
+    app: Path,
+    resume: bool,
+    stream: bool,
+    database_url: str | None,
+) -> int:
+    """Submit the run; with ``stream``, print its rounds from the store until it ends."""
+    import threading
+
+    from server.engine.run_view import follow
+    from server.engine.runs import submit
+
+    if not stream:
+        return submit(
+            record, state_dir=state, app_dir=app, resume=resume, stream=False, echo=typer.echo
+        )
+    log_path = state / "runs" / f"{record.run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    outcome: dict[str, int | BaseException] = {}
+
+    def flower_log(line: str) -> None:
+        log.write(line + "\n")
+        log.flush()
+        if line.startswith("fedwarden run ") or "ERROR" in line:
+            typer.echo(line)
+            if line.startswith("fedwarden run "):
+                typer.echo(f"Flower's log: {log_path}; waiting for the ServerApp's first round…")
+
+    def run() -> None:
+        try:
+            outcome["code"] = submit(
+                record, state_dir=state, app_dir=app, resume=resume, stream=True, echo=flower_log
+            )
+        except BaseException as exc:  # re-raised in the main thread
+            outcome["error"] = exc
+
+    with log_path.open("a", encoding="utf-8") as log, opened(database_url) as store:
+        worker = threading.Thread(target=run, name="flwr-run", daemon=True)
+        worker.start()
+        progress = follow(
+            store, record.run_id, on_round=_round_printer(record),
+            finished=lambda: not worker.is_alive(),
+        )  # fmt: skip
+    error = outcome.get("error")
+    if isinstance(error, BaseException):
+        raise error
+    _print_end(record.run_id, progress, planned=record.config.get("num-server-rounds"))
+    code = outcome.get("code", 1)
+    return code if isinstance(code, int) else 1
+
+
+def _round_printer(record: RunRecord) -> Callable[[RoundRecord, int | None], None]:
+    """Prints one line per round, out of the rounds the run's config asks for."""
+    planned = record.config.get("num-server-rounds")
+
+    def show(round_record: RoundRecord, num_rounds: int | None) -> None:
+        from simulations.progress import format_round
+
+        total = num_rounds or (planned if isinstance(planned, int) else None)
+        line = format_round(round_record, total or round_record.round)
+        console.print(line, highlight=False, soft_wrap=True)
+
+    return show
+
+
+def _print_end(run_id: str, progress: RunProgress | None, *, planned: object = None) -> None:
+    from server.engine.run_view import export_hint
+
+    if progress is None:
+        typer.echo(f"run {run_id}: the ServerApp recorded nothing in the store")
+        return
+    done = len(progress.rounds)
+    total = progress.num_rounds or (planned if isinstance(planned, int) else "?")
+    line = f"run {run_id}: {progress.status}, {done}/{total} rounds"
+    if progress.stopped_reason:
+        line += f" ({progress.stopped_reason})"
+    typer.echo(line)
+    if progress.status == "completed" or done:
+        typer.echo(f"next: {export_hint(run_id)}")

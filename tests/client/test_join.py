@@ -127,3 +127,43 @@ def test_join_refuses_a_state_folder_it_cannot_write(tmp_path, cli, small_rows, 
 
     assert code == 2
     assert "not writable" in output
+
+
+def test_the_budget_watcher_reports_the_epsilon_after_each_change(tmp_path):
+    from client.join import BudgetWatcher
+
+    path = tmp_path / "history.jsonl"
+    config = {"budget-epsilon": 5.0, "history-path": str(path)}
+    watcher = BudgetWatcher(config, on_change=lambda _: None)
+
+    assert watcher.check() is None  # nothing spent yet
+    FileHistory(path).append(AccountingStep(noise_multiplier=1.0, sample_rate=0.1, steps=20))
+    first = watcher.check()
+    assert watcher.check() is None  # unchanged since
+    FileHistory(path).append(AccountingStep(noise_multiplier=1.0, sample_rate=0.1, steps=20))
+    second = watcher.check()
+
+    assert first is not None and second is not None
+    assert 0 < first.epsilon_spent < second.epsilon_spent
+    assert second.budget.epsilon == 5.0
+
+
+def test_the_supernode_is_started_through_the_fast_poll_seam_with_bounded_retries(tmp_path):
+    settings = JoinSettings(
+        coordinator="h:1", ca_certificate=tmp_path / "ca", node_key=tmp_path / "k",
+        connect_attempts=3, connect_wait_s=9.0,
+    )  # fmt: skip
+
+    argv = supernode_argv(settings, runtime_port=1)
+    plain = supernode_argv(
+        JoinSettings(
+            coordinator="h:1", ca_certificate=tmp_path / "ca", node_key=tmp_path / "k",
+            fast_poll=False,
+        ),
+        runtime_port=1,
+    )  # fmt: skip
+
+    assert argv[1:3] == ["-m", "client.fast_poll"]
+    assert argv[argv.index("--max-retries") + 1] == "3"
+    assert argv[argv.index("--max-wait-time") + 1] == "9.0"
+    assert plain[0].endswith("flower-supernode")

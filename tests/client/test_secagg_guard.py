@@ -29,6 +29,7 @@ from privacy.errors import ConfigError, TooFewParticipantsError, UnsafeSecureAgg
 from privacy.secagg import derive_secagg_parameters
 from tests.client.secagg_loopback import (
     LoopbackGrid,
+    configs_of,
     global_update,
     legacy_context,
     node_app,
@@ -316,3 +317,76 @@ def test_the_guard_errors_are_privacy_errors_with_exit_code_3():
     assert UnsafeSecureAggregationError.exit_code == 3
     assert min_secure_participants({}) == 3
     assert min_secure_participants({"min-secure-participants": "2"}) == 2
+
+
+# ---------------------------------------------------------------- early dropouts
+
+
+def dies_at(stage: str, victim: int) -> Any:
+    """A mod that kills ``victim`` when the coordinator asks it for ``stage``."""
+
+    def mod(msg: Message, ctxt: Any, call_next: Any) -> Message:
+        configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+        if msg.metadata.dst_node_id == victim and configs and configs.get(Key.STAGE) == stage:
+            raise ConnectionError(f"node {victim} lost power at {stage}")
+        return call_next(msg, ctxt)
+
+    return mod
+
+
+def early_dropout_federation(stage: str) -> tuple[LoopbackGrid, int]:
+    ids = [1000 + 17 * i for i in range(4)]
+    victim = ids[2]
+    apps = {nid: node_app([dies_at(stage, victim), *GUARDED]) for nid in ids}
+    return LoopbackGrid(apps, {nid: {} for nid in ids}), victim
+
+
+@pytest.mark.parametrize("stage", [Stage.SETUP, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS])
+def test_a_node_lost_at_any_stage_costs_only_its_own_update(stage):
+    from server.workflows import DropoutTolerantSecAggPlus
+
+    grid, victim = early_dropout_federation(stage)
+    context = legacy_context(grid)
+    workflow, _ = fedwarden_workflow(4, DropoutTolerantSecAggPlus)
+
+    workflow(grid, context)
+
+    survivors = [nid for nid in grid.apps if nid != victim]
+    expected = [np.mean([update_of(nid)[i] for nid in survivors], axis=0) for i in range(2)]
+    for got, want in zip(global_update(context), expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert [r for r in unmask_replies(grid) if r.has_error()] == []
+
+
+def test_flowers_own_workflow_loses_the_round_to_a_node_lost_before_it_shared_keys():
+    """What DropoutTolerantSecAggPlus fixes: Flower 1.41 finds no shares of the lost node."""
+    grid, _ = early_dropout_federation(Stage.SHARE_KEYS)
+    context = legacy_context(grid)
+    workflow, _ = fedwarden_workflow(4)
+
+    workflow(grid, context)
+
+    assert all(np.all(a == 0) for a in global_update(context))  # nothing was aggregated
+
+
+@pytest.mark.parametrize(("mods", "survives"), [(UNGUARDED, False), (GUARDED, True)])
+def test_the_guard_strikes_an_early_dropout_from_the_unmask_request(mods, survives):
+    """Flower's workflow lists the lost node as dropped; Flower's mod alone raises KeyError."""
+    ids = [1000 + 17 * i for i in range(4)]
+    victim = ids[2]
+    grid = LoopbackGrid(
+        {nid: node_app([dies_at(Stage.SHARE_KEYS, victim), *mods]) for nid in ids},
+        {nid: {} for nid in ids},
+    )
+    workflow, _ = fedwarden_workflow(4)
+
+    workflow(grid, legacy_context(grid))
+
+    replies = unmask_replies(grid)
+    assert len(replies) == 3
+    assert all(victim in configs_of(m)[Key.DEAD_NODE_ID_LIST] for m in grid.sent[-3:])
+    if survives:
+        assert not any(r.has_error() for r in replies)
+        assert all(victim not in configs_of(r)[Key.NODE_ID_LIST] for r in replies)
+    else:
+        assert all(r.has_error() and "KeyError" in r.error.reason for r in replies)

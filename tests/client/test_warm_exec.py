@@ -150,3 +150,34 @@ def test_a_deployment_run_completes_over_the_warm_executor(tmp_path: Path) -> No
 
     assert forked  # the ClientApps ran in forks of the warm executors
     assert "exited with 0" in (tmp_path / "exec0.log").read_text()
+
+
+def test_each_fab_is_installed_once_by_flowers_clientapp_entry(tmp_path, monkeypatch):
+    import inspect
+
+    from client import warm_exec
+
+    module = importlib.import_module(warm_exec._FAB_SEAM_MODULE)
+    # Pinned to Flower 1.41: run_clientapp installs the FAB through this module's name.
+    assert "install_from_fab(fab.content" in inspect.getsource(module.run_clientapp)
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path))
+    installs: list[bytes] = []
+
+    def install(fab: bytes, skip_prompt: bool = False) -> Path:
+        installs.append(fab)
+        folder = tmp_path / "apps" / f"app-{len(installs)}"
+        folder.mkdir(parents=True)
+        return folder
+
+    monkeypatch.setattr(module, warm_exec._FAB_SEAM, install)
+    warm_exec.cache_fab_installs()
+
+    first = module.install_from_fab(b"fab one", skip_prompt=True)
+    again = module.install_from_fab(b"fab one", skip_prompt=True)
+    other = module.install_from_fab(b"fab two", skip_prompt=True)
+    first.rmdir()  # removed by hand: installed again
+    reinstalled = module.install_from_fab(b"fab one", skip_prompt=True)
+
+    assert first == again != other
+    assert installs == [b"fab one", b"fab two", b"fab one"]
+    assert reinstalled.is_dir()

@@ -142,7 +142,7 @@ class Deployment:
                 "--operator-port", str(self.operator_port),
             ),
         )  # fmt: skip
-        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 240, self)
+        wait_for(lambda: b"coordinator ready" in log.read_bytes()[offset:], 300, self)
 
     def join(
         self, name: str, *, partition: int, key: Path | None = None, ca: Path | None = None,
@@ -335,7 +335,10 @@ def test_three_institutions_over_tls_match_the_seeded_simulation(deployment):
     status = json.loads(cli("run", "status", run_id, *where, env=as_operator))
     listing = cli("run", "list", *where, env=as_operator)
     assert status["flower_runs"][0]["status"] == "finished:completed"
-    assert f"{run_id}\t{status['flower_runs'][0]['run-id']}\tfinished:completed" in listing
+    assert status["status"] == "completed" and len(status["rounds"]) == 3
+    assert f"{run_id}\t{status['flower_runs'][0]['run-id']}\tcompleted\t3/3 rounds" in listing
+    shown = deployment.log("run-three").read_text()
+    assert "round  3/3" in shown and "Cleveland" in shown and "fedwarden export --run" in shown
     assert sorted(rounds) == [1, 2, 3]
     assert all(sorted(r.participants) == INSTITUTIONS and not r.dropped for r in rounds.values())
     assert error < 1e-4  # SecAgg+ quantizes each update to 2**-28 of its ±8 range
@@ -394,12 +397,12 @@ def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_reco
         resume_log = deployment.log("run-four-resume")
         wait_for(lambda: "Flower run" in resume_log.read_text(), 120, deployment)
         flower_run = resume_log.read_text().split("Flower run ")[1].split(")")[0]
-        # Switzerland loses power in round 3 once it has sent its SecAgg+ public keys and key
-        # shares: it never sends its masked update. (Flower 1.41's SecAgg+ does not survive a
-        # node lost before it shares its keys: the survivors miss its shares and fail.)
+        # Switzerland loses power in round 3 once it has sent its SecAgg+ public keys, before
+        # it sends its key shares (Flower 1.41 alone loses such a round: the survivors hold no
+        # share of it; fedwarden's workflow and guard go on without it).
         victim = deployment.log("Switzerland")
         wait_for(
-            lambda: replies_sent(victim, flower_run=flower_run, server_round=3) >= 2,
+            lambda: replies_sent(victim, flower_run=flower_run, server_round=3) >= 1,
             600,
             deployment,
             poll_s=0.1,

@@ -83,3 +83,35 @@ def test_starting_an_existing_run_again_is_refused_and_keeps_its_record(tmp_path
     with pytest.raises(ConfigError, match="run resume trial-1"):
         new_record({"run-id": "trial-1"}, state_dir=tmp_path)
     assert RunRecord.load(tmp_path, "trial-1").flower_runs == [7]
+
+
+def test_a_run_is_found_by_a_unique_prefix_of_its_id(tmp_path):
+    for run_id in ("a74aff97-1111", "a74aff97-2222", "b0b0b0b0-3333"):
+        RunRecord(run_id=run_id, config={}).save(tmp_path)
+
+    assert RunRecord.load(tmp_path, "b0b0").run_id == "b0b0b0b0-3333"
+    assert RunRecord.load(tmp_path, "a74aff97-2").run_id == "a74aff97-2222"
+    with pytest.raises(ConfigError, match="more than one run"):
+        RunRecord.load(tmp_path, "a74aff97")
+    with pytest.raises(NotFoundError):
+        RunRecord.load(tmp_path, "b0b")  # too short to name a run
+
+
+def test_a_config_the_serverapp_would_refuse_is_refused_before_submission(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('strategy = "fedmedian"\nsecagg = true\n')
+
+    with pytest.raises(ConfigError, match="fedmedian"):
+        load_run_config(path, app_dir=APP)
+    assert check_run_config({"strategy": "fedmedian", "secagg": False}, app_dir=APP)
+
+
+def test_the_readmes_run_toml_is_a_valid_complete_config(tmp_path):
+    readme = (APP / "README.md").read_text()
+    block = readme.split("A complete `run.toml`")[1].split("```toml\n")[1].split("```")[0]
+    path = tmp_path / "run.toml"
+    path.write_text(block)
+
+    config = load_run_config(path, app_dir=APP)
+
+    assert config["num-server-rounds"] == 5 and config["secagg"] is True

@@ -131,3 +131,44 @@ def test_simulate_into_a_governed_store_needs_an_operator_key(cli, tmp_path):
     with pytest.raises(AuthenticationError):
         authorize_simulation(settings=governed, api_key=None)
     assert authorize_simulation(settings=governed, api_key=operator) == "ops"
+
+
+def _completed_run(url, tmp_path, run_id="a74aff97-0000-4000-8000-000000000001"):
+    from sqlalchemy import select
+
+    from server.engine.runs import RunRecord
+    from server.store.engine import open_store
+    from server.store.models import Principal
+    from server.store.runs import end_run, start_run
+
+    store = open_store(url, upgrade=False)
+    try:
+        with store.session() as session:
+            ops = session.scalars(select(Principal).where(Principal.name == "ops")).one()
+            start_run(session=session, actor=ops, name="trial", config={"num-server-rounds": 2},
+                      run_id=run_id)  # fmt: skip
+            end_run(session=session, actor=ops, run_id=run_id, status="completed", reason="done")
+    finally:
+        store.dispose()
+    RunRecord(run_id=run_id, config={"num-server-rounds": 2}, flower_runs=[5]).save(tmp_path)
+    return run_id
+
+
+def test_resuming_a_completed_run_is_refused_and_leaves_its_record(cli, tmp_path):
+    from server.store.engine import open_store
+    from server.store.models import Run
+
+    url, operator = _operator(cli, tmp_path)
+    run_id = _completed_run(url, tmp_path)
+    where = ["--state", str(tmp_path), "--database-url", url]
+
+    code, message = cli("run", "resume", run_id[:8], *where, api_key=operator)
+    listed, listing = cli("run", "list", *where, api_key=operator)
+
+    store = open_store(url, upgrade=False)
+    with store.session() as session:
+        status = session.get(Run, run_id).status
+    store.dispose()
+    assert code == 2 and "nothing to resume" in " ".join(message.split())
+    assert status == "completed"
+    assert listed == 0 and f"{run_id}\t5\tcompleted\t0/2 rounds" in listing

@@ -1,0 +1,176 @@
+"""The coordinator's ServerApp executor: Flower's SuperExec, its ServerApps polling fast.
+
+A SuperLink started with ``--isolation process`` leaves its ServerApp tasks to
+an executor polling its ServerAppIo (Runtime) API. ``fedwarden coordinator
+start`` runs this one beside it::
+
+    python -m server.engine.fast_serverapp exec --runtime-api-address 127.0.0.1:9093 \\
+        --root-certificates pki/ca.crt --parent-pid SUPERLINK_PID
+
+``exec`` is Flower's own SuperExec loop (``run_superexec``: task acquisition,
+TLS, the plugin that turns a task into an ``ExecutionSpec``), with only its
+executor replaced, through the one function it builds it with
+(``get_executor``): ``ServerAppExecutor`` starts each ServerApp as
+``python -m server.engine.fast_serverapp serverapp ARGS`` instead of
+``flwr-serverapp ARGS``. ``serverapp`` installs ``client.contract.polling``'s grid seam
+(the grid's 3 s pull sleep becomes a back-off from 50 ms to 1 s) and then runs
+Flower's ``flwr-serverapp`` entry with the same arguments. The SuperExec's own
+task poll is Flower's ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (``TASK_POLL_S``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from client.contract.errors import FlowerSeamError
+from client.contract.polling import add_poll_args, install_grid_poll, poll_settings
+
+logger = logging.getLogger(__name__)
+
+TASK_POLL_S = "0.1"
+"""``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` of the executor: how soon a submitted run starts."""
+
+_EXECUTOR_SEAM = "get_executor"
+
+
+def executor_argv(
+    *, runtime_api_address: str, ca_certificate: Path, parent_pid: int
+) -> list[str]:
+    """The command ``coordinator start`` runs beside a ``--isolation process`` SuperLink."""
+    return [
+        sys.executable, "-m", "server.engine.fast_serverapp", "exec",
+        "--runtime-api-address", runtime_api_address,
+        "--root-certificates", str(ca_certificate.resolve()),
+        "--parent-pid", str(parent_pid),
+    ]  # fmt: skip
+
+
+class ServerAppExecutor:
+    """Flower ``Executor`` that runs ServerApp tasks as ``serverapp`` children of this module."""
+
+    def __init__(self, *, poll_args: Sequence[str] = ()) -> None:
+        self._poll_args = list(poll_args)
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def get_eligible_capacity(
+        self,
+        supported_task_types: set[object],
+        *,
+        insecure: bool = False,
+        root_certificates_path: str | None = None,
+    ) -> tuple[set[object], set[str]]:
+        """ServerApp tasks only."""
+        from flwr.supercore.constant import TaskType
+
+        del insecure, root_certificates_path
+        return supported_task_types & {TaskType.SERVER_APP}, set()
+
+    def wait_for_capacity(self, *_args: object, **_kwargs: object) -> None:
+        """No capacity gate: one ServerApp per run."""
+
+    def launch(self, spec: object) -> object:
+        """Start the ServerApp of one task (Flower's ``flwr-serverapp`` arguments)."""
+        from flwr.supercore.constant import TaskType
+        from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
+
+        assert isinstance(spec, ExecutionSpec)
+        if spec.task_type != TaskType.SERVER_APP:
+            return LaunchResult.failed(f"this executor runs ServerApps, not {spec.task_type}")
+        argv = [
+            sys.executable, "-m", "server.engine.fast_serverapp", "serverapp", *self._poll_args,
+            "--runtime-api-address", spec.runtime_api_address, "--token", spec.token,
+        ]  # fmt: skip
+        if spec.insecure:
+            argv.append("--insecure")
+        elif spec.root_certificates_path is not None:
+            argv += ["--root-certificates", spec.root_certificates_path]
+        if spec.parent_pid is not None:
+            argv += ["--parent-pid", str(spec.parent_pid)]
+        if spec.runtime_dependency_install:
+            argv.append("--allow-runtime-dependency-installation")
+        quiet = subprocess.DEVNULL if spec.suppress_output else None
+        self._children.append(subprocess.Popen(argv, stdout=quiet, stderr=quiet))
+        logger.info("task %d: ServerApp process %d", spec.task_id, self._children[-1].pid)
+        return LaunchResult.accepted()
+
+    def reconcile(self) -> None:
+        """Forget the ServerApps that have ended (no zombies)."""
+        self._children = [child for child in self._children if child.poll() is None]
+
+    def close(self) -> None:
+        """Stop the ServerApps still running (the SuperLink marks their runs as failed)."""
+        for child in self._children:
+            if child.poll() is None:
+                child.terminate()
+        for child in self._children:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self._children = []
+
+
+def run_exec(argv: Sequence[str]) -> None:
+    """Flower's SuperExec loop with ``ServerAppExecutor`` (``exec ARGS``)."""
+    parser = argparse.ArgumentParser(prog="python -m server.engine.fast_serverapp exec")
+    parser.add_argument("--runtime-api-address", required=True)
+    tls = parser.add_mutually_exclusive_group(required=True)
+    tls.add_argument("--insecure", action="store_true")
+    tls.add_argument("--root-certificates")
+    parser.add_argument("--parent-pid", type=int)
+    add_poll_args(parser)
+    args = parser.parse_args(argv)
+    poll_settings(args)  # checked here, used by each ServerApp
+    import flwr.supercore.superexec.run_superexec as superexec_loop
+
+    executor = ServerAppExecutor(
+        poll_args=["--poll-first-s", str(args.poll_first_s), "--poll-max-s", str(args.poll_max_s)]
+    )
+    if getattr(superexec_loop, _EXECUTOR_SEAM, None) is None:
+        raise FlowerSeamError(
+            f"flwr.supercore.superexec.run_superexec has no {_EXECUTOR_SEAM}(); "
+            "this Flower version is not supported by the ServerApp executor"
+        )
+    setattr(superexec_loop, _EXECUTOR_SEAM, lambda *_a, **_k: executor)
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", TASK_POLL_S)
+    superexec_loop.run_superexec(
+        runtime_api_address=args.runtime_api_address,
+        insecure=args.insecure,
+        root_certificates_path=args.root_certificates,
+        parent_pid=args.parent_pid,
+        runtime_dependency_install=False,
+    )
+
+
+def run_serverapp(argv: Sequence[str]) -> None:
+    """Flower's ``flwr-serverapp`` with the grid's poll seam installed (``serverapp ARGS``)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_poll_args(parser)
+    ours, theirs = parser.parse_known_args(argv)
+    install_grid_poll(poll_settings(ours))
+    from flwr.superlink.cli.flwr_serverapp import flwr_serverapp
+
+    sys.argv = ["flwr-serverapp", *theirs]
+    flwr_serverapp()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m server.engine.fast_serverapp exec|serverapp ARGS``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in ("exec", "serverapp"):
+        sys.exit("usage: python -m server.engine.fast_serverapp exec|serverapp ARGS")
+    if args[0] == "exec":
+        run_exec(args[1:])
+    else:
+        run_serverapp(args[1:])
+
+
+if __name__ == "__main__":
+    main()

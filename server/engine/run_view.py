@@ -1,0 +1,116 @@
+"""What an operator sees of a deployment run: its rounds as the store records them.
+
+The ServerApp records each round in the coordinator's store (``server.store.runs``);
+``recorded_rounds`` reads them back as the ``RoundRecord`` s a simulation prints
+(loss, accuracy, each institution's ε after the round from the ledger, who
+refused, was rejected or dropped), and ``follow`` calls back once per new round
+until the run is over. Plain reads: the command that calls them is audited by
+``authorize_operator``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from server.run_events import RoundRecord
+from server.store.engine import Store
+from server.store.models import Institution, LedgerEntry, Round, Run
+from server.store.runs import match_run
+
+
+@dataclass(kw_only=True)
+class RunProgress:
+    """A run as the store has it now."""
+
+    run_id: str
+    status: str
+    num_rounds: int | None
+    stopped_reason: str | None = None
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+
+def recorded_rounds(store: Store, run_id: str) -> RunProgress | None:
+    """The run ``run_id`` (or a unique prefix of it) and its recorded rounds; ``None`` if the
+    ServerApp has not recorded it yet."""
+    with store.session() as session:
+        run = match_run(session, run_id)
+        if run is None:
+            return None
+        rows = list(
+            session.scalars(select(Round).where(Round.run_id == run.id).order_by(Round.round))
+        )
+        ledger = session.execute(
+            select(Institution.name, LedgerEntry.round, LedgerEntry.epsilon)
+            .join(Institution, Institution.id == LedgerEntry.institution_id)
+            .where(LedgerEntry.run_id == run.id, LedgerEntry.kind == "train")
+            .order_by(LedgerEntry.round)
+        ).all()
+        progress = RunProgress(
+            run_id=run.id,
+            status=run.status,
+            num_rounds=_num_rounds(run),
+            stopped_reason=run.stopped_reason,
+        )
+    epsilon: dict[str, float] = {}
+    entries = list(ledger)
+    for row in rows:
+        for name, ledger_round, value in entries:
+            if ledger_round <= row.round:
+                epsilon[name] = value
+        progress.rounds.append(
+            RoundRecord(
+                round=row.round,
+                loss=row.loss,
+                accuracy=row.accuracy,
+                accuracy_by_institution=dict(row.accuracy_by_institution),
+                epsilon=dict(epsilon),
+                participants=list(row.participants),
+                refused=dict(row.refused),
+                rejected=dict(row.rejected),
+                dropped=dict(row.dropped),
+                aggregated=row.aggregated,
+                secagg=row.secagg,
+                central_epsilon=row.central_epsilon,
+                duration_s=row.duration_s,
+            )
+        )
+    return progress
+
+
+def _num_rounds(run: Run) -> int | None:
+    value = run.config.get("num-server-rounds", run.config.get("num_rounds"))
+    return int(value) if isinstance(value, int | float | str) and str(value).isdigit() else None
+
+
+def follow(
+    store: Store,
+    run_id: str,
+    *,
+    on_round: Callable[[RoundRecord, int | None], None],
+    finished: Callable[[], bool],
+    poll_s: float = 1.0,
+    shown: int = 0,
+) -> RunProgress | None:
+    """Call ``on_round`` for each round recorded after the first ``shown``, until
+    ``finished()`` (then once more, for the last rounds); the run as it ended."""
+    progress = None
+    while True:
+        done = finished()
+        progress = recorded_rounds(store, run_id) or progress
+        if progress is not None:
+            for record in progress.rounds:
+                if record.round > shown:
+                    on_round(record, progress.num_rounds)
+                    shown = record.round
+        if done:
+            return progress
+        time.sleep(poll_s)
+
+
+def export_hint(run_id: str) -> str:
+    """The command that exports the run's model."""
+    return f"fedwarden export --run {run_id[:8]} --name MODEL"

@@ -1,0 +1,113 @@
+"""The poll seam into Flower: pinned to Flower 1.41's sources, and Flower's own loops back off."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import flwr
+import pytest
+
+from client.contract import polling as fast_poll
+from client.contract.errors import FlowerSeamError
+from client.contract.polling import BackoffClock, PollSettings
+
+
+def test_the_hooked_flower_functions_exist_and_still_sleep_3_s():
+    # Fails on a Flower upgrade: re-read the two loops and re-pin the seam.
+    assert flwr.__version__.startswith(fast_poll.PINNED_FLOWER)
+    node = importlib.import_module(fast_poll.SUPERNODE_MODULE)
+    grid = importlib.import_module(fast_poll.GRID_MODULE)
+    assert "time.sleep(3)" in inspect.getsource(getattr(node, fast_poll.SUPERNODE_LOOP))
+    assert callable(getattr(node, fast_poll.SUPERNODE_PULL))
+    assert "time.sleep(0.5)" in inspect.getsource(getattr(node, fast_poll.SUPERNODE_PUSH))
+    loop = getattr(getattr(grid, fast_poll.GRID_CLASS), fast_poll.GRID_LOOP)
+    assert "time.sleep(3)" in inspect.getsource(loop)
+    assert node.time.sleep is not None and grid.time.time is not None
+
+
+def test_the_clock_backs_off_to_its_cap_and_resets():
+    slept: list[float] = []
+    clock = BackoffClock(PollSettings(first_s=0.05, max_s=1.0), sleep=slept.append)
+
+    for _ in range(7):
+        clock.sleep(3)
+    clock.reset()
+    clock.sleep(3)
+    clock.sleep(0.5)  # any other sleep is Flower's own
+
+    assert slept == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 0.05, 0.5]
+    assert clock.monotonic() > 0  # the rest of `time` is the real one
+
+
+def test_bad_intervals_are_refused():
+    with pytest.raises(ValueError, match="poll intervals"):
+        PollSettings(first_s=2.0, max_s=1.0)
+
+
+def test_flowers_own_grid_loop_pulls_again_after_the_back_off(monkeypatch):
+    grid_module = importlib.import_module(fast_poll.GRID_MODULE)
+    grid_class = getattr(grid_module, fast_poll.GRID_CLASS)
+    monkeypatch.setattr(grid_module, "time", grid_module.time)
+    monkeypatch.setattr(grid_class, fast_poll.GRID_LOOP, getattr(grid_class, fast_poll.GRID_LOOP))
+    clock = fast_poll.install_grid_poll(PollSettings(first_s=0.01, max_s=0.02))
+    slept: list[float] = []
+    clock._sleep = slept.append
+
+    class Reply:
+        class metadata:  # noqa: N801 - the shape of Flower's Message.metadata
+            reply_to_message_id = "m1"
+
+    pulls = iter([[], [], [], [Reply()]])
+    grid = object.__new__(grid_class)
+    grid.push_messages = lambda messages: ["m1"]
+    grid.pull_messages = lambda ids: next(pulls)
+
+    replies = grid.send_and_receive([object()], timeout=60)
+    again = iter([[Reply()]])
+    grid.pull_messages = lambda ids: next(again)
+    grid.send_and_receive([object()], timeout=60)
+
+    assert len(replies) == 1
+    assert slept == [0.01, 0.02, 0.02]  # not 3 s each; the second exchange waited not at all
+
+
+def test_the_supernode_seam_resets_when_a_message_arrives(monkeypatch):
+    node = importlib.import_module(fast_poll.SUPERNODE_MODULE)
+    monkeypatch.setattr(node, "time", node.time)
+    results = iter([None, None, 7, None])
+    monkeypatch.setattr(node, fast_poll.SUPERNODE_PULL, lambda **_: next(results))
+    clock = fast_poll.install_supernode_poll(PollSettings(first_s=0.01, max_s=1.0))
+    slept: list[float] = []
+    clock._sleep = slept.append
+
+    for _ in range(4):
+        if getattr(node, fast_poll.SUPERNODE_PULL)() is None:
+            node.time.sleep(3)  # what Flower's loop does after an empty pull
+    node.time.sleep(0.5)  # what it does while its ClientApp has not replied yet
+    node.time.sleep(0.2)
+
+    assert node.time is clock
+    assert slept == [0.01, 0.02, 0.01, 0.01, 0.2]
+
+
+def test_a_flower_without_the_hooked_sleep_fails_loudly(tmp_path, monkeypatch):
+    (tmp_path / "fake_flower_loop.py").write_text(
+        "import time\n\ndef start_client_internal():\n    time.sleep(1)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    with pytest.raises(FlowerSeamError, match=r"no longer calls time\.sleep"):
+        fast_poll._hooked("fake_flower_loop", None, "start_client_internal")
+    with pytest.raises(FlowerSeamError, match="has no"):
+        fast_poll._hooked("fake_flower_loop", None, "moved_away")
+
+
+def test_the_serverapp_executor_seam_and_entry_exist_in_this_flower():
+    # server.engine.fast_serverapp replaces the SuperExec's executor through get_executor
+    # and starts each ServerApp through Flower's flwr-serverapp entry.
+    loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
+    entry = importlib.import_module("flwr.superlink.cli.flwr_serverapp")
+
+    assert "get_executor(" in inspect.getsource(loop.run_superexec)
+    assert callable(entry.flwr_serverapp)
