@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_serverapp_executor_reaches_the_superlink_on_the_loopback(tmp_path):
-    def address(host: str) -> str:
-        return serverappio_address(SuperLinkSettings(pki_dir=tmp_path, state_dir=tmp_path, host=host, port=9093))
+    def address(host: str) -> str:  # the operator address, never the Fleet one (port 9092 here)
+        return serverappio_address(SuperLinkSettings(
+            pki_dir=tmp_path, state_dir=tmp_path, host="0.0.0.0", port=9092,
+            operator_host=host, operator_port=9093,
+        ))  # fmt: skip
 
     argv = executor_argv(runtime_api_address="127.0.0.1:9093", ca_certificate=tmp_path / "ca.crt", parent_pid=7)
 
