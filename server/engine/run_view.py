@@ -81,8 +81,17 @@ def recorded_rounds(store: Store, run_id: str) -> RunProgress | None:
     return progress
 
 
+PLAN_ROUNDS_KEY = "fw.num-rounds"
+"""How the training plan's ``num_rounds`` is recorded (``client.contract.plan``'s wire key)."""
+
+
 def _num_rounds(run: Run) -> int | None:
-    value = run.config.get("num-server-rounds", run.config.get("num_rounds"))
+    """The planned rounds: the recorded settings' plan (``fw.num-rounds``), else a raw run
+    config's ``num-server-rounds``."""
+    plan = run.config.get("plan")
+    value = plan.get(PLAN_ROUNDS_KEY) if isinstance(plan, dict) else None
+    if value is None:
+        value = run.config.get("num-server-rounds", run.config.get("num_rounds"))
     return int(value) if isinstance(value, int | float | str) and str(value).isdigit() else None
 
 

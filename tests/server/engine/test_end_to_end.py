@@ -446,14 +446,17 @@ def test_a_node_presenting_another_institutions_key_is_refused_and_the_run_goes_
         node_ids = push_node_keys(store=store, state_dir=deployment.state)
     finally:
         store.dispose()
-    namur = max(int(n) for n in node_ids.values())  # the newest registration
+    for partition, name in enumerate(INSTITUTIONS):  # an earlier test may have cut one's power
+        if deployment.processes[name].poll() is not None:
+            deployment.join(name, partition=partition)
     deployment.join(
         "impostor", partition=3, key=deployment.root / "nodes" / "Namur.key", institution="Ghent"
     )
-    wait_for(lambda: any(
-        int(n["node-id"]) == namur and n["status"] == "online"
+    registered = {int(n) for n in node_ids.values()}  # the three institutions' and Namur's
+    wait_for(lambda: sum(
+        int(n["node-id"]) in registered and n["status"] == "online"
         for n in run_flwr_json("supernode", "ls", state_dir=deployment.state)["nodes"]
-    ), 120, deployment, poll_s=2)  # fmt: skip
+    ) >= len(INSTITUTIONS) + 1, 300, deployment, poll_s=2)  # fmt: skip
     config = write_config(deployment.root / "impostor.toml", **{"num-server-rounds": 1})
 
     run = deployment.run("run-impostor", "start", "--config", str(config), "--stream")

@@ -115,3 +115,16 @@ def test_the_readmes_run_toml_is_a_valid_complete_config(tmp_path):
     config = load_run_config(path, app_dir=APP)
 
     assert config["num-server-rounds"] == 5 and config["secagg"] is True
+
+
+def test_the_planned_rounds_are_read_where_the_recorder_writes_them():
+    from client.contract.plan import TrainingPlan
+    from server.engine.run_view import PLAN_ROUNDS_KEY, _num_rounds
+    from server.store.models import Run
+
+    plan = TrainingPlan(num_rounds=7).to_config()
+
+    assert plan[PLAN_ROUNDS_KEY] == 7
+    assert _num_rounds(Run(config={"plan": plan, "strategy": "fedavg"})) == 7
+    assert _num_rounds(Run(config={"num-server-rounds": 4})) == 4
+    assert _num_rounds(Run(config={})) is None
