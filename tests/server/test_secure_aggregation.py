@@ -30,6 +30,7 @@ from client.history import StateHistory
 from client.models import build_model, get_weights
 from client.mods import secure_aggregation_mod, update_guard_mod
 from client.node import NodeSettings
+from client.secagg_guard import secagg_guard_mod_for
 from privacy.config import PrivacyBudget
 from server.config import federation_settings_from_run_config
 from server.federation import Federation
@@ -145,7 +146,12 @@ def client_app(*mods) -> ClientApp:
             history=StateHistory(context.state),
         ).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=list(mods))
+    chain: list = []
+    for mod in mods:  # the node's SecAgg+ guard stands in front of the secure mod, as in client.app
+        if mod is secure_aggregation_mod:
+            chain.append(secagg_guard_mod_for(SCENARIO.node_config))
+        chain.append(mod)
+    return ClientApp(client_fn=client_fn, mods=chain)
 
 
 def federate(app: ClientApp, *, secure: bool, rounds: int = 1) -> tuple[RunResult, RecordingGrid]:
