@@ -29,6 +29,14 @@ logger = logging.getLogger(__name__)
 SERVICE_ACTOR = "inference-service"
 
 
+def _served(version: Any) -> tuple[Any, ...]:
+    """What the catalog reads of a model version, copied out of its session."""
+    return (
+        version.name, version.version, version.artifact_path, version.artifact_sha256,
+        version.preprocessing, version.lineage, version.stage, version.profile,
+    )  # fmt: skip
+
+
 class ModelCatalog:
     """Keeps ``holder`` in step with the registry's production versions."""
 
@@ -58,32 +66,11 @@ class ModelCatalog:
     def refresh(self) -> None:
         """Load what changed since the last look (one transaction, no audit per poll)."""
         with self.store.session() as session:
-            rows = [
-                (
-                    v.name,
-                    v.version,
-                    v.artifact_path,
-                    v.artifact_sha256,
-                    v.preprocessing,
-                    v.lineage,
-                    v.stage,
-                    v.profile,
-                )
-                for v in repo.serving_catalog(session=session)
-            ]
+            rows = [_served(v) for v in repo.serving_catalog(session=session)]
             rollouts = [
                 (
                     (r.mode, r.percent),
-                    (
-                        v.name,
-                        v.version,
-                        v.artifact_path,
-                        v.artifact_sha256,
-                        v.preprocessing,
-                        v.lineage,
-                        v.stage,
-                        v.profile,
-                    ),
+                    _served(v),
                 )
                 for r, v in repo.active_rollouts(session=session)
             ]
