@@ -25,6 +25,7 @@ from flwr.simulation import run_simulation
 from scipy import stats
 
 from client.contract.architecture import ModelSpec
+from client.contract.wire import TASK_KEY, TASK_TRAIN
 from client.flower_client import InstitutionClient
 from client.history import StateHistory
 from client.models import build_model, get_weights
@@ -40,8 +41,9 @@ from simulations.scenario import Scenario, load_simulated_institution
 pytestmark = pytest.mark.slow
 
 # The four hospitals, seed 0. These tests train at the run config's fixed σ = 1.0: a budget
-# of ε = 10 leaves room for that round beside each node's noisy counts and summary.
-SCENARIO = Scenario(budget=PrivacyBudget(epsilon=10.0, delta=1e-5))
+# of ε = 10 leaves room for that round beside each node's noisy counts and summary. The
+# runs in the clear evaluate in the clear, which each node's policy must allow.
+SCENARIO = Scenario(budget=PrivacyBudget(epsilon=10.0, delta=1e-5), node_policy={"allow-clear-evaluation": True})
 NAMES = SCENARIO.institution_names()
 
 
@@ -89,28 +91,34 @@ def is_training_reply(msg: Message) -> bool:
     return configs is not None and Key.MASKED_PARAMETERS in configs and msg.metadata.group_id == "1"
 
 
+def task_of(msg: Message) -> str | None:
+    """The fedwarden task an instruction carries (a SecAgg+ stage carries its round's fit instructions)."""
+    if "fitins.parameters" not in msg.content.array_records:
+        return None
+    return compat.recorddict_to_fitins(msg.content, keep_input=True).config.get(TASK_KEY)
+
+
 def recording_mod(folder: Path):
     """Writes the delta and weight each node hands to SecAgg+ (what it would send in the clear)."""
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, ctxt)
-        if msg.metadata.message_type == MessageType.TRAIN and "fitins.parameters" in msg.content.array_records and not reply.has_error():
+        if msg.metadata.message_type == MessageType.TRAIN and task_of(msg) == TASK_TRAIN and not reply.has_error():
             fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
-            task = compat.recorddict_to_fitins(msg.content, keep_input=True).config.get("fw.task")
-            if task == "train":
-                arrays = parameters_to_ndarrays(fitres.parameters)
-                np.savez(folder / f"{institution_of(ctxt)}-{msg.metadata.group_id}.npz", *arrays, weight=fitres.num_examples)
+            arrays = parameters_to_ndarrays(fitres.parameters)
+            np.savez(folder / f"{institution_of(ctxt)}-{msg.metadata.group_id}.npz", *arrays, weight=fitres.num_examples)
         return reply
 
     return mod
 
 
 def crash_mod(victim: str):
-    """The victim disappears after sharing its keys: it never sends its masked vector."""
+    """The victim disappears after sharing its keys in the training round: it never sends its masked update."""
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
-        if institution_of(ctxt) == victim and configs is not None and configs.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS:
+        stage = configs.get(Key.STAGE) if configs is not None else None
+        if institution_of(ctxt) == victim and stage == Stage.COLLECT_MASKED_VECTORS and task_of(msg) == TASK_TRAIN:
             raise RuntimeError(f"{victim} lost power")
         return call_next(msg, ctxt)
 
@@ -118,15 +126,13 @@ def crash_mod(victim: str):
 
 
 def corrupt_mod(victim: str, how: str):
-    """The victim's training produces a malformed update."""
+    """The victim's training produces a malformed update (its other releases stay sound)."""
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, ctxt)
-        if institution_of(ctxt) != victim or "fitins.parameters" not in msg.content.array_records or reply.has_error():
+        if institution_of(ctxt) != victim or task_of(msg) != TASK_TRAIN or reply.has_error():
             return reply
         fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
-        if not fitres.parameters.tensors:
-            return reply  # the summary phase
         arrays = parameters_to_ndarrays(fitres.parameters)
         arrays = [np.full_like(a, np.nan) for a in arrays] if how == "nan" else [a.T.copy() if a.ndim == 2 else a for a in arrays]
         fitres.parameters.tensors = [ndarray_to_bytes(a) for a in arrays]
@@ -144,6 +150,7 @@ def client_app(*mods) -> ClientApp:
             data=load_simulated_institution(config),
             settings=NodeSettings.from_node_config(config),
             history=StateHistory(context.state),
+            state=context.state,  # the run's published (noised) counts, drawn once, as in client.app
         ).to_client()
 
     chain: list = []
