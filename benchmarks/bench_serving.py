@@ -67,7 +67,7 @@ def median_us(work: Callable[[], Any], *, calls: int) -> float:
 
 
 def answer(model: LoadedModel, probabilities: np.ndarray, ids: list[str]) -> dict[str, Any]:
-    """The predict route's answer (``deploy.routes.predict``)."""
+    """The predict route's answer as a dict, as the route built it before ``AnswerWriter``."""
     labels = model.labels
     predicted = [labels[i] for i in probabilities.argmax(axis=1)]
     return {
@@ -91,7 +91,8 @@ def in_process(model: LoadedModel, rows: list[dict], store_url: str, *, calls: i
     store = open_store(store_url)
     outcomes = OutcomeLog(store, retention_s=86400.0)
     numeric, categorical = model.encode(batch)
-    probabilities = model.run(numeric, categorical).probabilities
+    prediction = model.run(numeric, categorical)
+    probabilities, labels = prediction.probabilities, prediction.labels
 
     def before() -> None:  # the predict path before this change: stdlib JSON and pydantic
         request = PredictRequest.model_validate(json.loads(row_body))
@@ -107,10 +108,17 @@ def in_process(model: LoadedModel, rows: list[dict], store_url: str, *, calls: i
                 encoded = model.encode_columns(body.columns, limits=limits)
             else:
                 encoded = model.encode(body.rows or [], limits=limits)
-            ids, _ = outcomes.record(
+            ids, requests = outcomes.record(
                 model=model.name, version=1, probabilities=probabilities, request_id=None
             )
-            orjson.dumps(answer(model, probabilities, ids))
+            model.answers.write(  # as the predict route writes it
+                model=model.name,
+                version=model.version,
+                labels=labels,
+                probabilities=probabilities,
+                prediction_ids=ids,
+                request_ids=requests,
+            )
             del encoded
 
         return outside

@@ -12,7 +12,8 @@ of the first problem: ``columns.age[3]: 410 is outside [0, 120]``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -37,11 +38,26 @@ class ColumnEncoder:
         for feature in self.categorical:
             lookup: dict[Any, int] = {c: i for i, c in enumerate(feature.categories)}
             self.index.append(lookup)
+        # The one-step lookup: a declared category, or null where the feature may be missing.
+        self._lookup = [
+            lookup | {None: MISSING_CATEGORY} if feature.nullable else lookup
+            for feature, lookup in zip(self.categorical, self.index, strict=True)
+        ]
+        self._numeric_names = [f.name for f in self.numeric]
+        self._categorical_names = [f.name for f in self.categorical]
         self._codes = [np.array(sorted(f.missing_values), dtype=np.float64) for f in self.numeric]
         self._low = np.array([f.range[0] for f in self.numeric], dtype=np.float64)[:, None]
         self._high = np.array([f.range[1] for f in self.numeric], dtype=np.float64)[:, None]
-        self._nullable = np.array([f.nullable for f in self.numeric], dtype=bool)[:, None]
-        self._coded = [j for j, f in enumerate(self.numeric) if f.missing_values]
+        self._required = np.array([not f.nullable for f in self.numeric], dtype=bool)[:, None]
+        # Missing-value codes as columns (one per code slot, NaN where a feature has fewer):
+        # ``x == slot`` finds them all at once. Ranges are finite, so an infinite value falls
+        # outside; a non-finite code would break that, and then only the slow path is used.
+        slots = max((len(codes) for codes in self._codes), default=0)
+        self._code_slots = [
+            np.array([c[k] if k < len(c) else np.nan for c in self._codes])[:, None]
+            for k in range(slots)
+        ]
+        self._vectorised = all(np.isfinite(c).all() for c in self._codes)
 
     def encode(self, columns: Any, *, limits: RequestLimits) -> tuple[np.ndarray, np.ndarray]:
         """``(numeric float32, categorical int64)``; raise on the first problem."""
@@ -53,13 +69,14 @@ class ColumnEncoder:
                 f"columns: unknown feature {unknown[0]!r}", feature=unknown[0]
             )
         rows = self._rows(columns, limits)
-        numeric = self._all_numbers(columns, rows)
-        codes = [
-            self._categories(cat, self.index[j], columns.get(cat.name), rows)
-            for j, cat in enumerate(self.categorical)
-        ]
-        categorical = np.array(codes, dtype=np.int64).reshape(len(codes), rows).T
-        return numeric, np.ascontiguousarray(categorical)
+        return self.encode_known(columns, rows=rows)
+
+    def encode_known(
+        self, columns: Mapping[str, Sequence[Any]], *, rows: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``encode`` for columns already known to be lists (or tuples) of ``rows`` values,
+        each of a known feature: the row path's batches, turned into columns."""
+        return self._all_numbers(columns, rows), self._all_categories(columns, rows)
 
     @staticmethod
     def _rows(columns: Mapping[str, Any], limits: RequestLimits) -> int:
@@ -87,26 +104,37 @@ class ColumnEncoder:
         """Every numeric column checked at once; a problem is located column by column."""
         if not self.numeric:
             return np.empty((rows, 0), dtype=np.float32)
-        values = [columns.get(f.name) for f in self.numeric]
-        if any(v is None or not _NUMBER_TYPES.issuperset(map(type, v)) for v in values):
+        values = [columns.get(name) for name in self._numeric_names]
+        if (
+            not self._vectorised
+            or None in values
+            or not _NUMBER_TYPES.issuperset(map(type, chain.from_iterable(values)))  # type: ignore[arg-type]
+        ):
             return self._column_by_column(columns, rows)
         try:
             x = np.array(values, dtype=np.float64)  # (features, rows); None becomes NaN
         except OverflowError:
             return self._column_by_column(columns, rows)
-        absent = np.isnan(x)
-        for j in self._coded:
-            for code in self._codes[j]:
-                absent[j] |= x[j] == code
-        bad = (
-            np.isinf(x)
-            | (absent & ~self._nullable)
-            | (~absent & ((x < self._low) | (x > self._high)))
-        )
+        for slot in self._code_slots:
+            x[x == slot] = np.nan  # a missing-value code is missing
+        # NaN (missing) compares false, so only present values can fall outside the range;
+        # an infinite one always does. Missing is a problem only where it is not allowed.
+        bad = (x < self._low) | (x > self._high) | (np.isnan(x) & self._required)
         if bad.any():
             return self._column_by_column(columns, rows)
-        x[absent] = np.nan
         return np.ascontiguousarray(x.T, dtype=np.float32)
+
+    def _all_categories(self, columns: Mapping[str, Any], rows: int) -> np.ndarray:
+        """Each categorical column's codes, in one step where every value is a declared
+        category as it is; else (null, a number, a stray value) as ``_categories`` does."""
+        codes = np.empty((len(self.categorical), rows), dtype=np.int64)
+        for j, (name, lookup) in enumerate(zip(self._categorical_names, self._lookup, strict=True)):
+            values = columns.get(name)
+            try:  # a value not found (None), a missing column, an unhashable value: TypeError
+                codes[j] = np.fromiter(map(lookup.get, values), dtype=np.int64, count=rows)  # type: ignore[arg-type]
+            except TypeError:
+                codes[j] = self._categories(self.categorical[j], self.index[j], values, rows)
+        return np.ascontiguousarray(codes.T)
 
     def _column_by_column(self, columns: Mapping[str, Any], rows: int) -> np.ndarray:
         numeric = np.empty((rows, len(self.numeric)), dtype=np.float32)
@@ -116,7 +144,7 @@ class ColumnEncoder:
 
     @staticmethod
     def _numbers(
-        feature: NumericFeature, codes: np.ndarray, values: list[Any] | None, rows: int
+        feature: NumericFeature, codes: np.ndarray, values: Sequence[Any] | None, rows: int
     ) -> np.ndarray:
         name = feature.name
         if values is None:
@@ -168,7 +196,7 @@ class ColumnEncoder:
 
     @staticmethod
     def _categories(
-        feature: CategoricalFeature, index: dict[Any, int], values: list[Any] | None, rows: int
+        feature: CategoricalFeature, index: dict[Any, int], values: Sequence[Any] | None, rows: int
     ) -> list[int]:
         name = feature.name
         if values is None:

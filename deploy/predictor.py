@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from client.contract.preprocessing import PreprocessingSpec
+from deploy.answers import AnswerWriter
 from deploy.artifacts import read_artifact
 from deploy.columns import ColumnEncoder
 from deploy.errors import ServingError
@@ -96,6 +97,7 @@ class LoadedModel:
         self.labels = list(preprocessing.schema.target.labels)
         self.encoder = RowEncoder(preprocessing.schema)
         self.column_encoder = ColumnEncoder(preprocessing.schema)
+        self.answers = AnswerWriter(self.labels)
         self.providers = self.session.get_providers()
         self.details = details or {}
         logger.info("loaded %s v%d on %s", name, version, self.providers[0])

@@ -6,7 +6,6 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Body, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
@@ -105,26 +104,14 @@ async def predict(
         probabilities=prediction.probabilities,
         request_id=body.request_id,
     )
-    labels = model.labels
-    answer = {
-        "model": name,
-        "version": model.version,
-        "predictions": [
-            {
-                "label": label,
-                "probabilities": dict(zip(labels, row, strict=True)),
-                "prediction_id": pid,
-                "request_id": rid,
-            }
-            for label, row, pid, rid in zip(
-                prediction.labels,
-                prediction.probabilities.tolist(),
-                ids,
-                requests,
-                strict=True,
-            )
-        ],
-    }
+    answer = model.answers.write(
+        model=name,
+        version=model.version,
+        labels=prediction.labels,
+        probabilities=prediction.probabilities,
+        prediction_ids=ids,
+        request_ids=requests,
+    )
     shadow = None
     if rollout is not None and rollout.mode == "shadow" and rollout.takes(body.request_id):
         shadow = BackgroundTask(
@@ -139,7 +126,7 @@ async def predict(
         service.metrics.rollout_rows.labels(
             model=name, version=str(model.version), mode="canary"
         ).inc(rows)
-    return Response(orjson.dumps(answer), media_type="application/json", background=shadow)
+    return Response(answer, media_type="application/json", background=shadow)
 
 
 @models_router.post("/{name}/feedback", response_model=FeedbackResponse)

@@ -12,6 +12,7 @@ category indices (-1 where missing).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from deploy.columns import ColumnEncoder
 
 MISSING_CATEGORY = -1
+_DICT = frozenset({dict})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +60,8 @@ class RowEncoder:
         self.categorical = [f for f in schema.features if isinstance(f, CategoricalFeature)]
         self.index = [{c: i for i, c in enumerate(f.categories)} for f in self.categorical]
         self.names = list(schema.feature_names)
+        # One call takes a row's values in the schema's order (a tuple: two names at least).
+        self._every = operator.itemgetter(*self.names) if len(self.names) > 1 else None
         self._columns: ColumnEncoder | None = None
         if vectorised:
             from deploy.columns import ColumnEncoder  # it builds on this module's checks
@@ -75,15 +79,30 @@ class RowEncoder:
                 f"rows: {len(rows)} rows in one request; the limit is {limits.max_rows}",
                 status_code=413,
             )
-        if self._columns is not None and all(
-            type(row) is dict and self.known.issuperset(row) for row in rows
-        ):
-            columns = {name: [row.get(name) for row in rows] for name in self.names}
+        columns = self._as_columns(rows) if self._columns is not None else None
+        if self._columns is not None and columns is not None:
             try:  # the vectorised checks; a problem is located row by row below
-                return self._columns.encode(columns, limits=limits)
+                return self._columns.encode_known(columns, rows=len(rows))
             except InvalidRequestError:
                 pass
         return self._row_by_row(rows)
+
+    def _as_columns(self, rows: Sequence[Any]) -> dict[str, Sequence[Any]] | None:
+        """The rows as one sequence per feature, if they are plain objects of known features
+        (``None`` otherwise: then they are checked one by one)."""
+        if set(map(type, rows)) != _DICT:
+            return None
+        if self._every is not None:
+            try:  # every row holds every feature, and (by the count) nothing else
+                table = list(zip(*map(self._every, rows), strict=True))
+            except KeyError:
+                pass
+            else:
+                if sum(map(len, rows)) == len(rows) * len(self.names):
+                    return dict(zip(self.names, table, strict=True))
+        if not all(self.known.issuperset(row) for row in rows):
+            return None
+        return {name: [row.get(name) for row in rows] for name in self.names}
 
     def _row_by_row(self, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         numeric: list[list[float]] = []
