@@ -49,10 +49,8 @@ from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, Str
 from client.contract.plan import TrainingPlan
 from client.contract.report import FitReport
 from client.contract.wire import (
-    ACCURACY_KEY,
     PREPROCESSING_KEY,
     ROUND_KEY,
-    TASK_EVALUATE,
     TASK_KEY,
     TASK_TRAIN,
 )
@@ -287,19 +285,7 @@ class FedwardenStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        scheduler = SchedulingClientManager(
-            client_manager, allowed=set(self.institutions), seed=server_round
-        )
-        pairs = self.inner.configure_evaluate(server_round, parameters, scheduler)
-        extra = {
-            **self.plan.to_config(),
-            TASK_KEY: TASK_EVALUATE,
-            ROUND_KEY: server_round,
-            PREPROCESSING_KEY: self.preprocessing,
-        }
-        return [
-            (proxy, EvaluateIns(ins.parameters, {**ins.config, **extra})) for proxy, ins in pairs
-        ]
+        return []  # evaluation is one secure sum of the round (``Federation._evaluate``)
 
     def aggregate_evaluate(
         self,
@@ -307,21 +293,7 @@ class FedwardenStrategy(Strategy):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        log = self._log(server_round)
-        total = sum(res.num_examples for _, res in results)
-        if total == 0:
-            return None, {}
-        loss = sum(res.loss * res.num_examples for _, res in results) / total
-        correct = 0.0
-        for proxy, res in results:
-            accuracy = float(res.metrics.get(ACCURACY_KEY, math.nan))
-            log.accuracy_by_institution[self._name(proxy.node_id)] = accuracy
-            correct += accuracy * res.num_examples
-        log.loss = float(loss)
-        log.accuracy = correct / total
-        for failure in failures:
-            logger.warning("round %d: an evaluation failed: %s", server_round, failure)
-        return log.loss, {"accuracy": log.accuracy}
+        return None, {}
 
     def evaluate(
         self, server_round: int, parameters: Parameters

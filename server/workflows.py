@@ -1,9 +1,10 @@
 """One round's message flow: in the clear, or through Flower's SecAgg+.
 
 Both take ``(grid, LegacyContext)`` like Flower's own workflows and leave the new
-global weights in the context's state. The plain ones mirror Flower's
-``default_fit_workflow`` / ``default_evaluate_workflow`` and add what a
-consortium needs: a reply timeout, and failures that name the node.
+global weights in the context's state. The plain one mirrors Flower's
+``default_fit_workflow`` and adds what a consortium needs: a reply timeout, and
+failures that name the node. (Evaluation is not a workflow of its own: it is a
+secure sum, ``Federation._evaluate``.)
 """
 
 from __future__ import annotations
@@ -129,22 +130,6 @@ def secure_fit_workflow(parameters: SecAggParameters) -> Workflow:
     return workflow
 
 
-def evaluate_workflow(*, timeout_s: float | None) -> Workflow:
-    """Federated evaluation of the current global weights on each institution's test rows."""
-
-    def workflow(grid: Grid, context: LegacyContext) -> None:
-        server_round, instructions = _configure(context, context.strategy.configure_evaluate)
-        if not instructions:
-            return
-        results, failures = _round_trip(grid, instructions, _EVALUATE, server_round, timeout_s)
-        loss, metrics = context.strategy.aggregate_evaluate(server_round, results, failures)
-        if loss is not None:
-            context.history.add_loss_distributed(server_round=server_round, loss=loss)
-            context.history.add_metrics_distributed(server_round=server_round, metrics=metrics)
-
-    return workflow
-
-
 def fresh_context(context: Context) -> Context:
     """A copy of ``context`` with its own state, so phases do not share records."""
     return Context(
@@ -191,9 +176,6 @@ _FIT = _Codec(
     MessageType.TRAIN,
     compat.fitins_to_recorddict,
     lambda content: compat.recorddict_to_fitres(content, keep_input=False),
-)
-_EVALUATE = _Codec(
-    MessageType.EVALUATE, compat.evaluateins_to_recorddict, compat.recorddict_to_evaluateres
 )
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from flwr.common import (
     Code,
-    EvaluateRes,
     FitRes,
     Status,
     ndarrays_to_parameters,
@@ -159,20 +158,6 @@ def test_institutions_that_cannot_afford_another_round_are_not_scheduled():
     assert set(s.exhausted) == {1, 2}
     assert [i.name for i in s.schedulable()] == ["inst-3"]
     assert s.epsilon == {"inst-1": 0.5, "inst-2": 0.5, "inst-3": 0.5}
-
-
-def test_evaluation_is_weighted_by_test_rows():
-    s = strategy()
-    results = [
-        (proxy(1), EvaluateRes(OK, 0.5, 100, {"fw.accuracy": 0.9})),
-        (proxy(2), EvaluateRes(OK, 1.0, 300, {"fw.accuracy": 0.5})),
-    ]
-
-    loss, metrics = s.aggregate_evaluate(1, results, [])
-
-    assert loss == pytest.approx((50 + 300) / 400)
-    assert metrics["accuracy"] == pytest.approx((90 + 150) / 400)
-    assert s.logs[1].accuracy_by_institution == {"inst-1": 0.9, "inst-2": 0.5}
 
 
 def test_an_unreadable_report_is_rejected():

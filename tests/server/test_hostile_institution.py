@@ -1,9 +1,10 @@
 """A node WITHOUT fedwarden's update guard attacks a real run, in the clear and under SecAgg+.
 
-Each attack of the review: every value 1e6, NaN, or 10^6 claimed training rows.
-In the clear the coordinator drops the hostile reply and averages the others;
-under SecAgg+ (where it sees only the unmasked sum) it discards the round, so
-the global model is never the corrupted one. Slow (Ray), run in CI.
+Each attack of the review, one per round: every value 1e6, NaN, 10^6 claimed
+training rows, and (in the clear) transposed arrays. In the clear the coordinator
+drops the hostile reply and averages the others; under SecAgg+ (where it sees
+only the unmasked sum) it discards the round, so the global model is never the
+corrupted one. Slow (Ray), run in CI.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from tests.server.test_secure_aggregation import (
     aggregate_delta,
     client_app,
     federate,
-    institution_of,
     recorded,
     recording_mod,
     relative_error,
+    strikes,
+    summed,
     weighted_average,
 )
 
@@ -32,25 +34,28 @@ pytestmark = pytest.mark.slow
 
 VICTIM = "Hungary"
 
+# Round r carries attack r; what the coordinator says when it drops the reply in the clear.
+CLEAR = {"huge": "", "nan": "NaN or Inf", "rows": "training rows", "shape": "has shape"}
+SECURE = ("huge", "nan", "rows")
 
-def hostile_mod(attack: str):
-    """The hostile institution's reply, as its own code (no guard) would send it."""
+
+def hostile_mod(attacks: tuple[str, ...]):
+    """The hostile institution's replies, as its own code (no guard) would send them."""
 
     def mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
         reply = call_next(msg, ctxt)
-        if institution_of(ctxt) != VICTIM or "fitins.parameters" not in msg.content.array_records:
+        rounds = [r for r in range(1, len(attacks) + 1) if strikes(msg, ctxt, VICTIM, r)]
+        if not rounds or reply.has_error():
             return reply
-        if reply.has_error():
-            return reply
+        attack = attacks[rounds[0] - 1]
         fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
-        task = compat.recorddict_to_fitins(msg.content, keep_input=True).config.get("fw.task")
-        if task != "train" or not fitres.parameters.tensors:
-            return reply
         arrays = parameters_to_ndarrays(fitres.parameters)
         if attack == "huge":
             arrays = [np.full_like(a, 1e6) for a in arrays]
         elif attack == "nan":
             arrays = [np.full_like(a, np.nan) for a in arrays]
+        elif attack == "shape":
+            arrays = [a.T.copy() if a.ndim == 2 else a for a in arrays]
         else:
             fitres.num_examples = 10**6
         fitres.parameters.tensors = [ndarray_to_bytes(a) for a in arrays]
@@ -59,26 +64,31 @@ def hostile_mod(attack: str):
     return mod
 
 
-@pytest.mark.parametrize("attack", ["huge", "nan", "rows"])
-def test_in_the_clear_the_hostile_reply_is_dropped(tmp_path, attack):
-    app = client_app(hostile_mod(attack), recording_mod(tmp_path))
+def test_in_the_clear_each_hostile_reply_is_dropped_and_the_others_averaged(tmp_path):
+    attacks = tuple(CLEAR)
+    app = client_app(hostile_mod(attacks), recording_mod(tmp_path))
 
-    result, _ = federate(app, secure=False)
+    result, _ = federate(app, secure=False, rounds=len(attacks))
 
-    record = result.rounds[0]
-    assert record.aggregated and VICTIM in record.rejected and VICTIM not in record.participants
-    others = weighted_average([recorded(tmp_path, name) for name in NAMES if name != VICTIM])
-    assert relative_error(aggregate_delta(result), others) < 1e-4
+    averages = []
+    for record, attack in zip(result.rounds, attacks, strict=True):
+        assert record.aggregated and VICTIM not in record.participants, attack
+        assert CLEAR[attack] in record.rejected[VICTIM], (attack, record.rejected)
+        averages.append(
+            weighted_average([recorded(tmp_path, n, record.round) for n in NAMES if n != VICTIM])
+        )
+    assert all(np.isfinite(w).all() for w in result.weights)
+    assert relative_error(aggregate_delta(result), summed(*averages)) < 1e-4
 
 
-@pytest.mark.parametrize("attack", ["huge", "nan", "rows"])
-def test_under_secagg_the_round_is_discarded_and_the_model_untouched(tmp_path, attack):
-    app = client_app(secure_aggregation_mod, hostile_mod(attack), recording_mod(tmp_path))
+def test_under_secagg_each_hostile_round_is_discarded_and_the_model_untouched(tmp_path):
+    app = client_app(secure_aggregation_mod, hostile_mod(SECURE), recording_mod(tmp_path))
 
-    result, _ = federate(app, secure=True)
+    result, _ = federate(app, secure=True, rounds=len(SECURE))
 
-    record = result.rounds[0]
-    assert not record.aggregated and record.discarded is not None
-    assert record.participants == []
+    assert len(result.rounds) == len(SECURE)
+    for record, attack in zip(result.rounds, SECURE, strict=True):
+        assert not record.aggregated and record.discarded is not None, attack
+        assert record.participants == [], attack
     assert all(np.isfinite(w).all() for w in result.weights)
     assert all(float(np.abs(d).max()) == 0.0 for d in aggregate_delta(result))
