@@ -128,7 +128,13 @@ def test_every_message_of_a_real_secure_run_is_declared(tmp_path):
         for path in sorted(tmp_path.glob("*.jsonl"))
         for line in path.read_text().splitlines()
     ]
-    assert outcome.result.rounds and entries
+    # a normal secure round, every node's guard on: all three take part, none is
+    # dropped or rejected, and the SecAgg+ timeout is finite
+    (record,) = outcome.result.rounds
+    assert record.aggregated and len(record.participants) == 3
+    assert record.secagg is not None and math.isfinite(record.secagg["timeout_s"])
+    assert not record.dropped and not record.rejected
+    assert entries
     for entry in entries:
         if entry["error"] is not None:
             continue  # a refusal: its reason only

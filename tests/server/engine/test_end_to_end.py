@@ -379,22 +379,22 @@ def test_a_node_without_the_consortium_ca_cannot_connect(deployment, tmp_path):
 
 
 def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_recorded(deployment):
-    config = write_config(deployment.root / "four.toml", **{"num-server-rounds": 4})
-    deployment.run("run-four", "start", "--config", str(config), "--stream")
+    config = write_config(deployment.root / "three.toml", **{"num-server-rounds": 3})
+    deployment.run("run-killed", "start", "--config", str(config), "--stream")
     wait_for(lambda: any(
-        line.startswith("fedwarden run ") for line in deployment.log("run-four").read_text().splitlines()
+        line.startswith("fedwarden run ") for line in deployment.log("run-killed").read_text().splitlines()
     ), 120, deployment)  # fmt: skip
-    run_id = run_id_of(deployment, "run-four")
+    run_id = run_id_of(deployment, "run-killed")
     store = deployment.store()
     try:
-        wait_for(lambda: 2 in rounds_of(store, run_id), 900, deployment)
+        wait_for(lambda: 1 in rounds_of(store, run_id), 900, deployment)
         deployment.kill("coordinator")  # SIGKILL: the SuperLink and the ServerApp with it
-        deployment.kill("run-four")
-        assert max(rounds_of(store, run_id)) == 2
+        deployment.kill("run-killed")
+        assert max(rounds_of(store, run_id)) == 1
 
         deployment.start_coordinator()
-        resumed = deployment.run("run-four-resume", "resume", run_id, "--stream")
-        resume_log = deployment.log("run-four-resume")
+        resumed = deployment.run("run-resumed", "resume", run_id, "--stream")
+        resume_log = deployment.log("run-resumed")
         wait_for(lambda: "Flower run" in resume_log.read_text(), 120, deployment)
         flower_run = resume_log.read_text().split("Flower run ")[1].split(")")[0]
         # Switzerland loses power in round 3 once it has sent its SecAgg+ public keys, before
@@ -408,7 +408,7 @@ def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_reco
             poll_s=0.1,
         )
         deployment.kill("Switzerland")
-        assert resumed.wait(timeout=900) == 0, deployment.log("run-four-resume").read_text()[-3000:]
+        assert resumed.wait(timeout=900) == 0, deployment.log("run-resumed").read_text()[-3000:]
 
         rounds = rounds_of(store, run_id)
         with store.session() as session:
@@ -421,7 +421,7 @@ def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_reco
     finally:
         store.dispose()
 
-    assert sorted(rounds) == [1, 2, 3, 4]
+    assert sorted(rounds) == [1, 2, 3]
     resume_at = next(
         e.seq for e in events if e.action == "run.resume" and e.target == f"run:{run_id}"
     )
@@ -429,9 +429,9 @@ def test_a_killed_coordinator_resumes_after_its_last_round_and_a_dropout_is_reco
         e.details["round"] for e in events
         if e.action == "round.record" and e.target == f"run:{run_id}" and e.seq > resume_at
     ]  # fmt: skip
-    assert recorded_after == [3, 4]  # the resumed run did rounds 3 and 4 only
+    assert recorded_after == [2, 3]  # the resumed run did rounds 2 and 3 only
     assert len(ledger) == len(set(ledger))  # each institution's round is in the ledger once
-    assert {r for _, r in ledger} == {1, 2, 3, 4}
+    assert {r for _, r in ledger} == {1, 2, 3}
     assert "Switzerland" in rounds[3].dropped
     assert sorted(rounds[3].participants) == ["Cleveland", "Hungary"]
 
