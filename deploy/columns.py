@@ -115,6 +115,10 @@ class ColumnEncoder:
             x = np.array(values, dtype=np.float64)  # (features, rows); None becomes NaN
         except OverflowError:
             return self._column_by_column(columns, rows)
+        # None is missing, and becomes NaN; a NaN the caller sent is not a number at all,
+        # and the column-by-column checks refuse it ("is not a finite number").
+        if int(np.isnan(x).sum()) != sum(v.count(None) for v in values):  # type: ignore[union-attr]
+            return self._column_by_column(columns, rows)
         for slot in self._code_slots:
             x[x == slot] = np.nan  # a missing-value code is missing
         # NaN (missing) compares false, so only present values can fall outside the range;
@@ -170,7 +174,8 @@ class ColumnEncoder:
                 f"columns.{name}[{row}]: {values[row]!r} is not a finite number", feature=name
             ) from None
         absent = np.isnan(x)
-        infinite = np.isinf(x)
+        # a NaN the caller sent (not a None) is no number, as infinity is not
+        infinite = np.isinf(x) | (absent & np.fromiter((v is not None for v in values), bool, rows))
         if infinite.any():
             row = int(np.flatnonzero(infinite)[0])
             raise InvalidRequestError(

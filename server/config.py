@@ -27,9 +27,10 @@ from server.strategies import CENTRAL_DP_STRATEGIES, ROBUST_STRATEGIES, Strategy
 DEFAULT_SUMMARY_NOISE = 15.0
 """σ of the preprocessing summary (× one row's contribution bound) unless a run says.
 
-Chosen on the default heart-disease run (four runs each, fresh noise): σ 6 left training
-σ 5.70 and reached 0.755 on average, σ 15 (with the profile at 15) leaves training σ 4.40
-and reached 0.783; σ 30 made the scaling itself too noisy (0.740, one run at 0.666)."""
+Chosen on the default heart-disease run (fresh noise each run): σ 6 left training σ 5.70
+and reached 0.755 on average over four runs, σ 15 (with the profile at 15) leaves training
+σ 4.40 and reached 0.775 over six; σ 30 made the scaling itself too noisy (0.740 over four,
+one run at 0.666)."""
 DEFAULT_PROFILE_NOISE = 15.0
 """σ of the reference profile (× its count sensitivity) unless a run says."""
 

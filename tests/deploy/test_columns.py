@@ -14,10 +14,8 @@ SCHEMA = get_dataset("heart-disease").schema
 ROW = {"age": 63, "sex": "Male", "cp": "typical angina", "trestbps": 145, "chol": 233, "fbs": True,
        "restecg": "lv hypertrophy", "thalch": 150, "exang": "False", "oldpeak": 2.3,
        "slope": "downsloping", "ca": 0, "thal": "fixed defect"}
-# NaN is left out: the vectorised checks take it for a missing value where the feature may
-# be missing (as null), the row-by-row checks refuse it.
-ODD_VALUES = [None, 0, -1, 1e9, float("inf"), True, "Male", "x", " Male ", [1], 2**70, 10**400,
-              3.5, "typical angina", "1", "True", 121, 0.0, "normal"]
+ODD_VALUES = [None, 0, -1, 1e9, float("inf"), float("nan"), True, "Male", "x", " Male ", [1],
+              2**70, 10**400, 3.5, "typical angina", "1", "True", 121, 0.0, "normal"]
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -60,3 +58,15 @@ def test_the_error_names_the_column_and_the_row_of_the_first_problem():
         ColumnEncoder(SCHEMA).encode(columns, limits=RequestLimits())
 
     assert str(caught.value) == "columns.chol[3]: 800 is outside [50, 700]"
+
+
+def test_nan_is_refused_even_where_the_feature_may_be_missing():
+    # "ca" may be missing (null), but NaN is not null: both paths refuse it, naming the row
+    columns = {name: [value] * 3 for name, value in ROW.items()}
+    columns["ca"] = [0, None, float("nan")]
+
+    with pytest.raises(InvalidRequestError, match=r"columns\.ca\[2\]: nan is not a finite number"):
+        ColumnEncoder(SCHEMA).encode(columns, limits=RequestLimits())
+    rows = [dict(ROW, ca=value) for value in columns["ca"]]
+    with pytest.raises(InvalidRequestError, match="is not a finite number"):
+        RowEncoder(SCHEMA).encode(rows, limits=RequestLimits())
