@@ -5,13 +5,15 @@
    torch.func), for the digits CNN and the Fashion-MNIST CNN; on CUDA too when
    a GPU is present (GPU vs CPU step time).
 2. Seconds per federated round on Flower's simulation engine, SecAgg+ and DP-SGD
-   on, the DP CNN on Fashion-MNIST (the first 12,000 images, IID): 10 and 100
-   institutions all training, 1,000 institutions with fraction-fit 0.1; rounds
-   2.. of each run (round 1 pays Ray's start-up); and the peak resident memory
-   of the whole simulation (this process and every process it started: Ray's
-   raylet, GCS and workers), sampled every 0.2 s.
+   on, the DP CNN on Fashion-MNIST (the first 12,000 images, IID; ``--dataset
+   digits``: the 8x8 CNN on scikit-learn's digits): 10 and 100 institutions all
+   training, 1,000 institutions with fraction-fit 0.1; rounds 2.. of each run
+   (round 1 pays Ray's start-up); the peak resident memory of the whole
+   simulation (this process and every process it started: Ray's raylet, GCS and
+   workers), sampled every second; and the seconds of each phase of the run.
 
     python benchmarks/bench_training.py [--institutions 10 100 1000] [--rounds 3]
+        [--dataset fashion-mnist-small | digits] [--skip-steps]
 """
 
 from __future__ import annotations
@@ -103,9 +105,13 @@ def print_step_ratios() -> None:
 
 
 class TreeMemory:
-    """Peak summed RSS of this process and all its descendants (from /proc), sampled."""
+    """Peak summed RSS of this process and all its descendants (from /proc), sampled.
 
-    def __init__(self, interval_s: float = 0.2) -> None:
+    Reading every process's /proc entry is not free: sampled every 0.2 s it took
+    about a sixth of the coordinator's process at 100 institutions, so once a second.
+    """
+
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
         self.peak_bytes = 0
         self._stop = threading.Event()
@@ -149,23 +155,62 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
-def round_wall_time(institutions: int, *, rounds: int, fraction_fit: float) -> tuple[float, int]:
-    """Median wall time of rounds 2..N and the peak memory of the whole simulation."""
-    scenario = Scenario(dataset="fashion-mnist-small", institutions=institutions, partition="iid")
+class PhaseClock:
+    """Seconds spent in each phase the federation announces (start-up, census, summary, ...)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._phase: str | None = None
+        self._since = time.perf_counter()
+
+    def on_phase(self, phase: str) -> None:
+        self._close()
+        self._phase = "rounds" if phase.startswith("round ") else phase
+        self._since = time.perf_counter()
+
+    def _close(self) -> None:
+        if self._phase is not None:
+            elapsed = time.perf_counter() - self._since
+            self.seconds[self._phase] = self.seconds.get(self._phase, 0.0) + elapsed
+
+    def on_run_start(self, start: object) -> None: ...
+
+    def on_round_end(self, record: object) -> None: ...
+
+    def on_run_end(self, result: object) -> None:
+        self._close()
+        self._phase = None
+
+    def describe(self) -> str:
+        return ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in self.seconds.items())
+
+
+MODELS = {"fashion-mnist-small": "dpcnn", "digits": "cnn"}
+
+
+def round_wall_time(
+    institutions: int, *, rounds: int, fraction_fit: float, dataset: str
+) -> tuple[float, int, str]:
+    """Median wall time of rounds 2..N, the peak memory of the whole simulation, and the
+    time of each phase."""
+    scenario = Scenario(dataset=dataset, institutions=institutions, partition="iid")
+    clock = PhaseClock()
     with TreeMemory() as memory:
         run_config = {
             "num-server-rounds": rounds,
             "secagg": True,
             "dp": True,
-            "model": "dpcnn",
+            "model": MODELS[dataset],
             "learning-rate": 1.0,
             "sample-rate": 0.2,
             "fraction-fit": fraction_fit,
             "profile": False,  # the reference profile runs once, after the rounds
         }
-        outcome = simulate(scenario, prepare(scenario, run_config), baseline=False)
+        outcome = simulate(
+            scenario, prepare(scenario, run_config), baseline=False, observers=[clock]
+        )
     durations = [r.duration_s for r in outcome.result.rounds[1:]]
-    return statistics.median(durations), memory.peak_bytes
+    return statistics.median(durations), memory.peak_bytes, clock.describe()
 
 
 def main() -> None:
@@ -175,24 +220,37 @@ def main() -> None:
     parser.add_argument("--institutions", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-steps", action="store_true", help="Skip the step ratios.")
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(MODELS),
+        default="fashion-mnist-small",
+        help="fashion-mnist-small with the DP CNN (default), or digits with the 8x8 CNN.",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
     if not args.skip_steps:
         print_step_ratios()
-    if not fashion_mnist_available():
+    if args.dataset.startswith("fashion") and not fashion_mnist_available():
         print("(Fashion-MNIST is missing: apt-get install dataset-fashion-mnist; no round times)")
         return
+    described = {
+        "fashion-mnist-small": "fashion-mnist-small (12,000 images, IID), dpcnn",
+        "digits": "digits (1,797 images, IID), cnn",
+    }[args.dataset]
     print(
-        f"== s/round, fashion-mnist-small (12,000 images, IID), dpcnn, SecAgg+ and DP-SGD, "
-        f"{os.cpu_count()} cores; rounds 2..{args.rounds}"
+        f"== s/round, {described}, SecAgg+ and DP-SGD, {os.cpu_count()} cores; "
+        f"rounds 2..{args.rounds}"
     )
     for count in args.institutions:
         fraction = 0.1 if count >= 1000 else 1.0
-        seconds, peak = round_wall_time(count, rounds=args.rounds, fraction_fit=fraction)
+        seconds, peak, phases = round_wall_time(
+            count, rounds=args.rounds, fraction_fit=fraction, dataset=args.dataset
+        )
         print(
             f"{count:>5} institutions (fraction-fit {fraction:g}): {seconds:7.2f} s per round, "
-            f"peak memory of the simulation {peak / 2**30:5.2f} GiB",
+            f"peak memory of the simulation {peak / 2**30:5.2f} GiB\n"
+            f"      phases: {phases}",
             flush=True,
         )
 

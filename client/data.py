@@ -8,10 +8,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from flwr.app import ConfigRecord, RecordDict
 from sklearn.model_selection import train_test_split
 
-from client.contract.errors import DataError
+from client.contract.errors import DataChangedError, DataError
 from client.contract.schema import TableSchema
 from client.datasets import FileSource, get_dataset
 from privacy.errors import ConfigError
@@ -109,3 +111,52 @@ def load_node_data(node_config: Mapping[str, Any]) -> InstitutionData:
             f"partition-id {index} is out of range: {dataset.name!r} has {len(names)} institutions"
         )
     return holdout_split(names[index], institutions[names[index]], dataset.schema, seed=seed)
+
+
+_FINGERPRINT_KEY = "fedwarden.data"
+"""The node's run state record holding the fingerprint of the rows the run began with."""
+
+
+def data_fingerprint(data: InstitutionData) -> str:
+    """SHA-256 over the institution's training and test rows (values, index and columns).
+
+    Numeric columns are hashed as one float64 array (an image's 784 columns in one go;
+    pandas' own hashing walks them one by one), the others with pandas' hashing.
+    """
+    digest = hashlib.sha256(data.name.encode())
+    for frame in (data.train, data.test):
+        digest.update(",".join(map(str, frame.columns)).encode())
+        digest.update(pd.util.hash_pandas_object(frame.index).to_numpy().tobytes())
+        numeric = frame.select_dtypes(include=["number", "bool"])
+        digest.update(",".join(map(str, numeric.columns)).encode())
+        digest.update(numeric.to_numpy(dtype=np.float64).tobytes())
+        others = frame.drop(columns=numeric.columns)
+        if len(others.columns):
+            digest.update(pd.util.hash_pandas_object(others, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_data_unchanged(state: RecordDict, *, name: str, fingerprint: str) -> None:
+    """Note the rows' fingerprint on a run's first message; refuse later ones if it changed.
+
+    A run's published row counts, its sampling rate and its privacy accounting were made
+    for the rows the node began with: rows that change mid-run would train under a plan
+    made for others.
+
+    Raises
+    ------
+    DataChangedError
+        The node's data no longer is what this run began with.
+    """
+    record = state.config_records.get(_FINGERPRINT_KEY)
+    if record is None:
+        state.config_records[_FINGERPRINT_KEY] = ConfigRecord({"sha256": fingerprint})
+        return
+    if record["sha256"] != fingerprint:
+        logger.error("%s: the data changed during the run; refusing to take part", name)
+        raise DataChangedError(
+            f"{name}: the data changed since this run began (the node's rows no longer match "
+            "the ones its row counts and privacy plan were made for); this node sits out the "
+            "rest of the run. Restore the file, or join the next run with the new data",
+            institution=name,
+        )

@@ -32,6 +32,7 @@ from client.contract.wire import (
     TASK_TRAIN,
 )
 from client.node import NodeSettings
+from privacy import shamir
 from privacy.errors import (
     PolicyRefusalError,
     SecureAggregationRequiredError,
@@ -60,8 +61,10 @@ def secure_aggregation_mod_for(
     """A mod that routes training messages through SecAgg+ when the coordinator runs it.
 
     ``node_config`` completes the node's config, as in ``create_client_app``;
-    ``require-secagg`` is read from the result.
+    ``require-secagg`` is read from the result. Flower's Shamir splitting is replaced by
+    ``privacy.shamir``'s (the same shares, about 10× faster).
     """
+    shamir.install()
 
     def secure_aggregation_mod(
         msg: Message, ctxt: Context, call_next: ClientAppCallable

@@ -11,6 +11,8 @@ measured against as federated averages (``server.averaging``).
 from __future__ import annotations
 
 import logging
+import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -81,7 +83,9 @@ class Federation:
         self.settings = settings
         self.observers = list(observers)
         self._last_secure_s: float | None = None
-        """How long the last secure round took: the next one's SecAgg+ timeout derives from it."""
+        """How long the last secure training round took: later SecAgg+ timeouts derive from it
+        (not from the shorter summary, evaluation or profile sums, whose few numbers would
+        give the next round's training too little time)."""
         self._summary_reports: list[FitReport] = []
         """The institutions' reports of their noisy summaries (the ledger's first entries)."""
 
@@ -307,21 +311,24 @@ class Federation:
         parameters: list[np.ndarray],
         size: int,
         value_range: tuple[float, float],
+        asked: set[int] | None = None,
     ) -> FederatedAverage | None:
-        """``federated_average`` through SecAgg+ when the run uses it, else in the clear."""
+        """``federated_average`` through SecAgg+ when the run uses it, else in the clear;
+        ``asked`` (default: every institution) are the nodes asked."""
+        asked = set(institutions) if asked is None else asked
         workflow = plain_fit_workflow(timeout_s=self.settings.round_timeout_s)
         if self.settings.secagg is not None:
             secagg = self._secagg_parameters(
-                len(institutions),
+                len(asked),
                 clipping_range=max(abs(value_range[0]), abs(value_range[1])),
                 max_weight=max(i.num_train for i in institutions.values()),
             )
-            workflow = self._timed(secure_fit_workflow(secagg))
+            workflow = secure_fit_workflow(secagg)
         return federated_average(
             grid,
             context,
             manager,
-            allowed=set(institutions),
+            allowed=asked,
             config=config,
             parameters=parameters,
             size=size,
@@ -346,7 +353,9 @@ class Federation:
         Each institution sends its accuracy and mean loss on its held-out rows, weighted by
         its published test count; the coordinator learns only their weighted average (no
         institution's own accuracy), and a node sends it in the clear only where its policy
-        allows (a run without secure aggregation).
+        allows (a run without secure aggregation). A run that samples a fraction of the
+        institutions to train (``fraction-fit`` < 1, cross-device style) evaluates on a
+        sample of the same size, drawn afresh each round.
         """
         config: dict[str, Scalar] = {
             **self.settings.plan.to_config(),
@@ -363,6 +372,7 @@ class Federation:
             parameters=weights,
             size=EVALUATION_SIZE,
             value_range=(0.0, EVALUATION_LOSS_CAP),
+            asked=self._evaluation_sample(strategy, server_round),
         )
         log = strategy.logs.setdefault(server_round, RoundLog())
         if average is None or average.rows <= 0:
@@ -371,6 +381,17 @@ class Federation:
         accuracy, loss = (float(v) for v in average.vector)
         log.accuracy = min(max(accuracy, 0.0), 1.0)
         log.loss = loss
+
+    def _evaluation_sample(self, strategy: FedwardenStrategy, server_round: int) -> set[int]:
+        """The nodes asked to evaluate ``server_round``'s model: all, or a seeded sample."""
+        everyone = sorted(strategy.institutions)
+        fraction = self.settings.strategy.fraction_fit
+        if fraction >= 1:
+            return set(everyone)
+        size = min(len(everyone), max(self._least_per_round(), math.ceil(len(everyone) * fraction)))
+        # Which institutions evaluate is public (the coordinator's choice), not DP noise.
+        chooser = random.Random(f"{self.settings.plan.seed}/evaluate/{server_round}")
+        return set(chooser.sample(everyone, size))
 
     def _profile(
         self,
@@ -492,15 +513,6 @@ class Federation:
         secagg = self.settings.secagg
         return 2 if secagg is None else max(2, secagg.min_participants)
 
-    def _timed(self, workflow: Workflow) -> Workflow:
-        """``workflow``, noting how long it took (the next SecAgg+ timeout derives from it)."""
-
-        def timed(grid: Grid, context: LegacyContext) -> None:
-            began = time.perf_counter()
-            workflow(grid, context)
-            self._last_secure_s = time.perf_counter() - began
-
-        return timed
 
 
 def _reports(metrics: list[dict[str, Scalar]]) -> list[FitReport]:

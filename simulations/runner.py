@@ -33,6 +33,7 @@ from server.app import create_server_app
 from server.config import FederationSettings, federation_settings_from_run_config
 from server.errors import FederationError
 from server.run_events import RunObserver, RunResult, notify_phase
+from simulations import fast_linkstate
 from simulations.baseline import BaselineResult, pooled_baseline
 from simulations.scenario import Scenario, load_simulated_institution
 
@@ -155,6 +156,7 @@ def simulate(
         extra_mods=client_mods,
     )
     notify_phase(observers, "start-up")
+    fast_linkstate.install()  # Flower's messages found per node, not by checking all of them
     with _quiet_flower(backend.verbose):
         run_simulation(
             server_app=server_app,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from client.contract.schema import TableSchema
 from client.data import InstitutionData, holdout_split
@@ -245,8 +246,15 @@ def load_simulated_institution(node_config: Mapping[str, Any]) -> InstitutionDat
         int(node_config["num-institutions"]),
         seed,
     )
-    rows = dataset.load().iloc[parts[index]].reset_index(drop=True)
+    rows = _pooled_rows(dataset.name).iloc[parts[index]].reset_index(drop=True)
     return holdout_split(str(node_config["institution"]), rows, dataset.schema, seed=seed)
+
+
+@functools.lru_cache(maxsize=2)
+def _pooled_rows(dataset: str) -> pd.DataFrame:
+    """A dataset's validated rows, read once a process (each Ray actor serves many
+    institutions of the same dataset)."""
+    return get_dataset(dataset).load()
 
 
 @functools.lru_cache(maxsize=8)

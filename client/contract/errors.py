@@ -4,7 +4,8 @@
 
     FedwardenError (privacy.errors)
      └── DataError                    the institution's data cannot be used (exit 4)
-          └── SchemaError             a file or schema does not match    (exit 4)
+          ├── SchemaError             a file or schema does not match    (exit 4)
+          └── DataChangedError        the rows changed during a run      (exit 4)
      ConfigError (privacy.errors)
      └── FlowerSeamError              this Flower lacks a hooked function (exit 2)
 """
@@ -37,6 +38,10 @@ class SchemaError(DataError):
         super().__init__(f"{prefix}{where}{problem}", column=column, **context)
         self.column = column
         self.problem = problem
+
+
+class DataChangedError(DataError):
+    """The node's rows differ from those its run began with: it sits the run out."""
 
 
 class FlowerSeamError(ConfigError):

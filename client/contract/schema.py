@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -154,13 +155,30 @@ class TableSchema(_Frozen):
         return [f.name for f in self.features]
 
     def fingerprint(self) -> str:
-        """SHA-256 of the canonical JSON: equal schemas, equal fingerprints."""
+        """SHA-256 of the canonical JSON: equal schemas, equal fingerprints (computed once:
+        the schema is frozen, and an image's has hundreds of features)."""
+        known = _FINGERPRINTS.get(id(self))
+        if known is not None and known[0] is self:
+            return known[1]
         data = self.model_dump(mode="json")
         for feature in data["features"]:  # unflagged: the same fingerprint as before the flag
             if not feature.get("sensitive"):
                 feature.pop("sensitive", None)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+        with _FINGERPRINTS_LOCK:
+            _FINGERPRINTS[id(self)] = (self, fingerprint)
+            while len(_FINGERPRINTS) > _KEEP_FINGERPRINTS:
+                del _FINGERPRINTS[next(iter(_FINGERPRINTS))]
+        return fingerprint
+
+
+_FINGERPRINTS: dict[int, tuple[TableSchema, str]] = {}
+"""The last schemas fingerprinted, by identity (each entry holds its schema, so an id is
+never reused while it is here; not a private attribute, which pydantic would compare)."""
+
+_FINGERPRINTS_LOCK = threading.Lock()
+_KEEP_FINGERPRINTS = 16
 
 
 def load_schema(path: str | Path) -> TableSchema:

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from client.contract.files import FORMATS
 from privacy.errors import BudgetSpentError, ConfigError
+from server.config import DEFAULT_PROFILE_NOISE, DEFAULT_SUMMARY_NOISE
 from simulations.cli.common import ApiKey
 
 # soft_wrap: a line is never broken mid-record (a terminal wraps it, a file keeps it whole);
@@ -121,18 +122,27 @@ def simulate_command(
     ] = 0.1,
     fraction_fit: Annotated[
         float,
-        Opt(help="Share of institutions sampled each round (cross-device style; 1: all)."),
+        Opt(
+            help="Share of institutions sampled to train each round, and to evaluate its model "
+            "(cross-device style; 1: all)."
+        ),
     ] = 1.0,
     seed: Annotated[
         int, Opt(help="Fixes the splits and the initial weights (not the DP noise).")
     ] = 0,
     summary_noise_multiplier: Annotated[
         float | None,
-        Opt(help="σ of the preprocessing summary (default 6, in units of one row's bound; 0: exact)."),
+        Opt(
+            help=f"σ of the preprocessing summary (default {DEFAULT_SUMMARY_NOISE:g}, in units "
+            "of one row's bound; 0: exact)."
+        ),
     ] = None,
     profile_noise_multiplier: Annotated[
         float | None,
-        Opt(help="σ of the reference profile (default 12, in units of its sensitivity; 0: exact)."),
+        Opt(
+            help=f"σ of the reference profile (default {DEFAULT_PROFILE_NOISE:g}, in units of "
+            "its sensitivity; 0: exact)."
+        ),
     ] = None,
     insecure_reproducible: Annotated[
         bool,
