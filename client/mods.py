@@ -23,6 +23,7 @@ from flwr.common.constant import MessageTypeLegacy
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
+from client.contract import shamir_seam
 from client.contract.wire import (
     TASK_EVALUATE,
     TASK_INIT,
@@ -32,7 +33,6 @@ from client.contract.wire import (
     TASK_TRAIN,
 )
 from client.node import NodeSettings
-from privacy import shamir
 from privacy.errors import (
     PolicyRefusalError,
     SecureAggregationRequiredError,
@@ -62,9 +62,9 @@ def secure_aggregation_mod_for(
 
     ``node_config`` completes the node's config, as in ``create_client_app``;
     ``require-secagg`` is read from the result. Flower's Shamir splitting is replaced by
-    ``privacy.shamir``'s (the same shares, about 10× faster).
+    ``privacy.shamir``'s (the same shares, about 10× faster; ``client.contract.shamir_seam``).
     """
-    shamir.install()
+    shamir_seam.install()
 
     def secure_aggregation_mod(
         msg: Message, ctxt: Context, call_next: ClientAppCallable

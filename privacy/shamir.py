@@ -27,15 +27,14 @@ recombines. Shares made here combine
 with PyCryptodome and the other way round (``tests/privacy/test_shamir.py``), so
 a node or coordinator without this module still interoperates.
 
-``install()`` puts the two functions in place of Flower's in the two modules that
-call them (the client mod and the server workflow), after checking that those
-modules still import them by the pinned names (``FlowerSeamError`` otherwise).
+``client.contract.shamir_seam.install()`` puts ``split`` and ``combine`` in place
+of Flower's in the two modules that call them (the client mod and the server
+workflow).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import secrets
 from collections.abc import Sequence
 
@@ -46,12 +45,6 @@ _BITS = 128
 _MASK = (1 << _BITS) - 1
 _LOW = 0x87
 """x^7 + x^2 + x + 1: the modulus's part below x^128."""
-
-SEAMS = (
-    ("flwr.client.mod.secure_aggregation.secaggplus_mod", "create_shares"),
-    ("flwr.server.workflow.secure_aggregation.secaggplus_workflow", "combine_shares"),
-)
-"""Where Flower 1.41 calls its Shamir functions, by the name each module imported."""
 
 
 def _reduce_short(value: int) -> int:
@@ -168,29 +161,3 @@ def combine(shares: Sequence[bytes]) -> bytes:
     if not 1 <= padding <= CHUNK or padded[-padding:] != bytes([padding]) * padding:
         raise ValueError("Failed to combine shares")
     return bytes(padded[:-padding])
-
-
-def install() -> None:
-    """Use ``split`` and ``combine`` wherever Flower's SecAgg+ splits or combines (idempotent).
-
-    Raises ``FlowerSeamError`` where a pinned module no longer imports the function it replaces.
-    """
-    from client.contract.errors import FlowerSeamError
-
-    replacements = {"create_shares": _flower_create_shares, "combine_shares": combine}
-    for module_name, name in SEAMS:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise FlowerSeamError(f"Flower has no {module_name}: {exc}") from exc
-        current = getattr(module, name, None)
-        if current is None or not callable(current):
-            raise FlowerSeamError(
-                f"{module_name} no longer imports {name}: the Shamir seam was pinned to Flower 1.41"
-            )
-        setattr(module, name, replacements[name])
-
-
-def _flower_create_shares(secret: bytes, threshold: int, num: int) -> list[bytes]:
-    """``split`` under Flower's signature."""
-    return split(secret, threshold, num)

@@ -26,7 +26,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp.grid import Grid
 
-from privacy import shamir
+from client.contract import shamir_seam
 from privacy.secagg import SecAggParameters
 from server.errors import NodeFailedError
 
@@ -118,7 +118,7 @@ class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
 def secure_fit_workflow(parameters: SecAggParameters) -> Workflow:
     """Train one round through Flower's SecAgg+ (``DropoutTolerantSecAggPlus``), recombining
     shares with ``privacy.shamir`` (Flower's combination, faster)."""
-    shamir.install()
+    shamir_seam.install()
     secagg = DropoutTolerantSecAggPlus(**parameters.workflow_arguments())  # type: ignore[arg-type]
 
     def workflow(grid: Grid, context: LegacyContext) -> None:

@@ -11,11 +11,12 @@ from Crypto.Protocol.SecretSharing import Shamir, _Element
 from flwr.common.secure_aggregation.crypto import shamir as flower_shamir
 from flwr.server.workflow.secure_aggregation import secaggplus_workflow
 
+from client.contract import shamir_seam
 from client.contract.errors import FlowerSeamError
 from privacy import shamir
 
 # The package's __init__ re-exports the mod function under the module's name.
-secaggplus_mod = importlib.import_module(shamir.SEAMS[0][0])
+secaggplus_mod = importlib.import_module(shamir_seam.SEAMS[0][0])
 
 
 def test_field_arithmetic_matches_pycryptodome() -> None:
@@ -94,7 +95,7 @@ def test_install_replaces_flowers_functions_where_secagg_calls_them(
 ) -> None:
     monkeypatch.setattr(secaggplus_mod, "create_shares", flower_shamir.create_shares)
     monkeypatch.setattr(secaggplus_workflow, "combine_shares", flower_shamir.combine_shares)
-    shamir.install()
+    shamir_seam.install()
     shares = secaggplus_mod.create_shares(b"seed" * 8, 3, 5)
     assert secaggplus_workflow.combine_shares is shamir.combine
     assert flower_shamir.combine_shares(shares[:3]) == b"seed" * 8
@@ -105,4 +106,4 @@ def test_install_fails_loudly_when_flower_moves_the_function(
 ) -> None:
     monkeypatch.delattr(secaggplus_workflow, "combine_shares")
     with pytest.raises(FlowerSeamError, match="no longer imports combine_shares"):
-        shamir.install()
+        shamir_seam.install()
