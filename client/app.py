@@ -151,8 +151,8 @@ def _build_client_app(recipe: _Recipe) -> ClientApp:
 
 
 class _CachingLoader:
-    """Loads each node config's data once per process, with its fingerprint; picklable (Ray
-    ships the app)."""
+    """Loads each node config's data once per app, with its fingerprint (the app itself
+    travels as its recipe, so the loader is never pickled)."""
 
     def __init__(self, loader: DataLoaderFn) -> None:
         self.loader = loader
@@ -170,9 +170,6 @@ class _CachingLoader:
 
     def fingerprint(self, node_config: Mapping[str, Any]) -> str:
         return self._entry(node_config)[1]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"loader": self.loader, "_cache": {}}
 
 
 app = create_client_app()

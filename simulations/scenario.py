@@ -261,7 +261,6 @@ def _pooled_rows(dataset: str) -> pd.DataFrame:
 def _pooled_parts(
     dataset: str, partition: str, alpha: float, institutions: int, seed: int
 ) -> list[np.ndarray]:
-    source = get_dataset(dataset)
-    labels = source.load()[source.schema.target.name].to_numpy()
+    labels = _pooled_rows(dataset)[get_dataset(dataset).schema.target.name].to_numpy()
     partitioner = get_partitioner(partition, alpha=alpha)
     return partitioner.partition(labels, num_institutions=institutions, seed=seed)
