@@ -98,10 +98,9 @@ def fedwarden_seconds_per_round(
             "coordinator",
             _fedwarden(
                 "coordinator", "start", "--pki", str(root / "pki"), "--state", str(root / "state"),
-                "--database-url", url, "--port", str(port),
+                "--database-url", url, "--port", str(port), "--operator-port", str(_free_port()),
             ),
-            # DEBUG puts timestamps on the ServerApp's SecAgg+ stage lines (the breakdown)
-            {"FEDWARDEN_API_KEY": token, "FLWR_LOG_LEVEL": "DEBUG"},
+            {"FEDWARDEN_API_KEY": token},
         )  # fmt: skip
         wait_for_text("coordinator", "coordinator ready", 120)
         timings["coordinator ready"] = time.monotonic() - began

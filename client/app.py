@@ -34,6 +34,7 @@ from client.history import (
     FileHistory,
     StateHistory,
     steps_before_run,
+    use_accounting_cache,
 )
 from client.mods import release_manifest_mod, secure_aggregation_mod_for, update_guard_mod
 from client.node import NodeSettings
@@ -128,6 +129,7 @@ def _build_client_app(recipe: _Recipe) -> ClientApp:
             return InstitutionClient(
                 data=data, settings=settings, history=history, state=context.state
             ).to_client()
+        use_accounting_cache(settings.history_path)
         history = FileHistory(settings.history_path)
         return InstitutionClient(
             data=data,

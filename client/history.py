@@ -30,7 +30,12 @@ from flwr.app import ConfigRecord, RecordDict
 
 from client.contract.errors import DataError
 from privacy.account import HistoryStore
-from privacy.accounting import AccountingStep, compute_epsilon, noise_multiplier_for
+from privacy.accounting import (
+    AccountingStep,
+    compute_epsilon,
+    noise_multiplier_for,
+    use_disk_cache,
+)
 from privacy.errors import ConfigError
 
 _STATE_KEY = "fedwarden.privacy-history"
@@ -140,6 +145,20 @@ def history_file(folder: str | Path, *, institution: str, fingerprint: str) -> P
     """The history file of ``institution`` with the rows ``fingerprint`` names."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", institution).strip("._") or "institution"
     return Path(folder) / f"{safe}-{fingerprint[:16]}.jsonl"
+
+
+ACCOUNTING_CACHE = "accounting-cache.sqlite"
+"""The node's cache of computed ε and σ, beside its history files."""
+
+
+def use_accounting_cache(history_path: str | Path) -> None:
+    """Keep computed ε and σ in the history folder's ``ACCOUNTING_CACHE`` for this process.
+
+    A deployed node forks a fresh ClientApp process per message: without it each
+    training message pays PRV accounting from cold (seconds), and ``client join``'s
+    budget line pays it again.
+    """
+    use_disk_cache(Path(history_path).parent / ACCOUNTING_CACHE)
 
 
 def ensure_writable(folder: str | Path, *, what: str = "state folder") -> Path:

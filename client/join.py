@@ -9,7 +9,9 @@ runs in ``process`` isolation beside ``python -m client.warm_exec``, which
 forks preloaded ClientApp processes instead of starting fresh ones. With
 ``fast_poll`` (the default) the SuperNode is Flower's own, started through
 ``python -m client.fast_poll``: its idle poll backs off from 50 ms to 1 s
-instead of sleeping 3 s, and the executor polls every ``EXEC_POLL_S``.
+instead of sleeping 3 s, and it wakes the executor through a FIFO in the state
+folder (``WAKE_FIFO``) whenever it stores a message, so the executor asks for the
+task at once and otherwise polls at most once a second.
 
 The node's privacy history is always kept: in its state folder, in a file
 keyed by the institution and a fingerprint of its data (``node_history``), so
@@ -39,6 +41,7 @@ from client.history import (
     file_fingerprint,
     history_file,
     settings_fingerprint,
+    use_accounting_cache,
 )
 from privacy.account import InstitutionAccount
 from privacy.config import PrivacyBudget
@@ -48,12 +51,13 @@ from privacy.sealed_files import materialized
 
 logger = logging.getLogger(__name__)
 
-EXEC_POLL_S = "0.05"
-"""``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` of the node's executor (Flower's default: 1 s)."""
 
 _TLS_FAILURE = ("SSL/TLS handshake error", "CERTIFICATE_VERIFY_FAILED")
 _UNREACHABLE = ("Failed to initialize the connection to the SuperLink", "Giving up reconnection")
 _REFUSED = ("Failed to activate SuperNode", "No SuperNode found with the given public key")
+_ENDED = "SuperNode terminated gracefully"
+"""What Flower's SuperNode says as it leaves on a signal: one it sends itself when the
+SuperLink answers its heartbeat with 401 (its key was revoked or unregistered)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +230,8 @@ def supernode_argv(
         if settings.fast_poll
         else [executable("flower-supernode")]
     )
+    if settings.fast_poll and settings.warm:
+        program += ["--wake", str(wake_fifo(settings))]
     argv = [
         *program,
         "--superlink", settings.coordinator,
@@ -242,7 +248,18 @@ def supernode_argv(
     return argv
 
 
-def warm_executor_argv(*, runtime_port: int, parent_pid: int) -> list[str]:
+WAKE_FIFO = "exec-wake.fifo"
+"""FIFO in the node's state folder: its SuperNode wakes its warm executor through it."""
+
+
+def wake_fifo(settings: JoinSettings) -> Path:
+    return (settings.state_dir / WAKE_FIFO).resolve()
+
+
+def warm_executor_argv(
+    *, runtime_port: int, parent_pid: int, wake: Path | None = None
+) -> list[str]:
+    wake_args = ["--wake", str(wake)] if wake is not None else []
     return [
         sys.executable, "-m", "client.warm_exec",
         "--appio-api-address", f"127.0.0.1:{runtime_port}",
@@ -250,6 +267,7 @@ def warm_executor_argv(*, runtime_port: int, parent_pid: int) -> list[str]:
         "--parent-pid", str(parent_pid),
         # The node's own installed ClientApp, imported once (not the coordinator's FAB copy)
         "--preload", "client.app",
+        *wake_args,
     ]  # fmt: skip
 
 
@@ -285,6 +303,8 @@ class BudgetWatcher:
             return None
         self._seen = stamp
         from client.node import NodeSettings
+
+        use_accounting_cache(self.path)  # the ClientApp computed this ε already
 
         settings = NodeSettings.from_node_config(self.node_config)
         account = InstitutionAccount(
@@ -326,6 +346,7 @@ class _Diagnosis:
         self.tls_failure = False
         self.refused = False
         self.unreachable = False
+        self.ended = False
         self.reason = ""
 
     def __call__(self, line: str) -> None:
@@ -337,6 +358,8 @@ class _Diagnosis:
             self.tls_failure = True
         if any(marker in line for marker in _REFUSED):
             self.refused = True
+        if _ENDED in line:
+            self.ended = True
 
 
 def join(
@@ -357,8 +380,6 @@ def join(
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     port = settings.runtime_port or free_port()
     env = child_env(FLWR_HOME=str(settings.state_dir.resolve()))
-    if settings.fast_poll:
-        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", EXEC_POLL_S)
     group = ProcessGroup()
     diagnosis = _Diagnosis()
     with materialized(settings.node_key, keyring=keyring, what="the node key") as node_key:
@@ -368,7 +389,10 @@ def join(
             on_line=diagnosis,
         )
         if settings.warm:
-            group.start(warm_executor_argv(runtime_port=port, parent_pid=node.pid), env=env)
+            wake = wake_fifo(settings) if settings.fast_poll else None
+            group.start(
+                warm_executor_argv(runtime_port=port, parent_pid=node.pid, wake=wake), env=env
+            )
         watching = on_budget is not None and "history-path" in settings.node_config
         with (
             BudgetWatcher(settings.node_config, on_change=on_budget)  # type: ignore[arg-type]
@@ -386,6 +410,14 @@ def join(
         raise JoinError(
             f"the coordinator at {settings.coordinator} refused this node's key "
             f"{settings.node_key}: is it registered (`fedwarden pki node`)?",
+            coordinator=settings.coordinator,
+        )
+    if code == 0 and diagnosis.ended and not group.signalled:
+        # Nobody stopped this node: the SuperLink refused it mid-session and Flower's
+        # SuperNode, told 401, stopped itself.
+        raise JoinError(
+            f"the coordinator at {settings.coordinator} refused this node's key "
+            f"{settings.node_key} during its session (revoked or unregistered): the node left",
             coordinator=settings.coordinator,
         )
     if diagnosis.unreachable:

@@ -9,10 +9,12 @@ ClientApp task entry (``flwr.supernode.runtime.run_clientapp.run_clientapp``,
 what ``flwr-clientapp`` runs) and leaves with ``os._exit``.
 
 Everything else is Flower's: the polling loop, the task acquisition, the plugin
-that turns a task into an ``ExecutionSpec``, TLS, the shared-secret auth and the
-poll interval (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``, seconds, default 1). Only
+that turns a task into an ``ExecutionSpec``, TLS and the shared-secret auth. Only
 the executor (Flower's ``Executor`` protocol, whose shipped implementations are
-``SubprocessExecutor`` and ``KubernetesExecutor``) is ours. Command line, as
+``SubprocessExecutor`` and ``KubernetesExecutor``) is ours, and the loop's sleep:
+``client.contract.polling.install_superexec_poll`` backs it off from 50 ms to 1 s
+while idle (``--poll-first-s``, ``--poll-max-s``), and ``--wake FIFO`` ends it at
+once when the SuperNode has stored a message. Command line, as
 ``flower-superexec --plugin-type clientapp``::
 
     python -m client.warm_exec --appio-api-address 127.0.0.1:9094 --insecure
@@ -55,12 +57,20 @@ from flwr.supercore.auth import add_superexec_auth_secret_args, load_superexec_a
 from flwr.supercore.constant import ExecutorType, TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 
+from client.contract.polling import (
+    WakeChannel,
+    add_poll_args,
+    install_object_pull_backoff,
+    install_superexec_poll,
+    poll_settings,
+)
 from privacy.redaction import install_log_redaction
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRELOAD: tuple[str, ...] = (
     "torch",
+    "torch._dynamo",  # imported by the first optimizer a process builds: ~3 s on a loaded node
     "opacus",
     "numpy",
     "pandas",
@@ -128,6 +138,8 @@ class ForkExecutor:
         self._owner_pid = os.getpid()
         self._children: dict[int, int] = {}  # pid -> task_id
         self.finished: list[ChildExit] = []
+        self.on_launch: Callable[[], None] | None = None
+        """Told after each fork (the task poll's back-off starts short again)."""
 
     @property
     def running(self) -> dict[int, int]:
@@ -174,6 +186,8 @@ class ForkExecutor:
             _child_main(self._run_task, spec)  # never returns
         self._children[pid] = spec.task_id
         logger.info("task %d: forked child %d", spec.task_id, pid)
+        if self.on_launch is not None:
+            self.on_launch()
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:
@@ -359,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Seconds between SIGTERM and SIGKILL to the children (Flower force-exits the "
         "executor 5 s after it gets SIGTERM; the children also leave when it is gone).",
     )
+    parser.add_argument(
+        "--wake",
+        metavar="FIFO",
+        help="FIFO the SuperNode (python -m client.fast_poll --wake FIFO) writes to when it "
+        "stores a message: the task is asked for at once, not at the next poll.",
+    )
+    add_poll_args(parser)
     add_superexec_auth_secret_args(parser)
     return parser
 
@@ -376,8 +397,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     seconds = preload(modules)
     logger.info("preloaded %s in %.1f s", ", ".join(modules), seconds)
     cache_fab_installs()
+    install_object_pull_backoff()  # the children pull their message from the SuperNode
+    executor = ForkExecutor(
+        max_children=args.max_concurrent_tasks, stop_timeout_s=args.stop_timeout
+    )
+    wake = WakeChannel(args.wake) if args.wake else None
+    executor.on_launch = install_superexec_poll(poll_settings(args), wake=wake).reset
     run_warm_exec(
-        ForkExecutor(max_children=args.max_concurrent_tasks, stop_timeout_s=args.stop_timeout),
+        executor,
         runtime_api_address=args.runtime_api_address,
         insecure=args.insecure,
         root_certificates_path=args.root_certificates,

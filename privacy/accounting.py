@@ -10,14 +10,22 @@ from Opacus's RDP and PRV accountants::
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+import logging
 import math
+import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from privacy.errors import AccountingError, UnknownNameError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,7 +226,117 @@ def compute_epsilon(
 
 @functools.lru_cache(maxsize=4096)
 def _cached_epsilon(history: tuple[AccountingStep, ...], delta: float, accountant: str) -> float:
-    return get_accountant(accountant).epsilon(history, delta=delta)
+    key = _disk_key("epsilon", [_step_key(step) for step in history], delta, accountant)
+    cached = _disk_get(key)
+    if cached is not None:
+        return cached
+    epsilon = get_accountant(accountant).epsilon(history, delta=delta)
+    _disk_put(key, epsilon)
+    return epsilon
+
+
+class AccountingCache:
+    """ε and σ already computed, kept in an SQLite file beside a node's privacy history.
+
+    A deployed node runs its ClientApp in a fresh process for every message, so the
+    in-process caches start cold each time, and PRV accounting costs seconds from cold
+    (a σ bisection tens of them). Every result is a pure function of public inputs
+    (σ, q, steps, δ, the accountant and its library's version), so a result computed
+    once is valid for every later process of the same node. The file lives in the
+    node's own state folder, as trusted as the history beside it. A cache that cannot
+    be read or written is skipped: the value is computed as if it were absent.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        with self._connect() as connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS accounting (key TEXT PRIMARY KEY, value REAL NOT NULL)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+
+    def get(self, key: str) -> float | None:
+        with self._lock, contextlib.closing(self._connect()) as connection:
+            row = connection.execute(
+                "SELECT value FROM accounting WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else float(row[0])
+
+    def put(self, key: str, value: float) -> None:
+        if not math.isfinite(value):
+            return
+        with self._lock, contextlib.closing(self._connect()) as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO accounting (key, value) VALUES (?, ?)", (key, value)
+            )
+
+
+class _DiskSlot:
+    cache: AccountingCache | None = None
+
+
+_disk = _DiskSlot()
+
+
+def use_disk_cache(path: Path | None) -> None:
+    """Keep computed ε and σ in ``path`` (an SQLite file) as well as in memory; ``None``: don't.
+
+    What a node's ClientApp calls when it has a state folder (``client join``), so that
+    each message's fresh process finds what earlier ones computed.
+    """
+    if path is None:
+        _disk.cache = None
+        return
+    if _disk.cache is not None and _disk.cache.path == path:
+        return
+    try:
+        _disk.cache = AccountingCache(path)
+    except sqlite3.Error as exc:
+        logger.warning("accounting cache %s unusable, computing from cold: %s", path, exc)
+        _disk.cache = None
+
+
+@functools.cache
+def _library_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("opacus")
+    except PackageNotFoundError:
+        return "?"
+
+
+def _step_key(step: AccountingStep) -> list[float]:
+    return [step.noise_multiplier, step.sample_rate, step.steps]
+
+
+def _disk_key(kind: str, *parts: object) -> str:
+    # json writes floats with repr: keys are exact
+    return json.dumps([kind, _library_version(), *parts], separators=(",", ":"))
+
+
+def _disk_get(key: str) -> float | None:
+    cache = _disk.cache
+    if cache is None:
+        return None
+    try:
+        return cache.get(key)
+    except sqlite3.Error as exc:
+        logger.debug("accounting cache read failed: %s", exc)
+        return None
+
+
+def _disk_put(key: str, value: float) -> None:
+    cache = _disk.cache
+    if cache is None:
+        return
+    try:
+        cache.put(key, value)
+    except sqlite3.Error as exc:
+        logger.debug("accounting cache write failed: %s", exc)
 
 
 def noise_multiplier_for(
@@ -237,6 +355,39 @@ def noise_multiplier_for(
     composed with them stay under ``target_epsilon``, so that those releases still fit
     in the budget when their turn comes.
     """
+    key = _disk_key(
+        "sigma",
+        target_epsilon,
+        target_delta,
+        sample_rate,
+        steps,
+        accountant,
+        [_step_key(step) for step in reserved],
+    )
+    cached = _disk_get(key)
+    if cached is not None:
+        return cached
+    sigma = _noise_multiplier_for(
+        target_epsilon=target_epsilon,
+        target_delta=target_delta,
+        sample_rate=sample_rate,
+        steps=steps,
+        accountant=accountant,
+        reserved=reserved,
+    )
+    _disk_put(key, sigma)
+    return sigma
+
+
+def _noise_multiplier_for(
+    *,
+    target_epsilon: float,
+    target_delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str,
+    reserved: Sequence[AccountingStep],
+) -> float:
     sigma = get_accountant(accountant).noise_multiplier(
         target_epsilon=target_epsilon,
         target_delta=target_delta,

@@ -114,6 +114,11 @@ class ProcessGroup:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    @property
+    def signalled(self) -> bool:
+        """Whether ``wait`` ended because this process got SIGINT or SIGTERM."""
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         """SIGTERM every child still running, SIGKILL those still there after the timeout."""
         for child in self.children:

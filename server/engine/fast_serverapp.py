@@ -15,33 +15,39 @@ executor replaced, through the one function it builds it with
 ``flwr-serverapp ARGS``. ``serverapp`` installs ``client.contract.polling``'s grid seam
 (the grid's 3 s pull sleep becomes a back-off from 50 ms to 1 s) and then runs
 Flower's ``flwr-serverapp`` entry with the same arguments. The SuperExec's own
-task poll is Flower's ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (``TASK_POLL_S``).
+task poll backs off from ``TASK_POLL.first_s`` to ``TASK_POLL.max_s`` while no
+run is submitted (``client.contract.polling.install_superexec_poll``): polled at a
+fixed 0.1 s it was a third of the SuperLink's requests during a run.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from client.contract.errors import FlowerSeamError
-from client.contract.polling import add_poll_args, install_grid_poll, poll_settings
+from client.contract.polling import (
+    PollSettings,
+    add_poll_args,
+    install_grid_poll,
+    install_object_pull_backoff,
+    install_superexec_poll,
+    poll_settings,
+)
 
 logger = logging.getLogger(__name__)
 
-TASK_POLL_S = "0.1"
-"""``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` of the executor: how soon a submitted run starts."""
+TASK_POLL = PollSettings(first_s=0.1, max_s=1.0)
+"""The executor's task poll: how soon a submitted run's ServerApp starts."""
 
 _EXECUTOR_SEAM = "get_executor"
 
 
-def executor_argv(
-    *, runtime_api_address: str, ca_certificate: Path, parent_pid: int
-) -> list[str]:
+def executor_argv(*, runtime_api_address: str, ca_certificate: Path, parent_pid: int) -> list[str]:
     """The command ``coordinator start`` runs beside a ``--isolation process`` SuperLink."""
     return [
         sys.executable, "-m", "server.engine.fast_serverapp", "exec",
@@ -57,6 +63,8 @@ class ServerAppExecutor:
     def __init__(self, *, poll_args: Sequence[str] = ()) -> None:
         self._poll_args = list(poll_args)
         self._children: list[subprocess.Popen[bytes]] = []
+        self.on_launch: Callable[[], None] | None = None
+        """Told after each ServerApp starts (the task poll's back-off starts short again)."""
 
     def get_eligible_capacity(
         self,
@@ -97,6 +105,8 @@ class ServerAppExecutor:
         quiet = subprocess.DEVNULL if spec.suppress_output else None
         self._children.append(subprocess.Popen(argv, stdout=quiet, stderr=quiet))
         logger.info("task %d: ServerApp process %d", spec.task_id, self._children[-1].pid)
+        if self.on_launch is not None:
+            self.on_launch()
         return LaunchResult.accepted()
 
     def reconcile(self) -> None:
@@ -130,16 +140,19 @@ def run_exec(argv: Sequence[str]) -> None:
     poll_settings(args)  # checked here, used by each ServerApp
     import flwr.supercore.superexec.run_superexec as superexec_loop
 
-    executor = ServerAppExecutor(
-        poll_args=["--poll-first-s", str(args.poll_first_s), "--poll-max-s", str(args.poll_max_s)]
-    )
+    poll_args = [
+        "--poll-first-s", str(args.poll_first_s),
+        "--poll-max-s", str(args.poll_max_s),
+        "--poll-busy-max-s", str(args.poll_busy_max_s),
+    ]  # fmt: skip
+    executor = ServerAppExecutor(poll_args=poll_args)
     if getattr(superexec_loop, _EXECUTOR_SEAM, None) is None:
         raise FlowerSeamError(
             f"flwr.supercore.superexec.run_superexec has no {_EXECUTOR_SEAM}(); "
             "this Flower version is not supported by the ServerApp executor"
         )
     setattr(superexec_loop, _EXECUTOR_SEAM, lambda *_a, **_k: executor)
-    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", TASK_POLL_S)
+    executor.on_launch = install_superexec_poll(TASK_POLL).reset
     superexec_loop.run_superexec(
         runtime_api_address=args.runtime_api_address,
         insecure=args.insecure,
@@ -155,6 +168,7 @@ def run_serverapp(argv: Sequence[str]) -> None:
     add_poll_args(parser)
     ours, theirs = parser.parse_known_args(argv)
     install_grid_poll(poll_settings(ours))
+    install_object_pull_backoff()
     from flwr.superlink.cli.flwr_serverapp import flwr_serverapp
 
     sys.argv = ["flwr-serverapp", *theirs]

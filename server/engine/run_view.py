@@ -95,18 +95,36 @@ def _num_rounds(run: Run) -> int | None:
     return int(value) if isinstance(value, int | float | str) and str(value).isdigit() else None
 
 
+def phase_of(progress: RunProgress | None) -> str:
+    """The phase a run is in, as far as the store shows it: ``start-up`` (the ServerApp's
+    start, the census and the summary: the run is recorded once they are done), ``round
+    k/N``, ``profile`` (every round recorded, the run not over) or its final status."""
+    if progress is None:
+        return "start-up"
+    if progress.status != "running":
+        return progress.status
+    done = progress.rounds[-1].round if progress.rounds else 0
+    if progress.num_rounds is not None and done >= progress.num_rounds:
+        return "profile"
+    total = progress.num_rounds if progress.num_rounds is not None else "?"
+    return f"round {done + 1}/{total}"
+
+
 def follow(
     store: Store,
     run_id: str,
     *,
     on_round: Callable[[RoundRecord, int | None], None],
     finished: Callable[[], bool],
+    on_phase: Callable[[str], None] | None = None,
     poll_s: float = 1.0,
     shown: int = 0,
 ) -> RunProgress | None:
-    """Call ``on_round`` for each round recorded after the first ``shown``, until
-    ``finished()`` (then once more, for the last rounds); the run as it ended."""
+    """Call ``on_round`` for each round recorded after the first ``shown``, and ``on_phase``
+    when the run's phase (``phase_of``) changes, until ``finished()`` (then once more, for
+    the last rounds); the run as it ended."""
     progress = None
+    phase = ""
     while True:
         done = finished()
         progress = recorded_rounds(store, run_id) or progress
@@ -115,6 +133,9 @@ def follow(
                 if record.round > shown:
                     on_round(record, progress.num_rounds)
                     shown = record.round
+        if on_phase is not None and not done and (now := phase_of(progress)) != phase:
+            phase = now
+            on_phase(phase)
         if done:
             return progress
         time.sleep(poll_s)

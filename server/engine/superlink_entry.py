@@ -16,6 +16,12 @@ functions (``_parse_superlink_lifespan_config`` and ``create_app``, checked by
   else gets 403 and one log line (``REFUSAL_MARK``) that the coordinator's
   ``RefusalWatcher`` audits as ``superlink.refused``.
 
+It also throttles one piece of Flower's bookkeeping (``throttle_task_token_cleanup``):
+its SQL state expires stale task tokens with two ``UPDATE`` statements before *every*
+run-status read, and every Fleet request reads the run's status; at most once a second
+is enough for tokens that live for tens of seconds, and it was a third of the
+SuperLink's SQL time during a round.
+
 Run as ``python -m server.engine.superlink_entry --fleet-host H --fleet-port P
 <flower-superlink arguments>``.
 """
@@ -23,13 +29,20 @@ Run as ``python -m server.engine.superlink_entry --fleet-host H --fleet-port P
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import logging
+import math
 import os
 import socket
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
+
+from client.contract.errors import FlowerSeamError
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +105,41 @@ class FleetOnlyMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+CLEANUP_MODULE = "flwr.supercore.corestate.sql_corestate"
+CLEANUP_CLASS = "SqlCoreState"
+CLEANUP_METHOD = "_cleanup_expired_task_tokens"
+CLEANUP_INTERVAL_S = 1.0
+
+
+def throttle_task_token_cleanup(interval_s: float = CLEANUP_INTERVAL_S) -> None:
+    """Run Flower's ``SqlCoreState._cleanup_expired_task_tokens`` at most once per
+    ``interval_s`` per state object (``FlowerSeamError`` if Flower moved it)."""
+    module = importlib.import_module(CLEANUP_MODULE)
+    owner = getattr(module, CLEANUP_CLASS, None)
+    method = getattr(owner, CLEANUP_METHOD, None)
+    if owner is None or method is None:
+        raise FlowerSeamError(
+            f"{CLEANUP_MODULE}.{CLEANUP_CLASS}.{CLEANUP_METHOD} is gone: the SuperLink's "
+            "cleanup throttle was pinned to Flower 1.41"
+        )
+    if getattr(method, "_fedwarden_throttled", False):
+        return
+    last: dict[int, float] = {}
+    lock = threading.Lock()
+
+    @functools.wraps(method)
+    def throttled(self: Any) -> None:
+        now = time.monotonic()
+        with lock:
+            if now - last.get(id(self), -math.inf) < interval_s:
+                return
+            last[id(self)] = now
+        method(self)
+
+    throttled._fedwarden_throttled = True  # type: ignore[attr-defined]
+    setattr(owner, CLEANUP_METHOD, throttled)
+
+
 def split_argv(argv: Sequence[str]) -> tuple[str, int, list[str]]:
     """``(fleet_host, fleet_port, flower_argv)``: our two flags taken out of ``argv``."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -123,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from flwr.superlink.main import create_app
 
     fleet_host, fleet_port, flower_argv = split_argv(sys.argv[1:] if argv is None else argv)
+    throttle_task_token_cleanup()
     for name in _GRPC_SWITCHES:
         os.environ.pop(name, None)
     # Flower starts its SuperExec as `flower-superexec` from PATH: this install's own.

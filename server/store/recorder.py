@@ -177,10 +177,17 @@ class StoreRecorder:
     def mark_failed(self, reason: str) -> None:
         """Mark the run ``failed`` (recording it first if it failed before it started).
 
-        A coordinator killed mid-run can leave its ServerApp alive for a few
-        seconds; if another coordinator has resumed the run since, the run is
+        A run an operator stopped (``run stop``) stays ``stopped``: its ServerApp then
+        fails as Flower ends it. A coordinator killed mid-run can leave its ServerApp alive
+        for a few seconds; if another coordinator has resumed the run since, the run is
         no longer this recorder's to fail, and it is left alone (logged).
         """
+        with self.store.session() as session:
+            run = session.get(Run, self.run_id)
+            if run is not None and run.status == "stopped":
+                logger.info("run %s was stopped by an operator; not failing it (%s)",
+                            self.run_id, reason)  # fmt: skip
+                return
         if self._claim is not None:
             with self.store.session() as session:
                 latest = _last_claim(session, self.run_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -125,9 +124,11 @@ def run_status_command(
                     flower_status(state, last).get("status", "")
                 ).startswith("finished")
 
-            progress = follow_run(
-                store, record.run_id, on_round=_round_printer(record), finished=finished
-            )
+            with _RunView(record) as view:
+                progress = follow_run(
+                    store, record.run_id, on_round=view.on_round, on_phase=view.on_phase,
+                    finished=finished,
+                )  # fmt: skip
             _print_end(record.run_id, progress, planned=record.config.get("num-server-rounds"))
             return
         progress = recorded_rounds(store, record.run_id)
@@ -190,7 +191,8 @@ def run_stop_command(
     with opened(database_url) as store, store.session() as session:
         actor = repo.authenticate(session, api_key)
         found = match_run(session, record.run_id)
-        if found is not None and found.status == "running":
+        # "failed": the ServerApp may have seen Flower end the run before this line
+        if found is not None and found.status in ("running", "failed"):
             end_run(
                 session=session, actor=actor, run_id=found.id, status="stopped",
                 reason=f"stopped by {actor.name}",
@@ -225,9 +227,12 @@ def _submit(
         log.write(line + "\n")
         log.flush()
         if line.startswith("fedwarden run ") or "ERROR" in line:
-            typer.echo(line)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
             if line.startswith("fedwarden run "):
-                typer.echo(f"Flower's log: {log_path}; waiting for the ServerApp's first round…")
+                console.print(
+                    f"Flower's log: {log_path}; waiting for the ServerApp's first round…",
+                    markup=False, highlight=False, soft_wrap=True,
+                )  # fmt: skip
 
     def run() -> None:
         try:
@@ -237,11 +242,15 @@ def _submit(
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
 
-    with log_path.open("a", encoding="utf-8") as log, opened(database_url) as store:
+    with (
+        log_path.open("a", encoding="utf-8") as log,
+        opened(database_url) as store,
+        _RunView(record) as view,
+    ):
         worker = threading.Thread(target=run, name="flwr-run", daemon=True)
         worker.start()
         progress = follow(
-            store, record.run_id, on_round=_round_printer(record),
+            store, record.run_id, on_round=view.on_round, on_phase=view.on_phase,
             finished=lambda: not worker.is_alive(),
         )  # fmt: skip
     error = outcome.get("error")
@@ -252,18 +261,37 @@ def _submit(
     return code if isinstance(code, int) else 1
 
 
-def _round_printer(record: RunRecord) -> Callable[[RoundRecord, int | None], None]:
-    """Prints one line per round, out of the rounds the run's config asks for."""
-    planned = record.config.get("num-server-rounds")
+class _RunView:
+    """What ``simulate`` shows, from the store: a bar naming the phase (on a terminal;
+    elsewhere one line per phase) and one line per round."""
 
-    def show(round_record: RoundRecord, num_rounds: int | None) -> None:
+    def __init__(self, record: RunRecord) -> None:
+        from simulations.progress import ProgressObserver
+
+        planned = record.config.get("num-server-rounds")
+        self.planned = planned if isinstance(planned, int) else None
+        self.bar = ProgressObserver(console, num_rounds=self.planned or 0)
+
+    def __enter__(self) -> _RunView:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def on_phase(self, phase: str) -> None:
+        self.bar.on_phase(phase)
+
+    def on_round(self, round_record: RoundRecord, num_rounds: int | None) -> None:
         from simulations.progress import format_round
 
-        total = num_rounds or (planned if isinstance(planned, int) else None)
-        line = format_round(round_record, total or round_record.round)
+        total = num_rounds or self.planned or round_record.round
+        if total != self.bar.num_rounds:
+            self.bar.num_rounds = total
+            self.bar.progress.update(self.bar.task, total=total)
+        self.bar.progress.update(self.bar.task, completed=round_record.round)
+        line = format_round(round_record, total)
         console.print(line, highlight=False, soft_wrap=True)
-
-    return show
 
 
 def _print_end(run_id: str, progress: RunProgress | None, *, planned: object = None) -> None:

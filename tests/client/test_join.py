@@ -13,6 +13,7 @@ from client.join import (
     node_config_text,
     node_history,
     supernode_argv,
+    wake_fifo,
     warm_executor_argv,
 )
 from privacy.accounting import AccountingStep
@@ -40,8 +41,12 @@ def test_the_supernode_uses_tls_the_node_key_and_process_isolation_when_warm(tmp
     )
 
     argv = supernode_argv(settings, runtime_port=9100)
-    warm = warm_executor_argv(runtime_port=9100, parent_pid=7)
+    wake = wake_fifo(settings)
+    warm = warm_executor_argv(runtime_port=9100, parent_pid=7, wake=wake)
 
+    # the SuperNode wakes its executor through one FIFO in the node's state folder
+    assert argv[argv.index("--wake") + 1] == warm[warm.index("--wake") + 1] == str(wake)
+    assert wake.parent == settings.state_dir.resolve()
     assert argv[argv.index("--root-certificates") + 1].endswith("ca.crt")
     assert argv[argv.index("--auth-supernode-private-key") + 1].endswith("node.key")
     assert argv[argv.index("--isolation") + 1] == "process"
@@ -167,3 +172,41 @@ def test_the_supernode_is_started_through_the_fast_poll_seam_with_bounded_retrie
     assert argv[argv.index("--max-retries") + 1] == "3"
     assert argv[argv.index("--max-wait-time") + 1] == "9.0"
     assert plain[0].endswith("flower-supernode")
+
+
+@pytest.mark.slow
+def test_a_node_pointed_at_a_wrong_address_says_so_after_bounded_attempts(tmp_path):
+    # A real `client join` (its own SuperNode) against a port nothing listens on.
+    import subprocess
+    import sys
+    import time
+
+    from client.join import free_port
+
+    def fedwarden(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "simulations.cli", *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    assert fedwarden("pki", "init", "--out", str(tmp_path / "pki")).returncode == 0
+    made = fedwarden(
+        "pki", "node", "--institution", "Cleveland", "--out", str(tmp_path / "nodes"),
+        "--no-register",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    began = time.monotonic()
+
+    joined = fedwarden(
+        "client", "join", "--coordinator", f"127.0.0.1:{free_port()}",
+        "--ca", str(tmp_path / "pki" / "ca.crt"), "--key", str(tmp_path / "nodes" / "Cleveland.key"),
+        "--dataset", "heart-disease", "--partition-id", "0", "--budget-epsilon", "1",
+        "--state", str(tmp_path / "node"), "--no-check-data",
+        "--connect-attempts", "2", "--connect-wait", "10",
+        timeout=240,
+    )  # fmt: skip
+
+    said = " ".join((joined.stdout + joined.stderr).split())
+    assert joined.returncode == 11, said[-2000:]
+    assert "could not reach the coordinator" in said and "after 2 attempts" in said
+    assert time.monotonic() - began < 200  # bounded: not retrying for ever

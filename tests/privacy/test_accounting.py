@@ -103,3 +103,57 @@ def test_a_reserve_that_alone_passes_the_target_is_refused():
             target_epsilon=0.5, target_delta=1e-5, sample_rate=0.2, steps=25,
             reserved=[AccountingStep(noise_multiplier=1.0, sample_rate=1.0, steps=1)],
         )
+
+
+@pytest.fixture
+def disk_cache(tmp_path):
+    from privacy import accounting
+
+    path = tmp_path / "accounting-cache.sqlite"
+    accounting.use_disk_cache(path)
+    accounting._cached_epsilon.cache_clear()
+    yield path
+    accounting.use_disk_cache(None)
+    accounting._cached_epsilon.cache_clear()
+
+
+def test_a_fresh_process_finds_epsilon_and_sigma_in_the_disk_cache(disk_cache, monkeypatch):
+    # What each forked ClientApp of a deployed node does: its in-memory cache starts cold.
+    from privacy import accounting
+
+    history = [step(1.1, 0.05, 120)]
+    epsilon = compute_epsilon(history, delta=1e-5, accountant="rdp")
+    sigma = noise_multiplier_for(
+        target_epsilon=2.0, target_delta=1e-5, sample_rate=0.05, steps=100, accountant="rdp"
+    )
+    accounting._cached_epsilon.cache_clear()  # "a new process"
+
+    def no_accountant(name: str) -> accounting.Accountant:
+        raise AssertionError(f"the {name} accountant ran although the result was cached")
+
+    monkeypatch.setattr(accounting, "get_accountant", no_accountant)
+
+    assert compute_epsilon(history, delta=1e-5, accountant="rdp") == epsilon
+    assert noise_multiplier_for(
+        target_epsilon=2.0, target_delta=1e-5, sample_rate=0.05, steps=100, accountant="rdp"
+    ) == sigma
+    with pytest.raises(AssertionError, match="ran although"):  # a different δ is not cached
+        compute_epsilon(history, delta=1e-6, accountant="rdp")
+    assert disk_cache.stat().st_size > 0
+
+
+def test_an_unusable_disk_cache_is_skipped_not_fatal(tmp_path, caplog):
+    from privacy import accounting
+
+    bad = tmp_path / "accounting-cache.sqlite"
+    bad.write_bytes(b"not a database" * 100)
+    try:
+        accounting.use_disk_cache(bad)
+        accounting._cached_epsilon.cache_clear()
+        value = compute_epsilon([step(1.1, 0.05, 10)], delta=1e-5, accountant="rdp")
+    finally:
+        accounting.use_disk_cache(None)
+        accounting._cached_epsilon.cache_clear()
+
+    assert 0 < value < math.inf
+    assert "computing from cold" in caplog.text

@@ -111,3 +111,79 @@ def test_the_serverapp_executor_seam_and_entry_exist_in_this_flower():
 
     assert "get_executor(" in inspect.getsource(loop.run_superexec)
     assert callable(entry.flwr_serverapp)
+
+
+def test_the_superexec_task_poll_and_the_object_pulls_are_where_they_were_pinned():
+    # Fails on a Flower upgrade that moves the SuperExec's sleep or the pull back-off.
+    from flwr.supercore.inflatable import inflatable_utils
+
+    loop = importlib.import_module(fast_poll.SUPEREXEC_MODULE)
+    assert fast_poll.TASK_SLEEP in inspect.getsource(getattr(loop, fast_poll.SUPEREXEC_LOOP))
+    for name in fast_poll.PULL_FUNCTIONS:
+        defaults = getattr(inflatable_utils, name).__kwdefaults__
+        assert {k: defaults[k] for k in fast_poll.FLOWER_PULL_BACKOFF} in (
+            fast_poll.FLOWER_PULL_BACKOFF,
+            fast_poll.PULL_BACKOFF,
+        )
+
+
+def test_object_pulls_retry_after_50_ms_and_a_moved_default_fails_loudly(monkeypatch):
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for name in fast_poll.PULL_FUNCTIONS:
+        function = getattr(inflatable_utils, name)
+        monkeypatch.setattr(function, "__kwdefaults__", dict(function.__kwdefaults__))
+    fast_poll.install_object_pull_backoff()
+    assert inflatable_utils.pull_objects.__kwdefaults__["initial_backoff"] == 0.05
+    assert inflatable_utils.pull_objects.__kwdefaults__["backoff_cap"] == 1.0
+
+    inflatable_utils.pull_objects.__kwdefaults__["initial_backoff"] = 2  # "a new Flower"
+    with pytest.raises(FlowerSeamError, match="pull seam"):
+        fast_poll.install_object_pull_backoff()
+
+
+def test_a_wake_ends_the_executors_wait_at_once_and_resets_its_back_off(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    loop = importlib.import_module(fast_poll.SUPEREXEC_MODULE)
+    monkeypatch.setattr(loop, "time", loop.time)
+    waker = fast_poll.WakeChannel(tmp_path / "wake.fifo")  # the SuperNode's end
+    wake = fast_poll.WakeChannel(tmp_path / "wake.fifo")  # the executor's end
+    clock = fast_poll.install_superexec_poll(
+        PollSettings(first_s=0.01, max_s=5.0, busy_max_s=5.0, busy_s=0), wake=wake
+    )
+    for _ in range(8):  # idle: 0.01 doubling towards 5 s
+        clock.next_interval()
+
+    threading.Timer(0.2, waker.notify).start()
+    began = time.monotonic()
+    loop.time.sleep(1)  # what Flower's loop does between two task polls
+    waited = time.monotonic() - began
+
+    assert 0.15 < waited < 1.5  # woken, not the 2.56 s the back-off had reached
+    assert clock.next_interval() == 0.01  # and the next poll is short again
+    assert not wake.wait(0)  # the wake was drained
+    waker.close()
+    wake.close()
+
+
+def test_a_wake_path_that_is_not_a_fifo_is_refused(tmp_path):
+    (tmp_path / "plain").write_text("")
+
+    with pytest.raises(ValueError, match="not a FIFO"):
+        fast_poll.WakeChannel(tmp_path / "plain")
+
+
+def test_within_a_run_the_back_off_stops_short_of_the_idle_cap():
+    slept: list[float] = []
+    clock = BackoffClock(
+        PollSettings(first_s=0.05, max_s=1.0, busy_max_s=0.2, busy_s=60), sleep=slept.append
+    )
+    for _ in range(6):
+        clock.sleep(3)
+    clock.reset()  # a message arrived: a run is on
+    for _ in range(5):
+        clock.sleep(3)
+
+    assert slept == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 0.05, 0.1, 0.2, 0.2, 0.2]

@@ -482,6 +482,129 @@ def test_a_node_presenting_another_institutions_key_is_refused_and_the_run_goes_
     assert events[0].outcome == "denied" and events[0].details["run_id"] == run_id
 
 
+def everyone_online(deployment: Deployment) -> None:
+    """Every institution's node running (an earlier test may have cut one's power)."""
+    for partition, name in enumerate(INSTITUTIONS):
+        process = deployment.processes.get(name)
+        if process is None or process.poll() is not None:
+            deployment.join(name, partition=partition)
+
+
+def as_operator(deployment: Deployment, *args: str) -> str:
+    where = ["--state", str(deployment.state), "--database-url", deployment.url]
+    env = {**deployment.env(), "FEDWARDEN_API_KEY": deployment.operator_key}
+    return cli(*args, *where, env=env)
+
+
+def started_run(deployment: Deployment, name: str, rounds: int, **overrides: object) -> str:
+    config = write_config(
+        deployment.root / f"{name}.toml", **{"num-server-rounds": rounds, **overrides}
+    )
+    deployment.run(name, "start", "--config", str(config), "--stream")
+    wait_for(lambda: any(
+        line.startswith("fedwarden run ") for line in deployment.log(name).read_text().splitlines()
+    ), 300, deployment)  # fmt: skip
+    return run_id_of(deployment, name)
+
+
+def test_run_stop_ends_a_live_run_and_its_record(deployment):
+    everyone_online(deployment)
+    run_id = started_run(deployment, "run-stopped", rounds=30)
+    store = deployment.store()
+    try:
+        wait_for(lambda: 1 in rounds_of(store, run_id), 600, deployment)
+
+        said = as_operator(deployment, "run", "stop", run_id[:8])
+
+        streaming = deployment.processes["run-stopped"]
+        streaming.wait(timeout=180)  # run start --stream sees the run end
+        recorded = rounds_of(store, run_id)
+        time.sleep(5)  # nothing more is recorded once stopped
+        assert rounds_of(store, run_id).keys() == recorded.keys()
+        status = json.loads(as_operator(deployment, "run", "status", run_id))
+    finally:
+        store.dispose()
+    assert f"run {run_id} stopped" in said
+    # Lost: the round in flight (its updates never aggregated, its ε not recorded);
+    # kept: every round recorded before the stop, each with its ledger lines.
+    assert status["status"] == "stopped" and 1 <= len(recorded) < 30
+    assert status["flower_runs"][0]["status"].startswith("finished:stopped")
+    assert all(deployment.processes[n].poll() is None for n in INSTITUTIONS)  # nodes stay up
+    assert "stopped" in deployment.log("run-stopped").read_text()
+
+
+def serverapp_pids(deployment: Deployment) -> list[int]:
+    """The ServerApp processes of this deployment's coordinator (found by its Runtime API port)."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"fast_serverapp serverapp .*127.0.0.1:{deployment.operator_port}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_a_serverapp_killed_alone_resumes_from_its_last_round_and_counts_epsilon_once(
+    deployment,
+):
+    everyone_online(deployment)
+    run_id = started_run(deployment, "run-orphaned", rounds=3)
+    store = deployment.store()
+    try:
+        wait_for(lambda: 1 in rounds_of(store, run_id) and bool(serverapp_pids(deployment)),
+                 600, deployment)  # fmt: skip
+        for pid in serverapp_pids(deployment):
+            os.kill(pid, signal.SIGKILL)  # the coordinator and its SuperLink stay up
+        done_before = sorted(rounds_of(store, run_id))
+        deployment.processes["run-orphaned"].wait(timeout=300)  # Flower marks the run over
+        deployment.kill("run-orphaned")
+
+        resumed = deployment.run("run-orphan-resumed", "resume", run_id, "--stream")
+        assert resumed.wait(timeout=900) == 0, deployment.log("run-orphan-resumed").read_text()[-3000:]
+        rounds = rounds_of(store, run_id)
+        with store.session() as session:
+            ledger = session.execute(
+                select(Institution.name, LedgerEntry.round)
+                .join(Institution, Institution.id == LedgerEntry.institution_id)
+                .where(LedgerEntry.run_id == run_id, LedgerEntry.kind == "train")
+            ).all()
+    finally:
+        store.dispose()
+    # Lost: the round in flight when the ServerApp died, redone by the resumed run.
+    assert done_before and sorted(rounds) == [1, 2, 3]
+    assert len(ledger) == len(set(ledger)) == 3 * len(INSTITUTIONS)  # each ε counted once
+    assert all(sorted(r.participants) == INSTITUTIONS for r in rounds.values())
+
+
+def test_a_node_revoked_while_connected_is_refused_audited_and_the_run_goes_on(deployment):
+    everyone_online(deployment)
+    store = deployment.store()
+    try:
+        with store.session() as session:
+            before = max(session.scalars(select(AuditEvent.seq)))
+    finally:
+        store.dispose()
+
+    cli("pki", "revoke", "Hungary", "--database-url", deployment.url, env=deployment.env())
+
+    hungary = deployment.processes["Hungary"]
+    assert hungary.wait(timeout=180) == 11, deployment.log("Hungary").read_text()[-2000:]
+    assert "refused this node's key" in " ".join(deployment.log("Hungary").read_text().split())
+    run_id = started_run(deployment, "run-revoked", rounds=1, **{"min-institutions": 2})
+    assert deployment.processes["run-revoked"].wait(timeout=900) == 0
+    store = deployment.store()
+    try:
+        rounds = rounds_of(store, run_id)
+        with store.session() as session:
+            refused = session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "node.refused")
+            ).all()
+    finally:
+        store.dispose()
+    # Lost: Hungary's contribution, from its revocation on; the run went on without it.
+    assert sorted(rounds[1].participants) == ["Cleveland", "Switzerland"]
+    after = [e for e in refused if e.seq > before]
+    assert after and all(e.outcome == "denied" for e in after)
+
+
 def test_keys_stay_sealed_and_no_secret_reaches_a_log(deployment):
     sealed = {"pki/ca.key", "pki/server.key"} | {f"nodes/{n}.key" for n in INSTITUTIONS}
     for name in sealed:

@@ -128,3 +128,25 @@ def test_the_planned_rounds_are_read_where_the_recorder_writes_them():
     assert _num_rounds(Run(config={"plan": plan, "strategy": "fedavg"})) == 7
     assert _num_rounds(Run(config={"num-server-rounds": 4})) == 4
     assert _num_rounds(Run(config={})) is None
+
+
+def test_the_phase_a_followed_run_is_in_follows_the_store():
+    from server.engine.run_view import RunProgress, phase_of
+    from server.run_events import RoundRecord
+
+    def progress(status: str, done: int, planned: int | None = 3) -> RunProgress:
+        rounds = [
+            RoundRecord(
+                round=r, loss=0.5, accuracy=0.7, accuracy_by_institution={}, epsilon={},
+                participants=[],
+            )
+            for r in range(1, done + 1)
+        ]  # fmt: skip
+        return RunProgress(run_id="r", status=status, num_rounds=planned, rounds=rounds)
+
+    assert phase_of(None) == "start-up"  # no ServerApp has recorded the run yet
+    assert phase_of(progress("running", 0)) == "round 1/3"  # recorded after the summary
+    assert phase_of(progress("running", 1)) == "round 2/3"
+    assert phase_of(progress("running", 1, planned=None)) == "round 2/?"
+    assert phase_of(progress("running", 3)) == "profile"
+    assert phase_of(progress("failed", 2)) == "failed"

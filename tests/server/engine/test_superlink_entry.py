@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import time
 
 import anyio
 import flwr
@@ -121,3 +122,34 @@ def test_refusals_on_the_fleet_port_are_audited_and_a_flood_stays_bounded(tmp_pa
     assert {e["details"]["peer"] for e in single} == {"198.51.100.2:5000"}
     assert all(e["outcome"] == "denied" for e in events)
     assert [e["details"]["suppressed"] for e in events if "suppressed" in e["details"]] == [47]
+
+
+def test_the_task_token_cleanup_runs_at_most_once_a_second_per_state(monkeypatch):
+    import importlib
+    import inspect
+
+    from server.engine import superlink_entry
+
+    module = importlib.import_module(superlink_entry.CLEANUP_MODULE)
+    owner = getattr(module, superlink_entry.CLEANUP_CLASS)
+    # pinned: Flower 1.41 cleans up before every run-status read
+    linkstate = importlib.import_module("flwr.server.superlink.linkstate.sql_linkstate")
+    assert "self._cleanup_expired_task_tokens()" in inspect.getsource(
+        linkstate.SqlLinkState.get_run_status
+    )
+    calls: list[object] = []
+    def cleanup(self: object) -> None:
+        calls.append(self)
+
+    monkeypatch.setattr(owner, superlink_entry.CLEANUP_METHOD, cleanup)
+    superlink_entry.throttle_task_token_cleanup(interval_s=0.3)
+    superlink_entry.throttle_task_token_cleanup(interval_s=0.3)  # once only
+    first, second = object(), object()  # two state objects (the wrapper only counts them)
+
+    for _ in range(5):
+        getattr(owner, superlink_entry.CLEANUP_METHOD)(first)
+    getattr(owner, superlink_entry.CLEANUP_METHOD)(second)
+    time.sleep(0.35)
+    getattr(owner, superlink_entry.CLEANUP_METHOD)(first)
+
+    assert calls == [first, second, first]
