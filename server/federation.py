@@ -318,10 +318,15 @@ class Federation:
         asked = set(institutions) if asked is None else asked
         workflow = plain_fit_workflow(timeout_s=self.settings.round_timeout_s)
         if self.settings.secagg is not None:
+            # Flower's SecAgg+ mod scales a reply by weight / max_weight and then clips
+            # it: a weight above max_weight loses part of the reply. The census holds
+            # the published (noisy) row counts, and a node may weigh an exact release
+            # (its consent) by its exact rows, which can exceed every published count;
+            # headroom keeps such a reply whole (at one bit of quantization precision).
             secagg = self._secagg_parameters(
                 len(asked),
                 clipping_range=max(abs(value_range[0]), abs(value_range[1])),
-                max_weight=max(i.num_train for i in institutions.values()),
+                max_weight=2 * max(i.num_train for i in institutions.values()) + 64,
             )
             workflow = secure_fit_workflow(secagg)
         return federated_average(
