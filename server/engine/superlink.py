@@ -40,13 +40,6 @@ _REFUSED = re.compile(
     r".*?-----END PUBLIC KEY-----\\n')(?:, exception: (?P<reason>.*))?"
 )
 _KEY_IN_USE = "Public key already in use"
-_FLEET_UNAUTHORIZED = re.compile(
-    r'(?P<peer>\S+) - "(?P<method>[A-Z]+) (?P<path>/v1/fleet/(?!activate-node)[\w-]+)'
-    r' HTTP/[\d.]+" 401'
-)
-"""uvicorn's access line for a Fleet request the SuperLink answered 401: a node whose key
-was revoked or unregistered during its session (its activation, refused with the key in
-Flower's own log line, is audited from that line instead)."""
 _OFF_FLEET = re.compile(
     r"fedwarden-refused peer=(?P<peer>\S+) method=(?P<method>\S+) path=(?P<path>\S+)"
 )
@@ -248,9 +241,6 @@ class RefusalWatcher:
         if "fedwarden-refused" in line:
             self._off_fleet(line)
             return
-        if '" 401' in line and (unauthorized := _FLEET_UNAUTHORIZED.search(line)):
-            self._unauthorized(unauthorized)
-            return
         match = _REFUSED.search(line)
         if match is None:
             return
@@ -291,23 +281,6 @@ class RefusalWatcher:
             "refused %s %s from %s on the Fleet address",
             details["method"], details["path"], details["peer"],
         )  # fmt: skip
-
-    def _unauthorized(self, match: re.Match[str]) -> None:
-        self.refusals += 1
-        if not self._admit():
-            return
-        details = {
-            "peer": match["peer"][:100],
-            "path": match["path"],
-            "reason": "the SuperLink answered 401: the node's key is revoked or unregistered",
-            "source": "superlink",
-        }
-        with self.store.session() as session:
-            audit.append(
-                session, actor="anonymous", action="node.refused",
-                target=f"peer:{details['peer']}", outcome="denied", details=details,
-            )  # fmt: skip
-        logger.warning("refused a node at %s: %s", details["peer"], details["path"])
 
     def _admit(self) -> bool:
         """Whether this refusal gets a row of its own (else it is counted for ``flush``)."""

@@ -124,16 +124,15 @@ def throttle_task_token_cleanup(interval_s: float = CLEANUP_INTERVAL_S) -> None:
         )
     if getattr(method, "_fedwarden_throttled", False):
         return
-    last: dict[int, float] = {}
     lock = threading.Lock()
 
     @functools.wraps(method)
     def throttled(self: Any) -> None:
         now = time.monotonic()
-        with lock:
-            if now - last.get(id(self), -math.inf) < interval_s:
+        with lock:  # the time is kept on the state object itself (Flower keeps one)
+            if now - getattr(self, "_fedwarden_cleaned_at", -math.inf) < interval_s:
                 return
-            last[id(self)] = now
+            self._fedwarden_cleaned_at = now
         method(self)
 
     throttled._fedwarden_throttled = True  # type: ignore[attr-defined]

@@ -83,6 +83,15 @@ def test_tls_failures_and_refusals_are_told_apart():
     assert (refused.tls_failure, refused.refused) == (False, True)
 
 
+def test_a_supernode_that_stops_itself_is_told_apart_from_one_that_is_running():
+    ended, running = _Diagnosis(), _Diagnosis()
+
+    ended("\x1b[92mINFO \x1b[0m:      SuperNode terminated gracefully.\n")
+    running("INFO :      SuperExec terminated gracefully.\n")  # the executor, not the node
+
+    assert (ended.ended, running.ended) == (True, False)
+
+
 def _institution_files(tmp_path, rows, schema):
     data, schema_path = tmp_path / "cleveland.csv", tmp_path / "schema.json"
     rows.to_csv(data, index=False)

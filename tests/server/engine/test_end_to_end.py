@@ -603,6 +603,10 @@ def test_a_node_revoked_while_connected_is_refused_audited_and_the_run_goes_on(d
     assert sorted(rounds[1].participants) == ["Cleveland", "Switzerland"]
     after = [e for e in refused if e.seq > before]
     assert after and all(e.outcome == "denied" for e in after)
+    # the revoked node's own refused request, named by its key's institution
+    assert any(e.details.get("institution") == "Hungary" for e in after), [
+        e.details for e in after
+    ]
 
 
 def test_keys_stay_sealed_and_no_secret_reaches_a_log(deployment):

@@ -97,29 +97,3 @@ def test_a_refusal_in_the_superlink_log_is_audited_with_the_key_fingerprint(tmp_
     assert event["target"] == f"node:{fingerprint(line)}"
     assert event["details"]["reason"] == "No SuperNode found with the given public key."
 
-
-def test_a_node_refused_mid_session_is_audited_from_the_access_line(tmp_path):
-    # what the SuperLink writes when a node whose key was just revoked pulls again
-    refused = (
-        '2026-12-02T08:45:24.814Z INFO [uvicorn.access] 127.0.0.1:40712 - '
-        '"POST /v1/fleet/pull-messages HTTP/1.1" 401\n'
-    )
-    served = refused.replace('" 401', '" 200')
-    activation = refused.replace("pull-messages", "activate-node")  # audited from Flower's line
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    try:
-        watcher = RefusalWatcher(store, per_interval=2)
-        for line in (served, activation, refused, refused, refused):
-            watcher(line)
-        watcher.flush()
-        with store.session() as session:
-            events = audit.tail(session, limit=3)
-    finally:
-        store.dispose()
-
-    assert watcher.refusals == 3
-    actions = [(e["action"], e["target"], e["outcome"]) for e in events]
-    assert actions.count(("node.refused", "peer:127.0.0.1:40712", "denied")) == 2
-    assert any(e["details"].get("suppressed") == 1 for e in events)  # the third, counted
-    assert all(e["details"].get("path", "/v1/fleet/pull-messages") == "/v1/fleet/pull-messages"
-               for e in events)  # fmt: skip

@@ -144,7 +144,10 @@ def test_the_task_token_cleanup_runs_at_most_once_a_second_per_state(monkeypatch
     monkeypatch.setattr(owner, superlink_entry.CLEANUP_METHOD, cleanup)
     superlink_entry.throttle_task_token_cleanup(interval_s=0.3)
     superlink_entry.throttle_task_token_cleanup(interval_s=0.3)  # once only
-    first, second = object(), object()  # two state objects (the wrapper only counts them)
+    class State:  # stands in for Flower's state object (the wrapper only timestamps it)
+        pass
+
+    first, second = State(), State()
 
     for _ in range(5):
         getattr(owner, superlink_entry.CLEANUP_METHOD)(first)
