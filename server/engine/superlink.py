@@ -14,6 +14,7 @@ Fleet address (``superlink.refused``).
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import logging
 import re
@@ -40,6 +41,12 @@ _REFUSED = re.compile(
     r".*?-----END PUBLIC KEY-----\\n')(?:, exception: (?P<reason>.*))?"
 )
 _KEY_IN_USE = "Public key already in use"
+_NODE_AUTH_REFUSED = re.compile(
+    r"fedwarden-node-refused peer=(?P<peer>\S+) path=(?P<path>\S+) key=(?P<key>\S+)"
+)
+"""The SuperLink entry's line for a Fleet request that Flower's node authentication
+answered 401: a node whose key was revoked or unregistered during its session (its
+activation, refused with the key in Flower's own line, is audited from that line)."""
 _OFF_FLEET = re.compile(
     r"fedwarden-refused peer=(?P<peer>\S+) method=(?P<method>\S+) path=(?P<path>\S+)"
 )
@@ -222,7 +229,8 @@ class RefusalWatcher:
     """Reads SuperLink log lines; audits each node it refuses as ``node.refused``, and each
     operator-API request that reached the Fleet address as ``superlink.refused``.
 
-    A flood of the latter is audited in bounded form: the first ``per_interval``
+    A flood of requests refused mid-session or off the Fleet API is audited in bounded
+    form: the first ``per_interval``
     requests of each ``interval_s`` one row each, the rest as one row with their
     count (written when the interval ends, or by ``flush``).
     """
@@ -241,6 +249,9 @@ class RefusalWatcher:
         if "fedwarden-refused" in line:
             self._off_fleet(line)
             return
+        if "fedwarden-node-refused" in line:
+            self._node_auth(line)
+            return
         match = _REFUSED.search(line)
         if match is None:
             return
@@ -256,6 +267,30 @@ class RefusalWatcher:
             record_node_refusal(session=session, reason=reason, public_key=public_key)
         self.refusals += 1
         logger.warning("refused a node: %s", reason)
+
+    def _node_auth(self, line: str) -> None:
+        match = _NODE_AUTH_REFUSED.search(line)
+        if match is None:
+            return
+        from urllib.parse import unquote
+
+        from server.store.nodes import record_node_refusal
+
+        self.refusals += 1
+        if not self._admit():
+            return
+        try:
+            public_key: str | None = openssh_from_pem(base64.b64decode(match["key"]))
+        except (ValueError, ConfigError):
+            public_key = None
+        path = unquote(match["path"])[:200]
+        reason = f"the SuperLink refused {path}: the node's key is revoked or unregistered"
+        with self.store.session() as session:
+            record_node_refusal(
+                session=session, reason=reason, public_key=public_key,
+                peer=unquote(match["peer"])[:100],
+            )  # fmt: skip
+        logger.warning("refused a node at %s: %s", unquote(match["peer"]), path)
 
     def _off_fleet(self, line: str) -> None:
         match = _OFF_FLEET.search(line)

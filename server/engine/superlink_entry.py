@@ -16,6 +16,11 @@ functions (``_parse_superlink_lifespan_config`` and ``create_app``, checked by
   else gets 403 and one log line (``REFUSAL_MARK``) that the coordinator's
   ``RefusalWatcher`` audits as ``superlink.refused``.
 
+A node whose key is revoked or unregistered while it is connected gets 401 from
+Flower's node authentication with no line that names its key; ``audit_node_auth_refusals``
+adds one (``NODE_REFUSAL_MARK``, with the public key the node signed with), which
+``RefusalWatcher`` audits as ``node.refused`` with the key's institution.
+
 It also throttles one piece of Flower's bookkeeping (``throttle_task_token_cleanup``):
 its SQL state expires stale task tokens with two ``UPDATE`` statements before *every*
 run-status read, and every Fleet request reads the run's status; at most once a second
@@ -49,6 +54,7 @@ logger = logging.getLogger(__name__)
 FLEET_PREFIX = "/v1/fleet/"
 OPEN_ON_FLEET = frozenset({"/health"})
 REFUSAL_MARK = "fedwarden-refused"
+NODE_REFUSAL_MARK = "fedwarden-node-refused"
 # Flower starts legacy gRPC Control/Fleet servers (on their own ports) when these are "1".
 _GRPC_SWITCHES = ("FLWR_INTERNAL_GRPC_CONTROL_API", "FLWR_INTERNAL_GRPC_FLEET_API")
 
@@ -139,6 +145,47 @@ def throttle_task_token_cleanup(interval_s: float = CLEANUP_INTERVAL_S) -> None:
     setattr(owner, CLEANUP_METHOD, throttled)
 
 
+NODE_AUTH_MODULE = "flwr.superlink.routers.fleet.node_auth"
+NODE_AUTH_FUNCTION = "authenticate_node"
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def audit_node_auth_refusals() -> None:
+    """Log one ``NODE_REFUSAL_MARK`` line for each Fleet request Flower's node
+    authentication answers 401, naming the public key it was signed with
+    (``FlowerSeamError`` if Flower moved ``authenticate_node``)."""
+    module = importlib.import_module(NODE_AUTH_MODULE)
+    check = getattr(module, NODE_AUTH_FUNCTION, None)
+    header = getattr(module, "FLEET_HTTP_PUBLIC_KEY_HEADER", None)
+    if check is None or header is None or not hasattr(module, "NodeAuthMiddleware"):
+        raise FlowerSeamError(
+            f"{NODE_AUTH_MODULE}.{NODE_AUTH_FUNCTION} is gone: the audit of nodes refused "
+            "mid-session was pinned to Flower 1.41"
+        )
+    if getattr(check, "_fedwarden_audited", False):
+        return
+    from fastapi import HTTPException
+
+    @functools.wraps(check)
+    def audited(request: Any) -> None:
+        try:
+            check(request)
+        except HTTPException as exc:
+            if exc.status_code == 401:
+                key = str(request.headers.get(header, ""))[:1024]
+                client = request.client or ("unknown", 0)
+                logger.warning(
+                    "%s peer=%s path=%s key=%s", NODE_REFUSAL_MARK,
+                    quote(f"{client[0]}:{client[1]}", safe=":[]"),
+                    quote(str(request.url.path)[:200], safe="/"),
+                    key if key and set(key) <= _B64 else "-",
+                )  # fmt: skip
+            raise
+
+    audited._fedwarden_audited = True  # type: ignore[attr-defined]
+    setattr(module, NODE_AUTH_FUNCTION, audited)
+
+
 def split_argv(argv: Sequence[str]) -> tuple[str, int, list[str]]:
     """``(fleet_host, fleet_port, flower_argv)``: our two flags taken out of ``argv``."""
     parser = argparse.ArgumentParser(add_help=False)
@@ -171,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     fleet_host, fleet_port, flower_argv = split_argv(sys.argv[1:] if argv is None else argv)
     throttle_task_token_cleanup()
+    audit_node_auth_refusals()
     for name in _GRPC_SWITCHES:
         os.environ.pop(name, None)
     # Flower starts its SuperExec as `flower-superexec` from PATH: this install's own.

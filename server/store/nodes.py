@@ -194,14 +194,21 @@ def list_node_keys(*, session: Session, actor: Principal) -> list[NodeKeyInfo]:
 
 
 def record_node_refusal(
-    *, session: Session, reason: str, public_key: str | None = None, source: str = "superlink"
+    *,
+    session: Session,
+    reason: str,
+    public_key: str | None = None,
+    source: str = "superlink",
+    peer: str | None = None,
 ) -> None:
     """Audit a node the coordinator turned away (``node.refused``, outcome ``denied``).
 
     ``public_key`` (OpenSSH form), when the refusal names one, is fingerprinted
-    and matched to a registered (perhaps revoked) key.
+    and matched to a registered (perhaps revoked) key; ``peer`` is its address.
     """
     details: dict[str, str | None] = {"reason": reason, "source": source}
+    if peer is not None:
+        details["peer"] = peer
     target = "node:unknown"
     if public_key is not None:
         try:

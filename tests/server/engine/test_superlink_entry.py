@@ -156,3 +156,98 @@ def test_the_task_token_cleanup_runs_at_most_once_a_second_per_state(monkeypatch
     getattr(owner, superlink_entry.CLEANUP_METHOD)(first)
 
     assert calls == [first, second, first]
+
+
+
+
+def _refused_by_flower(tmp_path, caplog) -> tuple[str, str]:
+    """Flower's own node authentication, wrapped, refusing a request that Hungary's node
+    key signed badly: ``(the line logged, Hungary's public key line)``."""
+    import base64
+    import datetime
+
+    from cryptography.hazmat.primitives import serialization
+    from fastapi import HTTPException
+    from flwr.common.constant import TIMESTAMP_HEADER
+    from flwr.supercore.constant import FLEET_HTTP_PUBLIC_KEY_HEADER, FLEET_HTTP_SIGNATURE_HEADER
+    from starlette.requests import Request
+
+    from privacy.pki import generate_node_key
+    from server.engine import superlink_entry
+
+    module = importlib.import_module(superlink_entry.NODE_AUTH_MODULE)
+    private_path, line = generate_node_key(out_dir=tmp_path, institution="Hungary")
+    private = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    headers = {  # the node's public key, and a signature that does not verify under it
+        FLEET_HTTP_PUBLIC_KEY_HEADER: base64.b64encode(pem).decode(),
+        FLEET_HTTP_SIGNATURE_HEADER: base64.b64encode(b"0\x06\x02\x01\x01\x02\x01\x01").decode(),
+        TIMESTAMP_HEADER: datetime.datetime.now(datetime.UTC).isoformat(),
+    }
+    request = Request({
+        "type": "http", "method": "POST", "path": "/v1/fleet/pull-messages", "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("198.51.100.7", 40712), "server": ("127.0.0.1", 9093),
+    })  # fmt: skip
+    with (
+        caplog.at_level("WARNING", logger="server.engine.superlink_entry"),
+        pytest.raises(HTTPException) as refused,
+    ):
+        module.authenticate_node(request)
+    assert refused.value.status_code == 401
+    [logged] = [m for m in caplog.messages if superlink_entry.NODE_REFUSAL_MARK in m]
+    return logged, line
+
+
+def test_a_node_refused_mid_session_is_logged_with_its_key(monkeypatch, tmp_path, caplog):
+    from server.engine import superlink_entry
+
+    module = importlib.import_module(superlink_entry.NODE_AUTH_MODULE)
+    # pinned: Flower 1.41's middleware calls the module's function by name, per request
+    assert "authenticate_node, request" in inspect.getsource(module.NodeAuthMiddleware.dispatch)
+    monkeypatch.setattr(module, "authenticate_node", module.authenticate_node)  # undone after
+    superlink_entry.audit_node_auth_refusals()
+    superlink_entry.audit_node_auth_refusals()  # wraps once only
+
+    logged, _ = _refused_by_flower(tmp_path, caplog)
+
+    assert "peer=198.51.100.7:40712 path=/v1/fleet/pull-messages key=LS0t" in logged  # PEM
+
+
+def test_a_node_refused_mid_session_is_audited_by_institution(monkeypatch, tmp_path, caplog):
+    from privacy.pki import fingerprint
+    from server.engine import superlink_entry
+    from server.store.governance import bootstrap_admin, create_institution
+    from server.store.nodes import register_node_key, revoke_node_key
+
+    module = importlib.import_module(superlink_entry.NODE_AUTH_MODULE)
+    monkeypatch.setattr(module, "authenticate_node", module.authenticate_node)
+    superlink_entry.audit_node_auth_refusals()
+    logged, line = _refused_by_flower(tmp_path, caplog)
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        with store.session() as session:  # Hungary's key, registered then revoked
+            admin, _ = bootstrap_admin(session=session)
+            create_institution(session=session, actor=admin, name="Hungary")
+            register_node_key(session=session, actor=admin, institution="Hungary", public_key=line)
+            revoke_node_key(session=session, actor=admin, fingerprint_=fingerprint(line))
+        watcher = RefusalWatcher(store, per_interval=2)
+        for _ in range(3):  # the third is only counted
+            watcher(f"WARNING server.engine.superlink_entry: {logged}\n")
+        watcher.flush()
+        with store.session() as session:
+            events = [e for e in audit.tail(session, limit=20) if e["action"] == "node.refused"]
+    finally:
+        store.dispose()
+
+    assert watcher.refusals == 3
+    assert all(e["outcome"] == "denied" for e in events)
+    single = [e for e in events if "reason" in e["details"]]
+    assert len(single) == 2
+    assert single[0]["target"] == f"node:{fingerprint(line)}"
+    assert single[0]["details"]["institution"] == "Hungary"
+    assert single[0]["details"]["revoked"] == "yes"
+    assert single[0]["details"]["peer"] == "198.51.100.7:40712"
+    assert "/v1/fleet/pull-messages" in single[0]["details"]["reason"]
