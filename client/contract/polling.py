@@ -270,10 +270,36 @@ def install_supernode_poll(
     return clock
 
 
-def install_grid_poll(settings: PollSettings) -> BackoffClock:
-    """Back off the ServerApp grid's reply poll; each exchange starts short. Returns the clock."""
+WAKE_SETTLE_S = 0.02
+"""After a wake, how long the waker must stay quiet before the wait ends: a reply is
+its message and then its objects, pushed one request at a time."""
+WAKE_SETTLE_MAX_S = 0.1
+
+
+def settling_sleep(
+    wake: WakeChannel, *, settle_s: float = WAKE_SETTLE_S, settle_max_s: float = WAKE_SETTLE_MAX_S
+) -> Callable[[float], None]:
+    """A ``sleep`` that a wake ends early, once wakes have stopped for ``settle_s`` (or
+    ``settle_max_s`` after the first)."""
+
+    def sleep(seconds: float) -> None:
+        if not wake.wait(seconds):
+            return
+        deadline = time.monotonic() + settle_max_s
+        while (left := deadline - time.monotonic()) > 0 and wake.wait(min(settle_s, left)):
+            pass
+
+    return sleep
+
+
+def install_grid_poll(settings: PollSettings, *, wake: WakeChannel | None = None) -> BackoffClock:
+    """Back off the ServerApp grid's reply poll; each exchange starts short; with ``wake``
+    (written by the SuperLink when a node pushes a reply) a wait ends once the reply is
+    in. Returns the clock."""
     module, grid_class = _hooked(GRID_MODULE, GRID_CLASS, GRID_LOOP)
-    clock = BackoffClock(settings)
+    clock = BackoffClock(settings) if wake is None else BackoffClock(
+        settings, sleep=settling_sleep(wake)
+    )
     exchange = getattr(grid_class, GRID_LOOP)
 
     @functools.wraps(exchange)

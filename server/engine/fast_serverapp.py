@@ -13,7 +13,8 @@ executor replaced, through the one function it builds it with
 (``get_executor``): ``ServerAppExecutor`` starts each ServerApp as
 ``python -m server.engine.fast_serverapp serverapp ARGS`` instead of
 ``flwr-serverapp ARGS``. ``serverapp`` installs ``client.contract.polling``'s grid seam
-(the grid's 3 s pull sleep becomes a back-off from 50 ms to 1 s) and then runs
+(the grid's 3 s pull sleep becomes a back-off from 50 ms to 1 s, which the SuperLink's
+reply wake, ``--wake FIFO``, ends as soon as a node's reply is in) and then runs
 Flower's ``flwr-serverapp`` entry with the same arguments. The SuperExec's own
 task poll backs off from ``TASK_POLL.first_s`` to ``TASK_POLL.max_s`` while no
 run is submitted (``client.contract.polling.install_superexec_poll``): polled at a
@@ -32,6 +33,7 @@ from pathlib import Path
 from client.contract.errors import FlowerSeamError
 from client.contract.polling import (
     PollSettings,
+    WakeChannel,
     add_poll_args,
     install_grid_poll,
     install_object_pull_backoff,
@@ -41,19 +43,25 @@ from client.contract.polling import (
 
 logger = logging.getLogger(__name__)
 
-TASK_POLL = PollSettings(first_s=0.1, max_s=1.0)
-"""The executor's task poll: how soon a submitted run's ServerApp starts."""
+TASK_POLL = PollSettings(first_s=0.1, max_s=1.0, busy_max_s=1.0)
+"""The executor's task poll: how soon a submitted run's ServerApp starts. No busy
+window: a launch is not followed by another within seconds (polled every 0.2 s after
+a launch it was 160 of a run's 2,400 SuperLink requests)."""
 
 _EXECUTOR_SEAM = "get_executor"
 
 
-def executor_argv(*, runtime_api_address: str, ca_certificate: Path, parent_pid: int) -> list[str]:
-    """The command ``coordinator start`` runs beside a ``--isolation process`` SuperLink."""
+def executor_argv(
+    *, runtime_api_address: str, ca_certificate: Path, parent_pid: int, wake: Path | None = None
+) -> list[str]:
+    """The command ``coordinator start`` runs beside a ``--isolation process`` SuperLink
+    (``wake``: the SuperLink's ``--wake-fifo``, on which its ServerApps wait for replies)."""
     return [
         sys.executable, "-m", "server.engine.fast_serverapp", "exec",
         "--runtime-api-address", runtime_api_address,
         "--root-certificates", str(ca_certificate.resolve()),
         "--parent-pid", str(parent_pid),
+        *(["--wake", str(wake)] if wake is not None else []),
     ]  # fmt: skip
 
 
@@ -136,6 +144,7 @@ def run_exec(argv: Sequence[str]) -> None:
     tls.add_argument("--root-certificates")
     parser.add_argument("--parent-pid", type=int)
     add_poll_args(parser)
+    parser.add_argument("--wake", metavar="FIFO", help="The SuperLink's reply wake.")
     args = parser.parse_args(argv)
     poll_settings(args)  # checked here, used by each ServerApp
     import flwr.supercore.superexec.run_superexec as superexec_loop
@@ -144,6 +153,7 @@ def run_exec(argv: Sequence[str]) -> None:
         "--poll-first-s", str(args.poll_first_s),
         "--poll-max-s", str(args.poll_max_s),
         "--poll-busy-max-s", str(args.poll_busy_max_s),
+        *(["--wake", args.wake] if args.wake else []),
     ]  # fmt: skip
     executor = ServerAppExecutor(poll_args=poll_args)
     if getattr(superexec_loop, _EXECUTOR_SEAM, None) is None:
@@ -166,8 +176,9 @@ def run_serverapp(argv: Sequence[str]) -> None:
     """Flower's ``flwr-serverapp`` with the grid's poll seam installed (``serverapp ARGS``)."""
     parser = argparse.ArgumentParser(add_help=False)
     add_poll_args(parser)
+    parser.add_argument("--wake")
     ours, theirs = parser.parse_known_args(argv)
-    install_grid_poll(poll_settings(ours))
+    install_grid_poll(poll_settings(ours), wake=WakeChannel(ours.wake) if ours.wake else None)
     install_object_pull_backoff()
     from flwr.superlink.cli.flwr_serverapp import flwr_serverapp
 

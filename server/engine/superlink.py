@@ -95,6 +95,11 @@ class SuperLinkSettings:
     def ca_certificate(self) -> Path:
         return self.pki_dir / "ca.crt"
 
+    @property
+    def reply_wake(self) -> Path:
+        """The FIFO through which the SuperLink wakes its ServerApps when a reply is in."""
+        return self.state_dir.resolve() / "replies-wake.fifo"
+
     def check(self) -> None:
         """``ConfigError`` if a PKI file is missing."""
         for name in ("ca.crt", "server.crt", "server.key"):
@@ -132,6 +137,7 @@ def superlink_argv(
         *entry,
         "--fleet-host", settings.host,
         "--fleet-port", str(settings.port),
+        "--wake-fifo", str(settings.reply_wake),
         "--ssl-ca-certfile", str(pki / "ca.crt"),
         "--ssl-certfile", str(pki / "server.crt"),
         "--ssl-keyfile", str(key_file or pki / "server.key"),

@@ -21,6 +21,13 @@ Flower's node authentication with no line that names its key; ``audit_node_auth_
 adds one (``NODE_REFUSAL_MARK``, with the public key the node signed with), which
 ``RefusalWatcher`` audits as ``node.refused`` with the key's institution.
 
+With ``--wake-fifo FIFO`` (ours, like the Fleet flags) each reply and object a node
+pushes writes a byte to that FIFO (``wake_on_replies``); the ServerApps that
+``server.engine.fast_serverapp`` starts wait on it instead of polling blind, so a
+SecAgg+ stage goes on as soon as its last reply is in. A wake carries nothing but its
+occurrence; with several runs at once, one ServerApp may take another's wake and fall
+back to its back-off poll.
+
 It also throttles one piece of Flower's bookkeeping (``throttle_task_token_cleanup``):
 its SQL state expires stale task tokens with two ``UPDATE`` statements before *every*
 run-status read, and every Fleet request reads the run's status; at most once a second
@@ -28,7 +35,7 @@ is enough for tokens that live for tens of seconds, and it was a third of the
 SuperLink's SQL time during a round.
 
 Run as ``python -m server.engine.superlink_entry --fleet-host H --fleet-port P
-<flower-superlink arguments>``.
+[--wake-fifo FIFO] <flower-superlink arguments>``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -44,10 +52,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from client.contract.errors import FlowerSeamError
+from client.contract.polling import WakeChannel
 
 logger = logging.getLogger(__name__)
 
@@ -186,13 +196,55 @@ def audit_node_auth_refusals() -> None:
     setattr(module, NODE_AUTH_FUNCTION, audited)
 
 
-def split_argv(argv: Sequence[str]) -> tuple[str, int, list[str]]:
-    """``(fleet_host, fleet_port, flower_argv)``: our two flags taken out of ``argv``."""
+FLEET_HANDLERS_MODULE = "flwr.superlink.servicer.fleet.fleet_handlers"
+FLEET_ROUTER_MODULE = "flwr.superlink.routers.fleet.router"
+WAKING_HANDLERS = ("push_messages", "push_object")
+
+
+def wake_on_replies(wake: WakeChannel) -> None:
+    """Notify ``wake`` after each Fleet ``push_messages`` and ``push_object`` that Flower
+    handled (``FlowerSeamError`` if Flower moved them)."""
+    module = importlib.import_module(FLEET_HANDLERS_MODULE)
+    router = importlib.import_module(FLEET_ROUTER_MODULE)
+    source = inspect.getsource(router)
+    for name in WAKING_HANDLERS:
+        handler = getattr(module, name, None)
+        if handler is None or f"fleet_handlers.{name}(" not in source:
+            raise FlowerSeamError(
+                f"{FLEET_HANDLERS_MODULE}.{name} is gone or no longer called by the Fleet "
+                "router: the ServerApp's wake was pinned to Flower 1.41"
+            )
+        if getattr(handler, "_fedwarden_wakes", False):
+            continue
+
+        def waking(*args: Any, _handler: Any = handler, **kwargs: Any) -> Any:
+            reply = _handler(*args, **kwargs)
+            wake.notify()
+            return reply
+
+        functools.update_wrapper(waking, handler)
+        waking._fedwarden_wakes = True  # type: ignore[attr-defined]
+        setattr(module, name, waking)
+
+
+@dataclass(frozen=True)
+class EntryArgs:
+    """Our flags, taken out of the command line before Flower reads the rest."""
+
+    fleet_host: str
+    fleet_port: int
+    wake_fifo: str | None
+    flower_argv: list[str]
+
+
+def split_argv(argv: Sequence[str]) -> EntryArgs:
+    """Our flags (``--fleet-host``, ``--fleet-port``, ``--wake-fifo``) and Flower's."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--fleet-host", required=True)
     parser.add_argument("--fleet-port", type=int, required=True)
+    parser.add_argument("--wake-fifo")
     known, rest = parser.parse_known_args(list(argv))
-    return known.fleet_host, known.fleet_port, rest
+    return EntryArgs(known.fleet_host, known.fleet_port, known.wake_fifo, rest)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -216,9 +268,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     from flwr.superlink.main import create_app
 
-    fleet_host, fleet_port, flower_argv = split_argv(sys.argv[1:] if argv is None else argv)
+    entry = split_argv(sys.argv[1:] if argv is None else argv)
+    fleet_host, fleet_port, flower_argv = entry.fleet_host, entry.fleet_port, entry.flower_argv
     throttle_task_token_cleanup()
     audit_node_auth_refusals()
+    if entry.wake_fifo:
+        wake_on_replies(WakeChannel(entry.wake_fifo))
     for name in _GRPC_SWITCHES:
         os.environ.pop(name, None)
     # Flower starts its SuperExec as `flower-superexec` from PATH: this install's own.

@@ -187,3 +187,77 @@ def test_within_a_run_the_back_off_stops_short_of_the_idle_cap():
         clock.sleep(3)
 
     assert slept == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 0.05, 0.1, 0.2, 0.2, 0.2]
+
+
+def test_a_reply_wake_ends_the_grids_wait_once_the_reply_is_in(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    grid_module = importlib.import_module(fast_poll.GRID_MODULE)
+    grid_class = getattr(grid_module, fast_poll.GRID_CLASS)
+    monkeypatch.setattr(grid_module, "time", grid_module.time)
+    monkeypatch.setattr(grid_class, fast_poll.GRID_LOOP, getattr(grid_class, fast_poll.GRID_LOOP))
+    superlink = fast_poll.WakeChannel(tmp_path / "replies.fifo")  # the SuperLink's end
+    wake = fast_poll.WakeChannel(tmp_path / "replies.fifo")  # the ServerApp's end
+    fast_poll.install_grid_poll(
+        PollSettings(first_s=5.0, max_s=5.0, busy_max_s=5.0), wake=wake
+    )  # blind, each wait would be 5 s
+
+    class Reply:
+        class metadata:  # noqa: N801 - the shape of Flower's Message.metadata
+            reply_to_message_id = "m1"
+
+    pulled: list[float] = []
+    began = time.monotonic()
+
+    def pull(ids: object) -> list[object]:
+        pulled.append(time.monotonic() - began)
+        return [Reply()] if len(pulled) == 2 else []
+
+    grid = object.__new__(grid_class)
+    grid.push_messages = lambda messages: ["m1"]
+    grid.pull_messages = pull
+    # a node's reply: its message, then its objects a few ms apart
+    for delay in (0.2, 0.21, 0.22, 0.23):
+        threading.Timer(delay, superlink.notify).start()
+
+    replies = grid.send_and_receive([object()], timeout=60)
+
+    assert len(replies) == 1
+    assert pulled[0] < 0.1  # pulled at once
+    assert 0.23 <= pulled[1] < 2.0  # after the last object's wake, not 5 s later
+    assert not wake.wait(0)  # every wake of that reply was taken
+    superlink.close()
+    wake.close()
+
+
+def test_a_settling_wait_ends_after_the_wakes_stop_or_at_its_cap(tmp_path):
+    import threading
+    import time
+
+    waker = fast_poll.WakeChannel(tmp_path / "w.fifo")
+    wake = fast_poll.WakeChannel(tmp_path / "w.fifo")
+    sleep = fast_poll.settling_sleep(wake, settle_s=0.05, settle_max_s=0.3)
+
+    began = time.monotonic()
+    sleep(0.1)  # no wake: the whole interval
+    quiet = time.monotonic() - began
+    stop = threading.Event()
+
+    def chatter() -> None:  # wakes every 10 ms for a second
+        for _ in range(100):
+            if stop.is_set():
+                return
+            waker.notify()
+            time.sleep(0.01)
+
+    threading.Thread(target=chatter, daemon=True).start()
+    began = time.monotonic()
+    sleep(10)
+    capped = time.monotonic() - began
+    stop.set()
+
+    assert quiet >= 0.1
+    assert 0.3 <= capped < 2.0  # woken at once, then held at most settle_max_s
+    waker.close()
+    wake.close()

@@ -24,13 +24,15 @@ def test_the_serverapp_executor_reaches_the_superlink_on_the_loopback(tmp_path):
             operator_host=host, operator_port=9093,
         ))  # fmt: skip
 
-    argv = executor_argv(runtime_api_address="127.0.0.1:9093", ca_certificate=tmp_path / "ca.crt", parent_pid=7)
+    argv = executor_argv(runtime_api_address="127.0.0.1:9093", ca_certificate=tmp_path / "ca.crt",
+                         parent_pid=7, wake=tmp_path / "replies-wake.fifo")  # fmt: skip
 
     assert address("0.0.0.0") == "127.0.0.1:9093"
     assert address("::") == "[::1]:9093"
     assert address("coord.example.org") == "coord.example.org:9093"
     assert argv[1:4] == ["-m", "server.engine.fast_serverapp", "exec"]
     assert argv[argv.index("--root-certificates") + 1].endswith("ca.crt")
+    assert argv[argv.index("--wake") + 1] == str(tmp_path / "replies-wake.fifo")
 
 
 def _fedwarden(*args: str, env: dict[str, str]) -> str:

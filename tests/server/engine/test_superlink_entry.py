@@ -94,10 +94,13 @@ def test_only_fleet_paths_pass_on_the_fleet_port(port, path, status, caplog):
 
 
 def test_our_flags_are_taken_off_before_flower_reads_the_rest():
-    host, port, rest = split_argv(["--fleet-host", "0.0.0.0", "--host", "127.0.0.1",
-                                   "--fleet-port", "9093", "--port", "9091"])  # fmt: skip
+    entry = split_argv(["--fleet-host", "0.0.0.0", "--host", "127.0.0.1",
+                        "--fleet-port", "9093", "--port", "9091"])  # fmt: skip
+    woken = split_argv(["--fleet-host", "::", "--fleet-port", "1", "--wake-fifo", "/s/w.fifo"])
 
-    assert (host, port, rest) == ("0.0.0.0", 9093, ["--host", "127.0.0.1", "--port", "9091"])
+    assert (entry.fleet_host, entry.fleet_port, entry.wake_fifo) == ("0.0.0.0", 9093, None)
+    assert entry.flower_argv == ["--host", "127.0.0.1", "--port", "9091"]
+    assert (woken.wake_fifo, woken.flower_argv) == ("/s/w.fifo", [])
 
 
 def test_refusals_on_the_fleet_port_are_audited_and_a_flood_stays_bounded(tmp_path):
@@ -251,3 +254,31 @@ def test_a_node_refused_mid_session_is_audited_by_institution(monkeypatch, tmp_p
     assert single[0]["details"]["revoked"] == "yes"
     assert single[0]["details"]["peer"] == "198.51.100.7:40712"
     assert "/v1/fleet/pull-messages" in single[0]["details"]["reason"]
+
+
+def test_a_reply_pushed_by_a_node_wakes_the_serverapp(tmp_path, monkeypatch):
+    from client.contract.polling import WakeChannel
+    from server.engine import superlink_entry
+
+    handlers = importlib.import_module(superlink_entry.FLEET_HANDLERS_MODULE)
+    handled: list[str] = []
+    for name in superlink_entry.WAKING_HANDLERS:  # stand-ins for Flower's, restored after
+        monkeypatch.setattr(handlers, name, lambda *, request, state, _n=name: handled.append(_n))
+    monkeypatch.setattr(handlers, "pull_messages", handlers.pull_messages)
+    superlink = WakeChannel(tmp_path / "replies.fifo")
+    serverapp = WakeChannel(tmp_path / "replies.fifo")
+    try:
+        superlink_entry.wake_on_replies(superlink)
+        superlink_entry.wake_on_replies(superlink)  # wraps once only
+
+        assert not serverapp.wait(0)
+        handlers.push_messages(request="reply", state=None)
+        assert serverapp.wait(0)
+        handlers.push_object(request="object", state=None)
+        assert serverapp.wait(0)
+        assert not serverapp.wait(0)
+        assert handled == ["push_messages", "push_object"]
+        assert not getattr(handlers.pull_messages, "_fedwarden_wakes", False)  # polls: no wake
+    finally:
+        superlink.close()
+        serverapp.close()
