@@ -73,7 +73,10 @@ SUPERNODE_LOOP = "start_client_internal"
 SUPERNODE_PULL = "_pull_and_store_message"
 SUPERNODE_PUSH = "_push_messages"
 REPLY_WAIT = "time.sleep(0.5)"
-"""How often Flower's SuperNode looks for its ClientApp's reply (shortened to ``first_s``)."""
+"""How often Flower's SuperNode looks for its ClientApp's reply (shortened to ``REPLY_POLL_S``)."""
+REPLY_POLL_S = 0.01
+"""The SuperNode's look for its ClientApp's reply (and its objects) is a read of its own
+in-memory state: every 10 ms costs nothing, and a stage no longer waits 25 ms on average."""
 GRID_MODULE = "flwr.superlink.grid.http_grid"
 GRID_CLASS = "HttpGrid"
 GRID_LOOP = "send_and_receive"
@@ -121,7 +124,7 @@ class BackoffClock:
     """Stands in for the ``time`` module inside one Flower module.
 
     ``sleep(FLOWER_SLEEP_S)`` sleeps the next back-off interval, a sleep listed in
-    ``shorten`` sleeps ``first_s``; any other ``sleep`` and every other attribute are
+    ``shorten`` sleeps ``shortened_s`` (default ``first_s``); any other ``sleep`` and every other attribute are
     the real ``time``'s.
     """
 
@@ -131,11 +134,13 @@ class BackoffClock:
         *,
         sleep: Callable[[float], None] = time.sleep,
         shorten: tuple[float, ...] = (),
+        shortened_s: float | None = None,
         backoff_on: float | None = FLOWER_SLEEP_S,
     ) -> None:
         self.settings = settings
         self._sleep = sleep
         self._shorten = shorten
+        self._shortened_s = settings.first_s if shortened_s is None else shortened_s
         self._backoff_on = backoff_on
         """The sleep that backs off; ``None``: every sleep (a loop with one sleep only)."""
         self._next_s = settings.first_s
@@ -166,7 +171,7 @@ class BackoffClock:
         if self._backoff_on is None or seconds == self._backoff_on:
             self._sleep(self.next_interval())
         elif seconds in self._shorten:
-            self._sleep(self.settings.first_s)
+            self._sleep(self._shortened_s)
         else:
             self._sleep(seconds)
 
@@ -244,7 +249,8 @@ def install_supernode_poll(
     settings: PollSettings, *, wake: WakeChannel | None = None
 ) -> BackoffClock:
     """Back off the SuperNode's idle poll; a pulled message resets it (and notifies ``wake``,
-    the executor's channel); its 0.5 s wait for the ClientApp's reply becomes ``first_s``.
+    the executor's channel); its 0.5 s wait for the ClientApp's reply becomes ``REPLY_POLL_S``
+(or ``first_s`` if shorter).
     Returns the clock."""
     module, _ = _hooked(SUPERNODE_MODULE, None, SUPERNODE_LOOP)
     pull = getattr(module, SUPERNODE_PULL, None)
@@ -254,7 +260,7 @@ def install_supernode_poll(
             f"{SUPERNODE_MODULE} has no {SUPERNODE_PULL}, or no {SUPERNODE_PUSH} waiting with "
             f"{REPLY_WAIT} (the poll seam was pinned to Flower {PINNED_FLOWER}x)"
         )
-    clock = BackoffClock(settings, shorten=(0.5,))
+    clock = BackoffClock(settings, shorten=(0.5,), shortened_s=min(REPLY_POLL_S, settings.first_s))
 
     @functools.wraps(pull)
     def pull_and_reset(*args: Any, **kwargs: Any) -> Any:

@@ -88,7 +88,7 @@ def test_the_supernode_seam_resets_when_a_message_arrives(monkeypatch):
     node.time.sleep(0.2)
 
     assert node.time is clock
-    assert slept == [0.01, 0.02, 0.01, 0.01, 0.2]
+    assert slept == [0.01, 0.02, 0.01, fast_poll.REPLY_POLL_S, 0.2]
 
 
 def test_a_flower_without_the_hooked_sleep_fails_loudly(tmp_path, monkeypatch):
