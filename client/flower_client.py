@@ -40,6 +40,7 @@ from client.contract.wire import (
 )
 from client.count_release import PublishedCounts, published_counts
 from client.data import InstitutionData
+from client.deferred import after_reply
 from client.history import continuing_noise_multiplier
 from client.models import build_model, get_weights, set_weights
 from client.node import NodeSettings
@@ -191,10 +192,7 @@ class InstitutionClient(NumPyClient):
         )
         delta = [new - old for new, old in zip(outcome.weights, parameters, strict=True)]
         clipped = clip_update(delta, max_norm=plan.effective_update_clip_norm)
-        epsilon = epsilon_next = math.inf
-        if outcome.accounting is not None:
-            epsilon = account.record([outcome.accounting])
-            epsilon_next = account.epsilon([outcome.accounting])
+        epsilon, epsilon_next = _record_round(account, outcome.accounting)
         # The training loss is not sent: it is a statistic of the rows that no noise covers.
         report = _replace(
             report,
@@ -485,6 +483,19 @@ def _device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for, but no CUDA device is available")
     return torch.device(choice)
+
+
+def _record_round(
+    account: InstitutionAccount, taken: AccountingStep | None
+) -> tuple[float, float]:
+    """Record a round's release: ``(ε now, ε after one more such round)``; the ε after two
+    more is left for after the reply (``client.deferred``), for the next round to find."""
+    if taken is None:
+        return math.inf, math.inf
+    epsilon = account.record([taken])
+    epsilon_next = account.epsilon([taken])
+    after_reply("the next round's accounting", functools.partial(account.epsilon, [taken] * 2))
+    return epsilon, epsilon_next
 
 
 def _replace(report: FitReport, **changes: Any) -> FitReport:

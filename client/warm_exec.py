@@ -35,6 +35,8 @@ folder. The children are
 reaped at every poll; SIGTERM or SIGINT stops them (SIGTERM, then SIGKILL after
 ``--stop-timeout``) before the executor leaves, and each child also leaves by
 itself if the executor dies (Flower's parent-process monitor, ``--parent-pid``).
+A child whose task succeeded runs the work that task deferred (``client.deferred``:
+the next round's accounting) after its reply has gone, then leaves.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from flwr.supercore.auth import add_superexec_auth_secret_args, load_superexec_a
 from flwr.supercore.constant import ExecutorType, TaskType
 from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 
+from client import deferred
 from client.contract.polling import (
     WakeChannel,
     add_poll_args,
@@ -245,7 +248,10 @@ def _child_main(run_task: TaskRunner, spec: ExecutionSpec) -> None:
         exit_handler.registered_exit_handlers.clear()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
+        deferred.enable()
         code = run_task(spec)
+        if code == 0:  # the reply has gone: what the task left for later, then leave
+            deferred.run_deferred()
     except BaseException:
         logger.exception("task %d failed in the warm executor's child", spec.task_id)
     finally:

@@ -124,8 +124,8 @@ class BackoffClock:
     """Stands in for the ``time`` module inside one Flower module.
 
     ``sleep(FLOWER_SLEEP_S)`` sleeps the next back-off interval, a sleep listed in
-    ``shorten`` sleeps ``shortened_s`` (default ``first_s``); any other ``sleep`` and every other attribute are
-    the real ``time``'s.
+    ``shorten`` sleeps ``shortened_s`` (default ``first_s``); any other ``sleep`` and
+    every other attribute are the real ``time``'s.
     """
 
     def __init__(

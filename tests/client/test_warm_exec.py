@@ -54,6 +54,28 @@ def count_inherited_exit_handlers(_task: ExecutionSpec) -> int:
     return len(exit_handler.registered_exit_handlers)
 
 
+def defer_a_file_then_exit(task: ExecutionSpec) -> int:
+    from client import deferred
+
+    marker = Path(os.environ["FEDWARDEN_TEST_DEFERRED"]) / str(task.task_id)
+    deferred.after_reply("a marker", marker.touch)
+    return task.task_id % 2  # task 1 fails: its deferred work is dropped
+
+
+def test_a_child_runs_what_its_task_deferred_only_after_a_successful_reply(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("FEDWARDEN_TEST_DEFERRED", str(tmp_path))
+    executor = ForkExecutor(run_task=defer_a_file_then_exit)
+
+    for task_id in (1, 2):
+        executor.launch(spec(task_id))
+    wait_for_children(executor)
+
+    assert sorted((c.task_id, c.exit_code) for c in executor.finished) == [(1, 1), (2, 0)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2"]
+
+
 def test_finished_children_are_reaped_with_their_exit_codes() -> None:
     executor = ForkExecutor(run_task=exit_with_task_id)
 

@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from privacy.redaction import install_log_redaction
 from server.engine.superlink import RefusalWatcher
 from server.engine.superlink_entry import FleetOnlyMiddleware, split_argv
 from server.store import audit
@@ -213,10 +214,11 @@ def test_a_node_refused_mid_session_is_logged_with_its_key(monkeypatch, tmp_path
     monkeypatch.setattr(module, "authenticate_node", module.authenticate_node)  # undone after
     superlink_entry.audit_node_auth_refusals()
     superlink_entry.audit_node_auth_refusals()  # wraps once only
+    install_log_redaction()  # as in every fedwarden process: a public key is not redacted
 
     logged, _ = _refused_by_flower(tmp_path, caplog)
 
-    assert "peer=198.51.100.7:40712 path=/v1/fleet/pull-messages key=LS0t" in logged  # PEM
+    assert "peer=198.51.100.7:40712 path=/v1/fleet/pull-messages signer=LS0t" in logged  # PEM
 
 
 def test_a_node_refused_mid_session_is_audited_by_institution(monkeypatch, tmp_path, caplog):
