@@ -93,10 +93,20 @@ class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
     later is unmasked as Flower does), costing only the lost node's update.
     """
 
+    def setup_stage(  # type: ignore[override]
+        self, grid: Grid, context: LegacyContext, state: WorkflowState
+    ) -> bool:
+        return _naming_failures(super().setup_stage, grid, context, state)
+
+    def collect_masked_vectors_stage(  # type: ignore[override]
+        self, grid: Grid, context: LegacyContext, state: WorkflowState
+    ) -> bool:
+        return _naming_failures(super().collect_masked_vectors_stage, grid, context, state)
+
     def share_keys_stage(  # type: ignore[override]
         self, grid: Grid, context: LegacyContext, state: WorkflowState
     ) -> bool:
-        super().share_keys_stage(grid, context, state)
+        _naming_failures(super().share_keys_stage, grid, context, state)
         shared = set(state.active_node_ids)
         early = state.sampled_node_ids - shared
         if early:
@@ -113,6 +123,50 @@ class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
                 if nid in shared
             }
         return self._check_threshold(state)
+
+
+class _ErrorNotingGrid:
+    """A grid that remembers which node sent each error reply (Flower's SecAgg+ workflow
+    keeps only the error, as a bare ``Exception``, among the round's failures)."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+        self.senders: dict[int, int] = {}
+        """``id(reply.error)`` → the node that sent it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Message]:
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        for reply in replies:
+            if reply.has_error():
+                self.senders[id(reply.error)] = reply.metadata.src_node_id
+        return replies
+
+
+def _naming_failures(
+    stage: Callable[[Grid, LegacyContext, WorkflowState], bool],
+    grid: Grid,
+    context: LegacyContext,
+    state: WorkflowState,
+) -> bool:
+    """Run one SecAgg+ stage; the failures it adds name their node (``NodeFailedError``,
+    with the node's own reason: a refusal says why), so the round records who and why."""
+    noting = _ErrorNotingGrid(grid)
+    first = len(state.failures)
+    done = stage(cast(Grid, noting), context, state)
+    named: list[Exception] = []
+    for failure in state.failures[first:]:
+        error = failure.args[0] if isinstance(failure, Exception) and failure.args else None
+        node = noting.senders.get(id(error)) if error is not None else None
+        if node is None:
+            named.append(failure)
+        else:
+            reason = getattr(error, "reason", "") or f"error code {getattr(error, 'code', '?')}"
+            named.append(NodeFailedError(node, reason))
+    state.failures[first:] = named
+    return done
 
 
 def secure_fit_workflow(parameters: SecAggParameters) -> Workflow:

