@@ -160,7 +160,7 @@ class Deployment:
             fedwarden(
                 "client", "join", "--coordinator", f"127.0.0.1:{self.port}",
                 "--ca", str(ca or self.pki / "ca.crt"),
-                "--key", str(key or self.root / "nodes" / f"{name.split('-')[0]}.key"),
+                "--key", str(key or self.root / "nodes" / f"{institution or name}.key"),
                 *rows,
                 "--budget-epsilon", str(BUDGET.epsilon), "--budget-delta", str(BUDGET.delta),
                 "--history", str(self.root / f"{name}-history.json"),
