@@ -41,8 +41,9 @@ def after_reply(what: str, work: Callable[[], object]) -> None:
 
 
 def run_deferred(*, limit_s: float = DEFERRED_LIMIT_S) -> int:
-    """Run the deferred work in order until ``limit_s`` has passed; how many ran. A failure
-    is logged and skipped (what it would have cached is computed when needed)."""
+    """Run the deferred work in order, starting none after ``limit_s`` (what is left is
+    dropped); how many ran. A failure is logged and skipped (what it would have cached is
+    computed when needed)."""
     began = time.monotonic()
     done = 0
     while _queue and time.monotonic() - began < limit_s:

@@ -370,7 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
         "sklearn and Flower's ClientApp runtime (repeatable; e.g. client.app).",
     )
     parser.add_argument(
-        "--max-concurrent-tasks", type=int, help="Children at most at once (default: no limit)."
+        "--max-concurrent-tasks",
+        type=int,
+        help="Children at most at once, a child counting until its deferred work is done "
+        "(default: no limit).",
     )
     parser.add_argument(
         "--stop-timeout",

@@ -145,6 +145,10 @@ class _ErrorNotingGrid:
         return replies
 
 
+_REASON_MAX = 1000
+"""A node's own reason is its text, kept on the round's record: bounded."""
+
+
 def _naming_failures(
     stage: Callable[[Grid, LegacyContext, WorkflowState], bool],
     grid: Grid,
@@ -164,7 +168,7 @@ def _naming_failures(
             named.append(failure)
         else:
             reason = getattr(error, "reason", "") or f"error code {getattr(error, 'code', '?')}"
-            named.append(NodeFailedError(node, reason))
+            named.append(NodeFailedError(node, str(reason)[:_REASON_MAX]))
     state.failures[first:] = named
     return done
 

@@ -249,9 +249,8 @@ def install_supernode_poll(
     settings: PollSettings, *, wake: WakeChannel | None = None
 ) -> BackoffClock:
     """Back off the SuperNode's idle poll; a pulled message resets it (and notifies ``wake``,
-    the executor's channel); its 0.5 s wait for the ClientApp's reply becomes ``REPLY_POLL_S``
-(or ``first_s`` if shorter).
-    Returns the clock."""
+    the executor's channel); its 0.5 s wait for the ClientApp's reply becomes
+    ``REPLY_POLL_S`` (or ``first_s`` if shorter). Returns the clock."""
     module, _ = _hooked(SUPERNODE_MODULE, None, SUPERNODE_LOOP)
     pull = getattr(module, SUPERNODE_PULL, None)
     push = getattr(module, SUPERNODE_PUSH, None)

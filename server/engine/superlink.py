@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from privacy.errors import ConfigError
-from privacy.pki import openssh_from_pem
+from privacy.pki import fingerprint, openssh_from_pem
 from server.engine.flwr_cli import run_flwr_json
 from server.errors import FlowerCliError, ServerError
 from server.store import audit
@@ -43,6 +43,7 @@ _REFUSED = re.compile(
 _KEY_IN_USE = "Public key already in use"
 _NODE_AUTH_REFUSED = re.compile(
     r"fedwarden-node-refused peer=(?P<peer>\S+) path=(?P<path>\S+) signer=(?P<key>\S+)"
+    r"(?: verified=(?P<verified>yes|no))?"
 )
 """The SuperLink entry's line for a Fleet request that Flower's node authentication
 answered 401: a node whose key was revoked or unregistered during its session (its
@@ -291,6 +292,13 @@ class RefusalWatcher:
             public_key = None
         path = unquote(match["path"])[:200]
         reason = f"the SuperLink refused {path}: the node's key is revoked or unregistered"
+        if match["verified"] != "yes":  # claimed, not proven: not charged to the key's holder
+            claimed = fingerprint(public_key) if public_key is not None else "none"
+            reason = (
+                f"the SuperLink refused {path}: its signature does not verify under the "
+                f"public key it claims ({claimed})"
+            )
+            public_key = None
         with self.store.session() as session:
             record_node_refusal(
                 session=session, reason=reason, public_key=public_key,

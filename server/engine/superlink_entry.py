@@ -162,13 +162,15 @@ _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 
 def audit_node_auth_refusals() -> None:
     """Log one ``NODE_REFUSAL_MARK`` line for each Fleet request Flower's node
-    authentication answers 401, naming the public key it was signed with (``signer=``,
-    base64 of its PEM: public, and named so that secret redaction leaves it alone)
-    (``FlowerSeamError`` if Flower moved ``authenticate_node``)."""
+    authentication answers 401, naming the public key it claims (``signer=``, base64 of
+    its PEM: public, and named so that secret redaction leaves it alone) and whether its
+    signature verifies under that key (``verified=``: an outsider can claim any public
+    key, but not sign with it) (``FlowerSeamError`` if Flower moved ``authenticate_node``)."""
     module = importlib.import_module(NODE_AUTH_MODULE)
     check = getattr(module, NODE_AUTH_FUNCTION, None)
     header = getattr(module, "FLEET_HTTP_PUBLIC_KEY_HEADER", None)
-    if check is None or header is None or not hasattr(module, "NodeAuthMiddleware"):
+    names = ("NodeAuthMiddleware", "FLEET_HTTP_SIGNATURE_HEADER", "TIMESTAMP_HEADER")
+    if check is None or header is None or not all(hasattr(module, n) for n in names):
         raise FlowerSeamError(
             f"{NODE_AUTH_MODULE}.{NODE_AUTH_FUNCTION} is gone: the audit of nodes refused "
             "mid-session was pinned to Flower 1.41"
@@ -186,15 +188,35 @@ def audit_node_auth_refusals() -> None:
                 key = str(request.headers.get(header, ""))[:1024]
                 client = request.client or ("unknown", 0)
                 logger.warning(
-                    "%s peer=%s path=%s signer=%s", NODE_REFUSAL_MARK,
+                    "%s peer=%s path=%s signer=%s verified=%s", NODE_REFUSAL_MARK,
                     quote(f"{client[0]}:{client[1]}", safe=":[]"),
                     quote(str(request.url.path)[:200], safe="/"),
                     key if key and set(key) <= _B64 else "-",
+                    "yes" if _signed_by_claimed_key(request, module) else "no",
                 )  # fmt: skip
             raise
 
     audited._fedwarden_audited = True  # type: ignore[attr-defined]
     setattr(module, NODE_AUTH_FUNCTION, audited)
+
+
+def _signed_by_claimed_key(request: Any, module: Any) -> bool:
+    """Whether the request's signature verifies under the public key it claims: only then
+    does the refusal name that key's holder (anyone can claim a public key)."""
+    import binascii
+    from base64 import b64decode
+
+    from flwr.supercore.primitives.asymmetric import bytes_to_public_key, verify_signature
+
+    try:
+        public_key = b64decode(request.headers[module.FLEET_HTTP_PUBLIC_KEY_HEADER], validate=True)
+        signature = b64decode(request.headers[module.FLEET_HTTP_SIGNATURE_HEADER], validate=True)
+        timestamp = request.headers[module.TIMESTAMP_HEADER]
+        return bool(
+            verify_signature(bytes_to_public_key(public_key), timestamp.encode("ascii"), signature)
+        )
+    except (KeyError, ValueError, TypeError, UnicodeError, binascii.Error):
+        return False
 
 
 FLEET_HANDLERS_MODULE = "flwr.superlink.servicer.fleet.fleet_handlers"

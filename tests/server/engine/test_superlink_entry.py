@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from privacy.pki import generate_node_key
 from privacy.redaction import install_log_redaction
 from server.engine.superlink import RefusalWatcher
 from server.engine.superlink_entry import FleetOnlyMiddleware, split_argv
@@ -164,9 +165,10 @@ def test_the_task_token_cleanup_runs_at_most_once_a_second_per_state(monkeypatch
 
 
 
-def _refused_by_flower(tmp_path, caplog) -> tuple[str, str]:
-    """Flower's own node authentication, wrapped, refusing a request that Hungary's node
-    key signed badly: ``(the line logged, Hungary's public key line)``."""
+def _refused_by_flower(private_path, caplog, *, signed: bool = False) -> str:
+    """Flower's own node authentication, wrapped, refusing a request that claims the node
+    key at ``private_path``: signed with it (for another key's activation) or with a
+    signature that does not verify. The line logged."""
     import base64
     import datetime
 
@@ -176,24 +178,29 @@ def _refused_by_flower(tmp_path, caplog) -> tuple[str, str]:
     from flwr.supercore.constant import FLEET_HTTP_PUBLIC_KEY_HEADER, FLEET_HTTP_SIGNATURE_HEADER
     from starlette.requests import Request
 
-    from privacy.pki import generate_node_key
     from server.engine import superlink_entry
 
     module = importlib.import_module(superlink_entry.NODE_AUTH_MODULE)
-    private_path, line = generate_node_key(out_dir=tmp_path, institution="Hungary")
+    caplog.clear()
     private = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
     pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    headers = {  # the node's public key, and a signature that does not verify under it
+    from flwr.proto.fleet_pb2 import ActivateNodeRequest
+    from flwr.supercore.primitives.asymmetric import sign_message
+
+    stamp = datetime.datetime.now(datetime.UTC).isoformat()
+    signature = sign_message(private, stamp.encode()) if signed else b"0\x06\x02\x01\x01\x02\x01\x01"
+    headers = {
         FLEET_HTTP_PUBLIC_KEY_HEADER: base64.b64encode(pem).decode(),
-        FLEET_HTTP_SIGNATURE_HEADER: base64.b64encode(b"0\x06\x02\x01\x01\x02\x01\x01").decode(),
-        TIMESTAMP_HEADER: datetime.datetime.now(datetime.UTC).isoformat(),
+        FLEET_HTTP_SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+        TIMESTAMP_HEADER: stamp,
     }
     request = Request({
         "type": "http", "method": "POST", "path": "/v1/fleet/pull-messages", "query_string": b"",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "client": ("198.51.100.7", 40712), "server": ("127.0.0.1", 9093),
+        "state": {"protobuf_request": ActivateNodeRequest(public_key=b"another node's key")},
     })  # fmt: skip
     with (
         caplog.at_level("WARNING", logger="server.engine.superlink_entry"),
@@ -202,7 +209,7 @@ def _refused_by_flower(tmp_path, caplog) -> tuple[str, str]:
         module.authenticate_node(request)
     assert refused.value.status_code == 401
     [logged] = [m for m in caplog.messages if superlink_entry.NODE_REFUSAL_MARK in m]
-    return logged, line
+    return logged
 
 
 def test_a_node_refused_mid_session_is_logged_with_its_key(monkeypatch, tmp_path, caplog):
@@ -216,9 +223,14 @@ def test_a_node_refused_mid_session_is_logged_with_its_key(monkeypatch, tmp_path
     superlink_entry.audit_node_auth_refusals()  # wraps once only
     install_log_redaction()  # as in every fedwarden process: a public key is not redacted
 
-    logged, _ = _refused_by_flower(tmp_path, caplog)
+    private_path, _ = generate_node_key(out_dir=tmp_path, institution="Hungary")
+
+    logged = _refused_by_flower(private_path, caplog)
+    signed = _refused_by_flower(private_path, caplog, signed=True)
 
     assert "peer=198.51.100.7:40712 path=/v1/fleet/pull-messages signer=LS0t" in logged  # PEM
+    assert logged.endswith(" verified=no")  # a signature that does not verify
+    assert signed.endswith(" verified=yes")
 
 
 def test_a_node_refused_mid_session_is_audited_by_institution(monkeypatch, tmp_path, caplog):
@@ -230,7 +242,9 @@ def test_a_node_refused_mid_session_is_audited_by_institution(monkeypatch, tmp_p
     module = importlib.import_module(superlink_entry.NODE_AUTH_MODULE)
     monkeypatch.setattr(module, "authenticate_node", module.authenticate_node)
     superlink_entry.audit_node_auth_refusals()
-    logged, line = _refused_by_flower(tmp_path, caplog)
+    private_path, line = generate_node_key(out_dir=tmp_path, institution="Hungary")
+    logged = _refused_by_flower(private_path, caplog, signed=True)
+    forged = _refused_by_flower(private_path, caplog)  # anyone may claim Hungary's public key
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     try:
         with store.session() as session:  # Hungary's key, registered then revoked
@@ -242,15 +256,23 @@ def test_a_node_refused_mid_session_is_audited_by_institution(monkeypatch, tmp_p
         for _ in range(3):  # the third is only counted
             watcher(f"WARNING server.engine.superlink_entry: {logged}\n")
         watcher.flush()
+        watcher.per_interval = 10
+        watcher(f"WARNING server.engine.superlink_entry: {forged}\n")
         with store.session() as session:
             events = [e for e in audit.tail(session, limit=20) if e["action"] == "node.refused"]
     finally:
         store.dispose()
 
-    assert watcher.refusals == 3
+    assert watcher.refusals == 4
     assert all(e["outcome"] == "denied" for e in events)
-    single = [e for e in events if "reason" in e["details"]]
+    *single, claimed = sorted(
+        (e for e in events if "reason" in e["details"]), key=lambda e: e["seq"]
+    )
     assert len(single) == 2
+    # a key claimed with a signature that does not verify is not charged to its holder
+    assert claimed["target"] == "node:unknown" and "institution" not in claimed["details"]
+    assert "does not verify" in claimed["details"]["reason"]
+    assert fingerprint(line) in claimed["details"]["reason"]
     assert single[0]["target"] == f"node:{fingerprint(line)}"
     assert single[0]["details"]["institution"] == "Hungary"
     assert single[0]["details"]["revoked"] == "yes"
